@@ -1,0 +1,169 @@
+"""segkit command line: parses arguments, lazy-imports the rest, prints SegkitError on one line (exit 2)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="U-Net segmentation + severity grading.")
+data_app = typer.Typer(no_args_is_help=True, help="Make and inspect datasets.")
+app.add_typer(data_app, name="data")
+
+TASKS_HELP = "ventricle or liver-cyst"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("matplotlib", "PIL", "h5py", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _say(msg: str) -> None:
+    typer.echo(msg)
+
+
+@data_app.command("make")
+def data_make(
+    task: Annotated[str, typer.Argument(help=TASKS_HELP)],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write (MSD layout).")],
+    cases: Annotated[int, typer.Option(min=2, help="Number of cases.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, identical files.")] = 0,
+    phantom: Annotated[bool, typer.Option(help="Procedural phantoms instead of real anatomy (tests).")] = False,
+) -> None:
+    """Build a default dataset: imagesTr/, labelsTr/, dataset.json with grades and splits."""
+    from segkit.tasks import get_task
+
+    get_task(task)
+    if phantom:
+        from segkit.data.phantom import make_phantom
+
+        path = make_phantom(task, out, cases, seed)
+    else:
+        from segkit.data.makers import make_dataset
+
+        path = make_dataset(task, out, cases, seed)
+    _say(f"wrote {cases} {task} cases to {out} ({path.name})")
+
+
+@data_app.command("show")
+def data_show(
+    root: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default DIR/montage.png).")] = None,
+    max_cases: Annotated[int, typer.Option(help="Cases in the montage.")] = 12,
+) -> None:
+    """Montage of cases with their masks and grades, to check a dataset by eye."""
+    from segkit.data.show import show_dataset
+
+    png = show_dataset(root, out or root / "montage.png", max_cases)
+    _say(f"wrote {png}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="Experiment YAML, e.g. configs/ventricle.yaml.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default data/<task>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<task>).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. train.lr=1e-4.")] = None,
+) -> None:
+    """Train the U-Net and grade head jointly; writes best.pt, last.pt, metrics.csv, curves.png."""
+    from segkit.config import load_config
+
+    overrides = list(set_ or [])
+    if epochs is not None:
+        overrides.append(f"train.epochs={epochs}")
+    if device is not None:
+        overrides.append(f"train.device={device}")
+    cfg = load_config(config, overrides)
+    from segkit.train import fit
+
+    data_dir = data or Path("data") / cfg.task.name
+    run_dir = out or Path("runs") / cfg.task.name
+    try:
+        summary = fit(cfg, data_dir, run_dir, resume)
+    except KeyboardInterrupt:
+        _say(f"interrupted: {run_dir}/last.pt holds the last complete epoch; continue with --resume")
+        raise typer.Exit(130) from None
+    best = summary["best"]
+    _say(
+        f"done: {summary['epochs']} epochs in {run_dir}; best epoch {best.get('epoch')}: "
+        f"val Dice {best.get('val_dice', float('nan')):.4f}, val grade acc {best.get('val_grade_acc', float('nan')):.3f}"
+    )
+
+
+@app.command()
+def predict(
+    path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume or a folder of them.")],
+    model: Annotated[Optional[str], typer.Option(help="Run folder or .pt (default: latest run).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay."""
+    from segkit.infer import predict_paths
+
+    for r in predict_paths(path, model, out, device):
+        bio = r["biomarker"]
+        value = "n/a" if bio["value"] is None else f"{bio['value']:.4f}"
+        probs = " ".join(f"{k}={v:.2f}" for k, v in r["probabilities"].items())
+        _say(f"{Path(r['input']).name}: grade {r['grade']} ({probs}); {bio['name']} {value} -> {out / r['mask']}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Optional[str], typer.Option(help="Run folder or .pt (default: latest run).")] = None,
+    data: Annotated[Path, typer.Option(help="Dataset folder with dataset.json.")] = Path("data/ventricle"),
+    split: Annotated[str, typer.Option(help="test, val, train or all.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN_DIR/eval-<split>).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
+    from segkit.evaluate import evaluate_split
+
+    report = evaluate_split(model, data, split, out, device)
+    _say(report["summary_line"])
+    _say(f"report: {report['out']}/report.md")
+
+
+def main() -> None:
+    """Entry point: SegkitError -> one line on stderr, exit 2."""
+    from segkit.errors import SegkitError
+
+    verbose = "--verbose" in sys.argv
+    if verbose:
+        sys.argv.remove("--verbose")
+    _setup_logging(verbose)
+    try:
+        app(standalone_mode=False)
+    except SegkitError as e:
+        typer.echo(f"segkit: error: {e}", err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("segkit: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("segkit: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Frozen dataclass configs, one YAML per experiment, `--set section.key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What is segmented and graded, and how the scans look."""
+
+    name: str = "ventricle"
+    modality: str = "MRI"  # "MRI" or "CT": picks the intensity normalisation
+    labels: tuple[str, ...] = ("background", "brain", "lateral_ventricles")
+    grades: tuple[str, ...] = ("healthy", "moderate", "severe")
+    # Biomarker = volume(numerator labels) / volume(denominator labels); grade by thresholds.
+    biomarker: str = "ventricle_ratio"
+    numerator: tuple[str, ...] = ("lateral_ventricles",)
+    denominator: tuple[str, ...] = ("brain", "lateral_ventricles")
+    thresholds: tuple[float, ...] = (0.02, 0.04)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The one preprocessing pipeline shared by training, evaluation and prediction."""
+
+    spacing: tuple[float, float, float] = (1.5, 1.5, 1.5)  # mm, in the RAS-canonical frame
+    context_slices: int = 2  # neighbours on each side: input channels = 2 * context + 1
+    # CT: clip to [window_low, window_high] HU then scale to [-1, 1].
+    window_low: float = -100.0
+    window_high: float = 250.0
+    # MRI: clip to percentiles inside the non-zero region, then z-score.
+    percentile_low: float = 0.5
+    percentile_high: float = 99.5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only augmentation (albumentations, 2-D); each probability per slice."""
+
+    enabled: bool = True
+    flip_lr: float = 0.5
+    affine: float = 0.7
+    rotate_deg: float = 15.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    shear_deg: float = 5.0
+    elastic: float = 0.2
+    brightness_contrast: float = 0.5
+    gamma: float = 0.3
+    noise: float = 0.3
+    blur: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network: a registry name plus its size knobs."""
+
+    arch: str = "monai_unet"  # see segkit.models.ARCHS
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    num_res_units: int = 2
+    encoder: str = "resnet34"  # smp architectures only
+    encoder_weights: str | None = None  # never downloaded unless the user asks
+    dropout: float = 0.2
+    grade_hidden: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, sampling, checkpoints and early stopping."""
+
+    epochs: int = 40
+    steps_per_epoch: int = 50
+    cases_per_batch: int = 2  # slices of one case are pooled for its grade
+    slices_per_case: int = 8  # batch = cases_per_batch * slices_per_case slices
+    patch_size: tuple[int, int] = (128, 128)
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    grade_loss_weight: float = 0.5
+    patience: int = 10  # epochs without val improvement before stopping
+    monitor: str = "val_score"  # "val_dice" or "val_score" (mean of val Dice and grade accuracy)
+    amp: str = "auto"  # "auto", "bf16", "fp16", "off"
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # 0: torch default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings."""
+
+    nsd_tolerance_mm: float = 2.0
+    bootstrap: int = 1000
+    low_confidence: float = 0.6  # a grade probability below this flags the case for review
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete experiment: everything needed to train, and to predict from a checkpoint."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of segmentation classes, background included."""
+        return len(self.task.labels)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: the slice and its neighbours."""
+        return 2 * self.preprocess.context_slices + 1
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/override value to the field's declared type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args, strict=True))
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes"):
+                return True
+            if str(value).lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if tp is float:
+            return float(value)  # PyYAML reads "1e-3" as a string
+        if tp is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {tp.__name__}") from None
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build a dataclass from a dict, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {where + '.' if where else ''}{unknown[0]}; "
+            f"valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, key)
+        else:
+            kwargs[name] = _convert(value, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a Config from a plain nested dict."""
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (lists, not tuples) for YAML and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides to a nested dict (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"override key {key!r} must be section.key, e.g. train.lr")
+        section, name = parts
+        value = yaml.safe_load(raw) if raw.strip() else raw
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"config section {section!r} is not a mapping")
+        data[section][name] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply overrides, validate; unknown keys and bad types fail."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found; pass one of configs/*.yaml")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            at = f" (line {line + 1})" if line is not None else ""
+            raise ConfigError(f"config file {p} is not valid YAML{at}; fix its syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks a type check cannot do."""
+    t = cfg.task
+    if t.modality not in ("MRI", "CT"):
+        raise ConfigError(f"task.modality must be MRI or CT, not {t.modality!r}")
+    if len(t.labels) < 2 or t.labels[0] != "background":
+        raise ConfigError("task.labels must start with 'background' and name at least one label")
+    for name in t.numerator + t.denominator:
+        if name not in t.labels:
+            raise ConfigError(f"biomarker label {name!r} is not in task.labels {list(t.labels)}")
+    if len(t.thresholds) != len(t.grades) - 1 or list(t.thresholds) != sorted(t.thresholds):
+        raise ConfigError("task.thresholds must be increasing, one fewer than task.grades")
+    if cfg.train.monitor not in ("val_dice", "val_score"):
+        raise ConfigError("train.monitor must be val_dice or val_score")
+    if cfg.train.amp not in ("auto", "bf16", "fp16", "off"):
+        raise ConfigError("train.amp must be auto, bf16, fp16 or off")
+    if cfg.train.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("train.device must be auto, cpu or cuda")
+    if any(s <= 0 for s in cfg.preprocess.spacing):
+        raise ConfigError("preprocess.spacing must be positive")
+    if any(p % 16 for p in cfg.train.patch_size):
+        raise ConfigError("train.patch_size must be multiples of 16 (four 2x poolings)")
+    if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
+        raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")
+
+
+def write_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from segkit.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Datasets: MSD-layout tables with grades and splits, and the dataset makers."""

@@ -1,0 +1,154 @@
+"""MSD-layout datasets (imagesTr/, labelsTr/, dataset.json) with per-case grades and splits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit import __version__
+from segkit.config import TaskConfig
+from segkit.errors import InputError
+from segkit.io import atomic_write_text, write_volume
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of a dataset: image and label paths, grade, biomarker and split."""
+
+    case_id: str
+    image: Path
+    label: Path | None
+    grade: str | None
+    biomarker: float | None
+    split: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset folder read from its dataset.json."""
+
+    root: Path
+    task: str
+    labels: tuple[str, ...]
+    grades: tuple[str, ...]
+    cases: tuple[Case, ...]
+    meta: dict[str, Any]
+
+    def split(self, name: str) -> list[Case]:
+        """The cases of one split ("train", "val", "test" or "all")."""
+        if name == "all":
+            return list(self.cases)
+        if name not in SPLITS:
+            raise InputError(f"unknown split {name!r}; valid splits: all, {', '.join(SPLITS)}")
+        return [c for c in self.cases if c.split == name]
+
+
+def make_split(
+    case_ids: list[str], grades: list[str], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> dict[str, str]:
+    """Per-case train/val/test split, stratified by grade, made before any augmentation."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, str] = {}
+    for g in sorted(set(grades)):
+        ids = [c for c, gg in zip(case_ids, grades, strict=True) if gg == g]
+        rng.shuffle(ids)
+        n = len(ids)
+        n_test = int(round(n * fractions[2])) if n >= 3 else 0
+        n_val = int(round(n * fractions[1])) if n >= 3 else 0
+        if n >= 3:
+            n_test, n_val = max(n_test, 1), max(n_val, 1)
+        for i, c in enumerate(ids):
+            out[c] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
+
+
+def write_case(root: Path, case_id: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> None:
+    """Write one case's image (float32) and label (uint8) on the same grid."""
+    write_volume(root / "imagesTr" / f"{case_id}.nii.gz", image.astype(np.float32), affine)
+    write_volume(root / "labelsTr" / f"{case_id}.nii.gz", label.astype(np.uint8), affine)
+
+
+def write_dataset_json(
+    root: Path,
+    task: TaskConfig,
+    records: list[dict[str, Any]],
+    seed: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write dataset.json; records hold case, grade, biomarker (and anything else per case)."""
+    split = make_split([r["case"] for r in records], [r["grade"] for r in records], seed)
+    training = []
+    for r in records:
+        row = {"image": f"./imagesTr/{r['case']}.nii.gz", "label": f"./labelsTr/{r['case']}.nii.gz"}
+        row.update(r)
+        row["split"] = split[r["case"]]
+        training.append(row)
+    meta: dict[str, Any] = {
+        "name": f"segkit-{task.name}",
+        "task": task.name,
+        "tensorImageSize": "3D",
+        "modality": {"0": task.modality},
+        "labels": {str(i): n for i, n in enumerate(task.labels)},
+        "grades": list(task.grades),
+        "biomarker": {
+            "name": task.biomarker,
+            "definition": f"volume({'+'.join(task.numerator)}) / volume({'+'.join(task.denominator)})",
+            "thresholds": list(task.thresholds),
+        },
+        "numTraining": len(training),
+        "numTest": 0,
+        "training": training,
+        "test": [],
+        "split": {s: [r["case"] for r in training if r["split"] == s] for s in SPLITS},
+        "seed": seed,
+        "generator": f"segkit {__version__}",
+    }
+    meta.update(extra or {})
+    path = root / "dataset.json"
+    atomic_write_text(path, json.dumps(meta, indent=2))
+    return path
+
+
+def read_dataset(root: str | Path, need_labels: bool = True) -> Dataset:
+    """Read and check dataset.json; a missing file, grade or split raises InputError."""
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise InputError(f"{meta_path}: not found; make a dataset with `segkit data make` or pass --data")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{meta_path}: not valid JSON ({e}); fix or regenerate it") from None
+    try:
+        labels = tuple(meta["labels"][str(i)] for i in range(len(meta["labels"])))
+        grades = tuple(meta.get("grades", ("healthy", "moderate", "severe")))
+        rows = meta["training"]
+    except (KeyError, TypeError):
+        raise InputError(f"{meta_path}: needs 'labels' (0..K) and 'training' entries") from None
+    cases = []
+    for i, r in enumerate(rows):
+        cid = r.get("case") or Path(str(r.get("image", f"case{i}"))).name.split(".")[0]
+        image = root / str(r.get("image", ""))
+        if not image.is_file():
+            raise InputError(f"{meta_path}: case {cid} names a missing image {image}; fix dataset.json")
+        label = root / r["label"] if r.get("label") else None
+        if need_labels and (label is None or not label.is_file()):
+            raise InputError(f"{meta_path}: case {cid} names a missing label {label}; fix dataset.json")
+        grade = r.get("grade")
+        if grade is not None and grade not in grades:
+            raise InputError(f"{meta_path}: case {cid} has grade {grade!r}, not one of {list(grades)}")
+        if need_labels and grade is None:
+            raise InputError(f"{meta_path}: case {cid} has no grade; add one of {list(grades)}")
+        split = r.get("split", "train")
+        if split not in SPLITS:
+            raise InputError(f"{meta_path}: case {cid} has split {split!r}, not one of {list(SPLITS)}")
+        cases.append(Case(cid, image, label, grade, r.get("biomarker"), split))
+    if not cases:
+        raise InputError(f"{meta_path}: lists no cases")
+    return Dataset(root, str(meta.get("task", "")), labels, grades, tuple(cases), meta)

@@ -1,0 +1,211 @@
+"""Read and write NIfTI volumes as (array, affine, header), checked and written atomically."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from segkit.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOXELS = 1024**3  # a header claiming more than this is treated as corrupt
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image in its own voxel grid: data (X, Y, Z), the voxel-to-world affine, its header."""
+
+    data: np.ndarray  # (X, Y, Z)
+    affine: np.ndarray  # (4, 4) voxel -> world (RAS+, mm)
+    header: nib.Nifti1Header
+    path: Path
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along each array axis."""
+        return voxel_sizes(self.affine)
+
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one voxel in millilitres."""
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along each array axis of an affine."""
+    sizes = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
+
+
+def is_nifti(path: Path) -> bool:
+    """True when the file name ends in .nii or .nii.gz."""
+    return path.name.endswith(NIFTI_SUFFIXES)
+
+
+def stem(path: Path) -> str:
+    """File name without .nii/.nii.gz."""
+    name = path.name
+    for suf in (".nii.gz", ".nii"):
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def read_volume(path: str | Path, kind: str = "image") -> Volume:
+    """Read a 3-D NIfTI image; any problem raises InputError naming the file and the fix."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found; check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected a .nii or .nii.gz {kind}")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty (0 bytes); re-export the {kind}")
+    if not is_nifti(p):
+        raise InputError(f"{p}: not a NIfTI file name; segkit reads .nii and .nii.gz {kind}s")
+    try:
+        img = nib.load(str(p))
+    except (gzip.BadGzipFile, zlib.error, EOFError) as e:
+        raise InputError(f"{p}: damaged or truncated gzip ({e}); re-copy or re-export it") from None
+    except Exception as e:  # nibabel raises many types for non-NIfTI bytes
+        raise InputError(f"{p}: not a readable NIfTI {kind} ({_short(e)}); check the file") from None
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(f"{p}: not a NIfTI-1/2 image; convert it to .nii.gz")
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(
+            f"{p}: {len(shape)}-D image of shape {shape}; segkit needs one 3-D volume "
+            "(split 4-D series into 3-D files first)"
+        )
+    if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise InputError(f"{p}: header declares an impossible size {shape}; the file is corrupt")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    _check_affine(p, affine)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as e:
+        raise InputError(f"{p}: damaged or truncated gzip ({e}); re-copy or re-export it") from None
+    except Exception as e:
+        raise InputError(
+            f"{p}: data is shorter than its header declares or unreadable ({_short(e)}); "
+            "the file is truncated or corrupt"
+        ) from None
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise InputError(f"{p}: every voxel is NaN or Inf; the {kind} holds no image")
+    if not finite.all():
+        bad = 100.0 * (1 - finite.mean())
+        log.warning("%s: %.2f%% voxels are NaN/Inf; set to the image minimum", p, bad)
+        data = np.where(finite, data, data[finite].min()).astype(np.float32)
+    return Volume(data=data, affine=affine, header=img.header, path=p)
+
+
+def _check_affine(p: Path, affine: np.ndarray) -> None:
+    if not np.all(np.isfinite(affine)):
+        raise InputError(f"{p}: affine holds NaN/Inf; fix the header (qform/sform)")
+    sizes = voxel_sizes(affine)
+    det = abs(np.linalg.det(affine[:3, :3]))
+    if min(sizes) < 1e-6 or det < 1e-9 * max(sizes) ** 3:
+        raise InputError(
+            f"{p}: affine is singular (voxel sizes {tuple(round(s, 4) for s in sizes)}); "
+            "the header has no usable geometry, fix its qform/sform"
+        )
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:160]
+
+
+def check_same_grid(a: Volume, b: Volume, atol: float = 1e-3) -> None:
+    """Raise InputError unless two volumes share shape and affine (e.g. image and label)."""
+    if a.data.shape != b.data.shape:
+        raise InputError(
+            f"{b.path}: shape {b.data.shape} differs from {a.path.name} {a.data.shape}; "
+            "image and label must share one voxel grid"
+        )
+    if not np.allclose(a.affine, b.affine, atol=atol):
+        raise InputError(
+            f"{b.path}: affine differs from {a.path.name}; image and label must share one grid "
+            "(resample the label onto the image)"
+        )
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run write(tmp) on a temp file in path's folder, fsync it, then rename it onto path."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create output folder ({e.strerror}); choose another --out") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{folder}: output folder is not writable; choose another --out")
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write(Path(path), lambda t: t.write_text(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a binary file atomically."""
+    atomic_write(Path(path), lambda t: t.write_bytes(data))
+
+
+def write_volume(
+    path: Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None
+) -> None:
+    """Write a NIfTI volume atomically, keeping the reference header's qform/sform codes."""
+    data = np.asarray(data)
+    if header is not None:
+        hdr = header.copy()
+        hdr.set_data_dtype(data.dtype)
+        img = nib.Nifti1Image(data, affine, header=hdr)
+        # nibabel's constructor resets codes from the header; keep both forms equal to affine
+        qcode = int(header["qform_code"]) or 1
+        scode = int(header["sform_code"]) or 1
+        img.set_qform(affine, code=qcode)
+        img.set_sform(affine, code=scode)
+        img.header.set_slope_inter(1.0, 0.0)
+    else:
+        img = nib.Nifti1Image(data, affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    atomic_write(Path(path), lambda t: nib.save(img, str(t)))
+
+
+def check_not_input(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output path that is one of the inputs."""
+    out_r = Path(out).resolve()
+    for p in inputs:
+        if Path(p).resolve() == out_r:
+            raise OutputError(f"{out}: output would overwrite the input; choose another --out")

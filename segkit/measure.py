@@ -1,0 +1,60 @@
+"""Measurements behind a grade: label volumes, the biomarker ratio, lesion counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from skimage.measure import label as connected_components
+
+from segkit.config import TaskConfig
+
+
+def label_volumes_ml(mask: np.ndarray, voxel_ml: float, labels: tuple[str, ...]) -> dict[str, float]:
+    """Volume in mL of every non-background label."""
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(labels))
+    return {name: float(counts[i] * voxel_ml) for i, name in enumerate(labels) if i > 0}
+
+
+def biomarker_value(volumes_ml: dict[str, float], task: TaskConfig) -> float | None:
+    """Volume(numerator labels) / volume(denominator labels); None when the denominator is empty."""
+    num = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
+    den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
+    return None if den <= 0 else num / den
+
+
+def grade_from_biomarker(value: float | None, task: TaskConfig) -> str | None:
+    """The grade the biomarker implies under the task's thresholds (None when undefined)."""
+    if value is None:
+        return None
+    idx = int(np.searchsorted(np.asarray(task.thresholds), value, side="right"))
+    return task.grades[idx]
+
+
+def lesion_components(mask: np.ndarray, label_index: int, voxel_ml: float) -> dict[str, Any]:
+    """Count and sizes (mL, largest first) of the 26-connected components of one label."""
+    comp, n = connected_components(mask == label_index, connectivity=3, return_num=True)
+    sizes = np.bincount(comp.ravel())[1:] * voxel_ml if n else np.zeros(0)
+    return {"count": int(n), "sizes_ml": [round(float(s), 3) for s in sorted(sizes, reverse=True)]}
+
+
+def measure(mask: np.ndarray, voxel_ml: float, task: TaskConfig) -> dict[str, Any]:
+    """Everything predict reports about a mask: volumes, biomarker, its grade, lesion counts."""
+    volumes = label_volumes_ml(mask, voxel_ml, task.labels)
+    value = biomarker_value(volumes, task)
+    out: dict[str, Any] = {
+        "volumes_ml": {k: round(v, 3) for k, v in volumes.items()},
+        "biomarker": {
+            "name": task.biomarker,
+            "value": None if value is None else round(value, 6),
+            "grade": grade_from_biomarker(value, task),
+            "thresholds": list(task.thresholds),
+            "definition": f"volume({'+'.join(task.numerator)}) / volume({'+'.join(task.denominator)})",
+        },
+    }
+    if task.name == "liver-cyst":
+        out["lesions"] = {
+            name: lesion_components(mask, task.labels.index(name), voxel_ml)
+            for name in task.numerator
+        }
+    return out

@@ -1,0 +1,132 @@
+"""U-Net + volume grade head on the shared encoder: ARCHS registry and build_model(cfg)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from monai.networks.layers.simplelayers import SkipConnection
+from monai.networks.nets import UNet
+from torch import nn
+
+from segkit.config import Config
+from segkit.errors import ConfigError
+
+
+class GradeHead(nn.Module):
+    """Volume grade from slice features pooled over the volume's slices."""
+
+    def __init__(self, in_features: int, hidden: int, num_grades: int, dropout: float) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(in_features),
+            nn.Dropout(dropout),
+            nn.Linear(in_features, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_grades),
+        )
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, G)
+        return self.mlp(pooled)
+
+
+def slice_features(bottleneck: torch.Tensor) -> torch.Tensor:
+    """Per-slice descriptor: global mean and max of the deepest encoder map. (N,F,h,w) -> (N,2F)."""
+    return torch.cat([bottleneck.mean(dim=(2, 3)), bottleneck.amax(dim=(2, 3))], dim=1)
+
+
+class SegGrader(nn.Module):
+    """Wraps a 2-D U-Net: forward gives mask logits and per-slice encoder features.
+
+    The grade is a property of the volume, so features are pooled over a case's slices
+    (`pool_grade`) before the head; slice grades are never voted.
+    """
+
+    def __init__(self, unet: nn.Module, bottleneck: nn.Module, feat_dim: int, cfg: Config) -> None:
+        super().__init__()
+        self.unet = unet
+        self.grade_head = GradeHead(
+            2 * feat_dim, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout
+        )
+        self._feats: torch.Tensor | None = None
+        bottleneck.register_forward_hook(self._keep)
+
+    def _keep(self, _m: nn.Module, _inp: object, out: torch.Tensor | list[torch.Tensor]) -> None:
+        self._feats = out[-1] if isinstance(out, list | tuple) else out
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H, W) -> mask logits (N, K, H, W), slice features (N, F)."""
+        logits = self.unet(x)
+        assert self._feats is not None
+        feats = slice_features(self._feats.float())
+        self._feats = None
+        return logits, feats
+
+    def pool_grade(self, feats: torch.Tensor, num_cases: int) -> torch.Tensor:
+        """(num_cases * S, F) slice features of equal-sized case groups -> (num_cases, G) logits."""
+        pooled = feats.view(num_cases, -1, feats.shape[-1]).mean(dim=1)
+        return self.grade_head(pooled)
+
+
+def _monai_bottom(unet: UNet) -> nn.Module:
+    """The deepest block of MONAI's recursive UNet (the bottleneck)."""
+    block = unet.model
+    while True:
+        skip = block[1]
+        assert isinstance(skip, SkipConnection)
+        sub = skip.submodule
+        if isinstance(sub, nn.Sequential) and len(sub) == 3 and isinstance(sub[1], SkipConnection):
+            block = sub
+        else:
+            return sub
+
+
+def build_monai_unet(cfg: Config) -> SegGrader:
+    """MONAI's residual UNet (fast on CPU: the default)."""
+    ch = cfg.model.channels
+    unet = UNet(
+        spatial_dims=2,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.num_classes,
+        channels=ch,
+        strides=(2,) * (len(ch) - 1),
+        num_res_units=cfg.model.num_res_units,
+        norm="batch",
+        dropout=0.0,
+    )
+    return SegGrader(unet, _monai_bottom(unet), ch[-1], cfg)
+
+
+def build_smp_unet(cfg: Config) -> SegGrader:
+    """segmentation_models_pytorch Unet with any of its encoders (no weights downloaded by default)."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        unet = smp.Unet(
+            encoder_name=cfg.model.encoder,
+            encoder_weights=cfg.model.encoder_weights,
+            in_channels=cfg.in_channels,
+            classes=cfg.num_classes,
+        )
+    except KeyError as e:
+        raise ConfigError(f"unknown smp encoder {cfg.model.encoder!r} ({e})") from None
+    return SegGrader(unet, unet.encoder, unet.encoder.out_channels[-1], cfg)
+
+
+ARCHS: dict[str, Callable[[Config], SegGrader]] = {
+    "monai_unet": build_monai_unet,
+    "smp_unet": build_smp_unet,
+}
+
+
+def build_model(cfg: Config) -> SegGrader:
+    """Build the network named by cfg.model.arch."""
+    if cfg.model.arch not in ARCHS:
+        raise ConfigError(f"unknown model.arch {cfg.model.arch!r}; valid: {', '.join(ARCHS)}")
+    return ARCHS[cfg.model.arch](cfg)
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Trainable parameter count."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,608 @@
+"""Evaluation reports: per_case.csv, report.json, report.md and four figures, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from sklearn.metrics import roc_curve
+
+from segkit.io import atomic_write, atomic_write_text
+from segkit.metrics import EMPTY_RULE, bootstrap_ci, grade_agreement, grading_metrics
+
+SEG_SUMMARY = ("dice", "iou", "hd95", "assd", "nsd", "vol_diff_ml")  # averaged with bootstrap CIs
+SEG_COLUMNS = SEG_SUMMARY[:5] + ("vol_true_ml", "vol_pred_ml", "vol_diff_ml", "vol_fp_ml", "empty")
+FILES = (
+    "per_case.csv",
+    "report.json",
+    "report.md",
+    "confusion.png",
+    "roc.png",
+    "calibration.png",
+    "dice_by_case.png",
+)
+
+
+def write_evaluation(
+    rows: list[dict],
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    grades: tuple[str, ...],
+    labels: tuple[str, ...],
+    out: Path,
+    meta: dict,
+    bootstrap: int = 1000,
+    nsd_tolerance_mm: float | None = None,
+) -> dict[str, Any]:
+    """Write the seven evaluation files into out and return the report dict.
+
+    rows: one dict per case (segmentation_metrics keys plus case, biomarker_*, grade_*, p_*).
+    probs: (N, G) grade probabilities; y_true: (N,) true grade index, -1 where unknown.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(rows), len(grades))  # (N, G)
+    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)  # (N,)
+    if len(y_true) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(y_true)} true grades")
+    out = Path(out)
+    report = build_report(rows, probs, y_true, grades, labels, meta, bootstrap)
+    report["nsd_tolerance_mm"] = nsd_tolerance_mm
+    report["files"] = list(FILES)
+    write_per_case_csv(out / "per_case.csv", rows, per_case_columns(rows, grades, labels))
+    atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=2, allow_nan=False))
+    atomic_write_text(out / "report.md", render_markdown(report))
+    graded = y_true >= 0
+    _save(out / "confusion.png", plot_confusion(report["grading"], grades))
+    _save(out / "roc.png", plot_roc(y_true[graded], probs[graded], grades, report["grading"]))
+    _save(out / "calibration.png", plot_calibration(report["grading"]))
+    _save(out / "dice_by_case.png", plot_dice_by_case(rows, labels))
+    return report
+
+
+def build_report(
+    rows: list[dict],
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    grades: tuple[str, ...],
+    labels: tuple[str, ...],
+    meta: dict,
+    bootstrap: int = 1000,
+) -> dict[str, Any]:
+    """The report dict: segmentation means with CIs, empty cases, grading, agreement."""
+    graded = y_true >= 0
+    grading = None
+    if graded.any():
+        grading = grading_metrics(y_true[graded], probs[graded], grades)
+        correct = probs[graded].argmax(axis=1) == y_true[graded]
+        grading["accuracy_ci"] = _ci(correct.astype(float), bootstrap)
+    col = lambda key: [r.get(key) for r in rows]  # noqa: E731
+    return {
+        "meta": meta,
+        "num_cases": len(rows),
+        "num_graded": int(graded.sum()),
+        "empty_case_rule": EMPTY_RULE,
+        "segmentation": {name: _seg_summary(rows, name, bootstrap) for name in labels[1:]},
+        "healthy_false_positive_ml": _healthy_fp(rows, labels, grades[0]),
+        "grading": grading,
+        "agreement": {
+            "classifier_vs_biomarker": grade_agreement(
+                col("grade_pred"), col("grade_biomarker"), grades
+            ),
+            "biomarker_vs_truth": grade_agreement(
+                col("grade_true"), col("grade_biomarker"), grades
+            ),
+        },
+    }
+
+
+def _ci(values: list | np.ndarray, num_samples: int) -> dict[str, Any]:
+    """Mean with bootstrap 95% CI and the number of defined values."""
+    v = np.asarray([np.nan if x is None or x == "" else float(x) for x in values], dtype=float)
+    mean, lo, hi = bootstrap_ci(v, num_samples=num_samples)
+    return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": int(np.isfinite(v).sum())}
+
+
+def _seg_summary(rows: list[dict], name: str, num_samples: int) -> dict[str, Any]:
+    """Per-label means with CIs, plus the cases in each empty category."""
+    out: dict[str, Any] = {
+        m: _ci([r.get(f"{m}_{name}") for r in rows], num_samples) for m in SEG_SUMMARY
+    }
+    present = [
+        r.get(f"dice_{name}") for r in rows if r.get(f"empty_{name}") not in ("both", "truth")
+    ]
+    out["dice_truth_present"] = _ci(present, num_samples)
+    out["empty"] = {
+        kind: [str(r.get("case")) for r in rows if r.get(f"empty_{name}") == kind]
+        for kind in ("both", "truth", "pred")
+    }
+    return out
+
+
+def _healthy_fp(rows: list[dict], labels: tuple[str, ...], healthy: str) -> dict[str, Any]:
+    """Volume predicted outside the true label, over the cases whose true grade is healthy."""
+    cases = [r for r in rows if r.get("grade_true") == healthy]
+    out: dict[str, Any] = {"grade": healthy, "num_cases": len(cases), "labels": {}}
+    for name in labels[1:]:
+        fp = [
+            float(r[f"vol_fp_ml_{name}"]) for r in cases if r.get(f"vol_fp_ml_{name}") is not None
+        ]
+        out["labels"][name] = {
+            "mean": float(np.mean(fp)) if fp else None,
+            "max": float(np.max(fp)) if fp else None,
+            "num_with_fp": sum(v > 0 for v in fp),
+        }
+    return out
+
+
+def per_case_columns(
+    rows: list[dict], grades: tuple[str, ...], labels: tuple[str, ...]
+) -> list[str]:
+    """per_case.csv columns: fixed order first, then any extra keys the rows carry."""
+    base = ["case"] + [f"{m}_{name}" for name in labels[1:] for m in SEG_COLUMNS]
+    base += ["biomarker_true", "biomarker_pred", "grade_true", "grade_pred", "grade_biomarker"]
+    base += [f"p_{g}" for g in grades]
+    extra = [k for r in rows for k in r if k not in base]
+    return base + list(dict.fromkeys(extra))
+
+
+def write_per_case_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """One row per case; undefined values are left blank."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_cell(r.get(c)) for c in columns])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.6g}"
+    return str(v)
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/Inf to null, paths to strings."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "undefined"
+    return f"{v:.{digits}f}"
+
+
+def _mean_ci(s: dict[str, Any], digits: int = 3) -> str:
+    if s["n"] == 0:
+        return "undefined (no defined values)"
+    if s["n"] == 1:
+        return f"{_num(s['mean'], digits)} (single case, no interval)"
+    return (
+        f"{_num(s['mean'], digits)} ({_num(s['ci_low'], digits)} to {_num(s['ci_high'], digits)})"
+    )
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+
+
+def _cases(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: metadata, summary, segmentation, empty cases, grading, calibration, agreement."""
+    n, g, tol = report["num_cases"], report["grading"], report.get("nsd_tolerance_mm")
+    nsd = f"NSD at {tol:g} mm" if tol is not None else "NSD"
+    lines = ["# segkit evaluation report", ""]
+    lines += _table(["", ""], [[f"**{k}**", _meta_value(v)] for k, v in report["meta"].items()])
+    small = f" This split has only {n} cases." if n < 30 else ""
+    lines += [
+        "",
+        f"> **{n} cases.** Means are given with bootstrap 95% confidence intervals. On a "
+        f"small test split these intervals are wide; differences inside them are not evidence "
+        f"that one model is better.{small}",
+        "",
+    ]
+
+    lines += ["## Summary", ""]
+    body = []
+    for name, s in report["segmentation"].items():
+        body += [
+            [f"Dice, {name}", _mean_ci(s["dice"])],
+            [f"HD95, {name} (mm)", _mean_ci(s["hd95"], 2)],
+            [f"{nsd}, {name}", _mean_ci(s["nsd"])],
+        ]
+    if g:
+        body += [
+            ["Grade accuracy", _mean_ci(g["accuracy_ci"])],
+            ["Grade balanced accuracy", _num(g["balanced_accuracy"])],
+            ["Grade macro ROC-AUC", _auc_macro(g)],
+        ]
+    lines += _table(["Measure", "Mean (95% CI)"], body) + [""]
+
+    lines += ["## Segmentation", ""]
+    head = ["Label", "Dice", "IoU", "HD95 (mm)", "ASSD (mm)", nsd, "Volume pred − true (mL)"]
+    body = [
+        [name]
+        + [_mean_ci(s[m], 2 if m in ("hd95", "assd", "vol_diff_ml") else 3) for m in SEG_SUMMARY]
+        for name, s in report["segmentation"].items()
+    ]
+    lines += _table(head, body)
+    lines += [
+        "",
+        "Dice over cases where the label is present in the truth (both-empty cases left "
+        "out): "
+        + "; ".join(
+            f"{k} {_mean_ci(s['dice_truth_present'])}" for k, s in report["segmentation"].items()
+        ),
+        "",
+    ]
+
+    lines += _empty_section(report)
+    if g:
+        lines += _grading_section(g)
+    else:
+        lines += ["## Grading", "", "No case has a ground-truth grade; grading not evaluated.", ""]
+    lines += _agreement_section(report["agreement"])
+    lines += [
+        "## Figures",
+        "",
+        "![Confusion matrix](confusion.png)",
+        "",
+        "![ROC curves](roc.png)",
+        "",
+        "![Calibration](calibration.png)",
+        "",
+        "![Dice by case](dice_by_case.png)",
+        "",
+        "Per-case values: `per_case.csv` (blank = undefined). Machine-readable summary: "
+        "`report.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _meta_value(v: Any) -> str:
+    if isinstance(v, dict | list | tuple):
+        return "`" + json.dumps(_plain(v), separators=(", ", ": ")) + "`"
+    return str(v)
+
+
+def _auc_macro(g: dict[str, Any]) -> str:
+    if g["auc_macro"] is None:
+        return "undefined (" + "; ".join(g["auc_undefined"].values()) + ")"
+    if len(g["auc_macro_over"]) < len(g["grades"]):
+        return f"{_num(g['auc_macro'])} (over {', '.join(g['auc_macro_over'])} only)"
+    return _num(g["auc_macro"])
+
+
+def _empty_section(report: dict[str, Any]) -> list[str]:
+    lines = ["## Empty cases", "", f"**Rule.** {report['empty_case_rule']}", ""]
+    body = []
+    for name, s in report["segmentation"].items():
+        e = s["empty"]
+        body.append(
+            [
+                name,
+                f"{len(e['both'])}: {_cases(e['both'])}" if e["both"] else "0",
+                f"{len(e['truth'])}: {_cases(e['truth'])}" if e["truth"] else "0",
+                f"{len(e['pred'])}: {_cases(e['pred'])}" if e["pred"] else "0",
+            ]
+        )
+    head = [
+        "Label",
+        "Both empty (Dice 1)",
+        "Truth empty, predicted (false positive)",
+        "Truth present, nothing predicted (missed)",
+    ]
+    lines += _table(head, body) + [""]
+    fp = report["healthy_false_positive_ml"]
+    lines += [
+        f"False-positive volume (predicted outside the true label) in the {fp['num_cases']} "
+        f"{fp['grade']} cases:",
+        "",
+    ]
+    body = [
+        [name, _num(v["mean"], 2), _num(v["max"], 2), f"{v['num_with_fp']} / {fp['num_cases']}"]
+        for name, v in fp["labels"].items()
+    ]
+    return lines + _table(["Label", "Mean (mL)", "Max (mL)", "Cases with any"], body) + [""]
+
+
+def _grading_section(g: dict[str, Any]) -> list[str]:
+    grades = g["grades"]
+    lines = [
+        "## Grading",
+        "",
+        f"{g['num_cases']} graded cases. Accuracy {_mean_ci(g['accuracy_ci'])}; balanced "
+        f"accuracy (mean recall over grades present) {_num(g['balanced_accuracy'])}.",
+        "",
+    ]
+    body = [
+        [k, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
+        for k, v in g["per_class"].items()
+    ]
+    m = g["macro"]
+    body.append(
+        ["**macro**", _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), str(g["num_cases"])]
+    )
+    lines += _table(["Grade", "Precision (PPV)", "Recall (sensitivity)", "F1", "Support"], body)
+    lines += [
+        "",
+        "A grade never predicted has precision 0, and a grade with no cases counts as 0 in "
+        "the macro averages (scikit-learn convention).",
+        "",
+        "Confusion matrix (rows: actual grade, columns: predicted grade):",
+        "",
+    ]
+    body = [
+        [f"**{a}**"] + [str(c) for c in row] for a, row in zip(grades, g["confusion"], strict=True)
+    ]
+    lines += _table(["Actual \\ Predicted"] + grades, body) + [""]
+    body = [
+        [k, _num(v) if v is not None else f"undefined ({g['auc_undefined'][k]})"]
+        for k, v in g["auc_ovr"].items()
+    ]
+    body.append(["**macro**", _auc_macro(g)])
+    lines += ["ROC-AUC, each grade against the rest:", ""]
+    lines += _table(["Grade", "ROC-AUC"], body) + [""]
+    lines += [
+        "### Calibration",
+        "",
+        f"Expected calibration error (top-label, 10 bins): **{_num(g['ece'])}**. It is the "
+        "average gap between how confident the grader is and how often it is right "
+        "(0 = perfectly calibrated).",
+        "",
+    ]
+    c = g["calibration"]
+    body = [
+        [
+            f"{c['edges'][i]:.1f}–{c['edges'][i + 1]:.1f}",
+            str(n),
+            _num(c["confidence"][i]),
+            _num(c["accuracy"][i]),
+        ]
+        for i, n in enumerate(c["count"])
+        if n
+    ]
+    return lines + _table(["Confidence", "Cases", "Mean confidence", "Accuracy"], body) + [""]
+
+
+def _agreement_section(agreement: dict[str, Any]) -> list[str]:
+    lines = ["## Classifier grade vs biomarker grade", ""]
+    for key, title in (
+        (
+            "classifier_vs_biomarker",
+            "Classifier grade vs grade implied by the predicted mask's biomarker",
+        ),
+        ("biomarker_vs_truth", "Biomarker grade vs true grade"),
+    ):
+        a = agreement[key]
+        if a["agreement"] is None:
+            lines += [f"- {title}: undefined ({a['kappa_note']}).", ""]
+            continue
+        kappa = _num(a["kappa"]) if a["kappa"] is not None else a["kappa_note"]
+        lines += [
+            f"- {title}: {a['num_agree']} / {a['num_compared']} agree "
+            f"({100 * a['agreement']:.1f}%), Cohen's kappa {kappa}; "
+            f"{a['num_undefined']} cases without both grades.",
+            "",
+        ]
+    a = agreement["classifier_vs_biomarker"]
+    if a.get("table"):
+        body = [
+            [f"**{k}**"] + [str(c) for c in row]
+            for k, row in zip(a["grades"], a["table"], strict=True)
+        ]
+        lines += ["Rows: classifier grade; columns: biomarker grade.", ""]
+        lines += _table(["Classifier \\ Biomarker"] + a["grades"], body) + [""]
+    return lines
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _figure(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg canvas without pyplot: no global backend state
+    return fig
+
+
+def _save(path: Path, fig: Figure) -> None:
+    atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=150))
+
+
+def _no_data(fig: Figure, title: str, text: str) -> Figure:
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    return fig
+
+
+def plot_confusion(grading: dict[str, Any] | None, grades: tuple[str, ...]) -> Figure:
+    """Confusion matrix heat map: counts and row percentages, actual rows, predicted columns."""
+    fig = _figure(5.2, 4.4)
+    if grading is None:
+        return _no_data(fig, "Grade confusion matrix", "No ground-truth grades")
+    cm = np.asarray(grading["confusion"])
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i, j in np.ndindex(cm.shape):
+        pct = f"\n{100 * frac[i, j]:.0f}%" if rows[i, 0] else ""
+        ax.text(
+            j,
+            i,
+            f"{cm[i, j]}{pct}",
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="white" if frac[i, j] > 0.6 else "black",
+        )
+    ax.set_xticks(range(len(grades)), grades)
+    ax.set_yticks(range(len(grades)), grades)
+    ax.set_xlabel("Predicted grade")
+    ax.set_ylabel("Actual grade")
+    ax.set_title(f"Grade confusion matrix\nn = {cm.sum()}, accuracy {grading['accuracy']:.2f}")
+    fig.colorbar(im, ax=ax, label="Fraction of actual grade", shrink=0.85)
+    return fig
+
+
+def plot_roc(
+    y_true: np.ndarray, probs: np.ndarray, grades: tuple[str, ...], grading: dict[str, Any] | None
+) -> Figure:
+    """One-vs-rest ROC curve per grade with AUC in the legend; undefined grades noted, not drawn."""
+    fig = _figure(5.6, 5.4)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance (AUC 0.5)")
+    if grading is None:
+        return _no_data(fig, "ROC", "No ground-truth grades")
+    skipped = []
+    for k, name in enumerate(grades):
+        auc, pos = grading["auc_ovr"][name], y_true == k
+        if auc is None:
+            skipped.append(f"{name}: {grading['auc_undefined'][name]}")
+            continue
+        fpr, tpr, _ = roc_curve(pos, probs[:, k])
+        ax.plot(
+            fpr,
+            tpr,
+            lw=2,
+            ls=("-", "--", ":", "-.")[k % 4],
+            drawstyle="steps-post",
+            label=f"{name} vs rest: AUC {auc:.2f} ({pos.sum()} cases)",
+        )
+    if skipped:
+        ax.text(
+            0.98,
+            0.03,
+            "Not drawn, AUC undefined:\n" + "\n".join(skipped),
+            ha="right",
+            va="bottom",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="0.3",
+            bbox={"facecolor": "white", "edgecolor": "0.8"},
+        )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("False positive rate (1 − specificity)")
+    ax.set_ylabel("True positive rate (sensitivity)")
+    ax.set_title(f"ROC, each grade vs the rest (n = {len(y_true)})")
+    ax.legend(loc="upper left" if skipped else "lower right", fontsize=8)
+    return fig
+
+
+def plot_calibration(grading: dict[str, Any] | None) -> Figure:
+    """Reliability diagram (accuracy vs confidence per bin) above a histogram of confidences."""
+    fig = _figure(5.4, 6.0)
+    if grading is None:
+        return _no_data(fig, "Calibration", "No ground-truth grades")
+    c = grading["calibration"]
+    edges = np.asarray(c["edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    acc = np.array([np.nan if a is None else a for a in c["accuracy"]])
+    conf = np.array([np.nan if a is None else a for a in c["confidence"]])
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.bar(
+        centres,
+        np.nan_to_num(acc),
+        width=width,
+        color="tab:blue",
+        alpha=0.25,
+        edgecolor="tab:blue",
+        label="accuracy in bin",
+    )
+    top.plot([0, 1], [0, 1], ls="--", color="0.4", label="perfect calibration")
+    top.plot(conf, acc, "o-", color="tab:orange", label="mean confidence vs accuracy")
+    top.set_ylim(0, 1)
+    top.set_ylabel("Fraction correct")
+    top.set_title(f"Grade calibration (top-label), ECE = {grading['ece']:.3f}")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.bar(centres, c["count"], width=width, edgecolor="white", color="0.5")
+    bottom.set_xlim(0, 1)
+    bottom.set_ylabel("Cases")
+    bottom.set_xlabel("Confidence (probability of the predicted grade)")
+    return fig
+
+
+def plot_dice_by_case(rows: list[dict], labels: tuple[str, ...]) -> Figure:
+    """Dice per case, one panel per label, cases sorted worst first; empty cases coloured."""
+    names = labels[1:]
+    n = len(rows)
+    fig = _figure(max(6.0, min(16.0, 2.0 + 0.28 * n)), 2.8 * len(names) + (0.8 if n <= 40 else 0))
+    axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+    colours = {"": "tab:blue", "both": "0.7", "truth": "tab:red", "pred": "tab:red"}
+    for ax, name in zip(axes, names, strict=True):
+        dice = np.array([float(r.get(f"dice_{name}") or 0.0) for r in rows])
+        empty = np.array([r.get(f"empty_{name}") or "" for r in rows])
+        order = np.argsort(dice, kind="stable")
+        ax.bar(range(n), dice[order], color=[colours[e] for e in empty[order]], width=0.8)
+        one = np.flatnonzero(np.isin(empty[order], ["truth", "pred"]))
+        # Dice 0 bars have no height: mark those cases so they are not mistaken for gaps
+        ax.plot(one, np.full(len(one), 0.04), "x", color="tab:red", ms=8, mew=2)
+        handles = [Patch(color="tab:blue", label="both masks present")]
+        if (empty == "both").any():
+            handles.append(Patch(color="0.7", label="both empty (Dice 1 by rule)"))
+        if len(one):
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="tab:red",
+                    marker="x",
+                    ls="",
+                    mew=2,
+                    label="one mask empty (Dice 0)",
+                )
+            )
+        if n:
+            mean = float(dice.mean())
+            handles.append(ax.axhline(mean, color="k", lw=1, ls="--", label=f"mean {mean:.3f}"))
+        ax.set_ylim(0, 1.05)
+        ax.set_xlim(-0.6, max(n, 1) - 0.4)
+        ax.set_ylabel("Dice")
+        ax.set_title(f"Dice by case: {name}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+        if n <= 40:
+            ax.set_xticks(
+                range(n), [str(rows[i].get("case")) for i in order], rotation=90, fontsize=8
+            )
+        else:
+            ax.set_xticks([])
+    axes[-1].set_xlabel("Case (sorted by Dice, worst first)")
+    return fig

@@ -1,0 +1,36 @@
+"""The two built-in tasks: label names, biomarker and grade thresholds (shared by data makers and configs)."""
+
+from __future__ import annotations
+
+from segkit.config import TaskConfig
+from segkit.errors import ConfigError
+
+TASKS: dict[str, TaskConfig] = {
+    "ventricle": TaskConfig(
+        name="ventricle",
+        modality="MRI",
+        labels=("background", "brain", "lateral_ventricles"),
+        grades=("healthy", "moderate", "severe"),
+        biomarker="ventricle_ratio",
+        numerator=("lateral_ventricles",),
+        denominator=("brain", "lateral_ventricles"),
+        thresholds=(0.02, 0.04),
+    ),
+    "liver-cyst": TaskConfig(
+        name="liver-cyst",
+        modality="CT",
+        labels=("background", "liver", "cyst", "tumour"),
+        grades=("healthy", "moderate", "severe"),
+        biomarker="cyst_burden",
+        numerator=("cyst",),
+        denominator=("liver", "cyst", "tumour"),
+        thresholds=(0.02, 0.08),
+    ),
+}
+
+
+def get_task(name: str) -> TaskConfig:
+    """The built-in task spec by name; unknown names list the valid ones."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[name]

@@ -1,0 +1,316 @@
+"""fit(), train_one_epoch(), evaluate(): a training loop you can read in one sitting."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segkit import __version__
+from segkit.checkpoint import load_checkpoint, record_latest_run, save_checkpoint
+from segkit.config import Config, config_to_dict, write_config
+from segkit.data.msd import Case, read_dataset
+from segkit.errors import CheckpointError, InputError
+from segkit.infer import amp_dtype, pick_device, predict_preprocessed
+from segkit.io import atomic_write, atomic_write_text, check_same_grid, read_volume
+from segkit.losses import SegGradeLoss, grade_class_weights
+from segkit.metrics import dice_per_label
+from segkit.models import SegGrader, build_model, num_parameters
+from segkit.transforms import augment_slice, build_augment, context_stack, preprocess_image, preprocess_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaseData:
+    """One case on the model grid, held in memory for fast slice sampling."""
+
+    case_id: str
+    image: np.ndarray  # (X, Y, Z) float32, normalised
+    label: np.ndarray  # (X, Y, Z) uint8
+    grade: int
+    organ_z: np.ndarray  # slices holding the biomarker's denominator labels
+
+
+def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
+    """Read, check and preprocess cases with the same pipeline predict uses."""
+    organ = [cfg.task.labels.index(n) for n in cfg.task.denominator]
+    out = []
+    for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
+        img = read_volume(case.image)
+        lab = read_volume(case.label, kind="label")  # type: ignore[arg-type]
+        check_same_grid(img, lab)
+        values = np.unique(lab.data)
+        if values.min() < 0 or values.max() >= cfg.num_classes or not np.all(values == values.round()):
+            raise InputError(
+                f"{case.label}: label values {values[:8].tolist()} outside 0..{cfg.num_classes - 1} "
+                f"({', '.join(cfg.task.labels)}); fix the label or task.labels"
+            )
+        image, grid = preprocess_image(img.data, img.affine, cfg)
+        label = preprocess_label(lab.data.astype(np.uint8), grid)
+        organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))
+        grade = cfg.task.grades.index(case.grade) if case.grade else 0
+        out.append(CaseData(case.case_id, image, label, grade, organ_z))
+    return out
+
+
+def sample_batch(
+    cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: tuple | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B cases x S organ-stratified slices (grade + seg) then B x 2 random slices (seg only).
+
+    Returns x (N, C, H, W), y (N, H, W), grades (B,); the first B*S rows are grouped per case.
+    """
+    t = cfg.train
+    picked = rng.choice(len(cases), size=t.cases_per_batch, replace=len(cases) < t.cases_per_batch)
+    graded, extra, grades = [], [], []
+    for ci in picked:
+        c = cases[ci]
+        zs = c.organ_z if len(c.organ_z) else np.arange(c.image.shape[2])
+        # one slice from each of S equal bins across the organ: an unbiased sample of the volume
+        edges = np.linspace(0, len(zs), t.slices_per_case + 1)
+        idx = [rng.integers(int(a), max(int(a) + 1, int(b))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        graded += [(c, zs[min(i, len(zs) - 1)]) for i in idx]
+        extra += [(c, z) for z in rng.integers(0, c.image.shape[2], size=2)]
+        grades.append(c.grade)
+    xs, ys = [], []
+    for c, z in graded + extra:
+        x = context_stack(c.image, np.array([z]), cfg.preprocess.context_slices)[0]  # (C, X, Y)
+        x, y = _crop(x, c.label[:, :, z], t.patch_size, rng)
+        if aug is not None:
+            x, y = augment_slice(x, y, aug)
+        xs.append(x)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), torch.tensor(grades)
+
+
+def _crop(x: np.ndarray, y: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random crop (edge-padded where the slice is smaller) of (C, H, W) image and (H, W) mask."""
+    ph = [max(0, size[0] - x.shape[1]), max(0, size[1] - x.shape[2])]
+    if any(ph):
+        pads = [(p // 2, p - p // 2) for p in ph]
+        x = np.pad(x, [(0, 0), *pads], mode="edge")
+        y = np.pad(y, pads, mode="constant")
+    i = rng.integers(0, x.shape[1] - size[0] + 1)
+    j = rng.integers(0, x.shape[2] - size[1] + 1)
+    return x[:, i : i + size[0], j : j + size[1]], y[i : i + size[0], j : j + size[1]]
+
+
+def train_one_epoch(
+    net: SegGrader, loss_fn: SegGradeLoss, opt: torch.optim.Optimizer, cases: list[CaseData], cfg: Config, epoch: int
+) -> dict[str, float]:
+    """One epoch of steps_per_epoch sampled batches; returns mean losses."""
+    dev = next(net.parameters()).device
+    rng = np.random.default_rng([cfg.train.seed, epoch])
+    torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout: same draws on resume
+    aug = build_augment(cfg.augment, seed=cfg.train.seed * 100_003 + epoch) if cfg.augment.enabled else None
+    dtype = amp_dtype(dev, cfg.train.amp)
+    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
+    net.train()
+    sums = np.zeros(3)
+    bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not sys.stderr.isatty())
+    for _ in bar:
+        x, y, g = sample_batch(cases, cfg, rng, aug)
+        x, y, g = x.to(dev), y.to(dev), g.to(dev)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, feats = net(x)
+            grade_logits = net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
+        total, seg, grd = loss_fn(logits, y, grade_logits, g)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+        sums += [total.item(), seg.item(), grd.item()]
+        bar.set_postfix(loss=f"{total.item():.3f}")
+    m = sums / cfg.train.steps_per_epoch
+    return {"train_loss": m[0], "train_seg_loss": m[1], "train_grade_loss": m[2]}
+
+
+@torch.no_grad()
+def evaluate(net: SegGrader, cases: list[CaseData], cfg: Config) -> dict[str, float]:
+    """Whole-volume validation on the model grid: Dice per label, grade accuracy and loss."""
+    net.eval()
+    dices, correct, nll = [], 0, 0.0
+    for c in cases:
+        probs, grade_p = predict_preprocessed(net, c.image, cfg)
+        dices.append(dice_per_label(probs.argmax(0).numpy().astype(np.uint8), c.label, cfg.num_classes))
+        correct += int(grade_p.argmax() == c.grade)
+        nll += -float(np.log(max(grade_p[c.grade], 1e-8)))
+    d = np.mean(dices, axis=0)
+    out = {f"val_dice_{n}": float(v) for n, v in zip(cfg.task.labels[1:], d, strict=True)}
+    out["val_dice"] = float(d.mean())
+    out["val_grade_acc"] = correct / len(cases)
+    out["val_grade_loss"] = nll / len(cases)
+    out["val_score"] = (out["val_dice"] + out["val_grade_acc"]) / 2
+    return out
+
+
+def run_info(cfg: Config) -> dict[str, Any]:
+    """Seed, versions and git hash, recorded in every run folder."""
+    try:
+        git = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        git = ""
+    import monai
+
+    return {
+        "segkit": __version__,
+        "git": git or None,
+        "seed": cfg.train.seed,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train on data_dir's train split, select on its val split; the test split is never read."""
+    dev = pick_device(cfg.train.device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(cfg.train.seed)
+    ds = read_dataset(data_dir)
+    if tuple(ds.labels) != cfg.task.labels:
+        raise InputError(f"{data_dir}: dataset labels {list(ds.labels)} differ from config task.labels {list(cfg.task.labels)}")
+    train_cases, val_cases = ds.split("train"), ds.split("val")
+    if not train_cases or not val_cases:
+        raise InputError(f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    net = build_model(cfg).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs, eta_min=cfg.train.lr * 0.02)
+    state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    if resume:
+        state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
+    write_config(cfg, run_dir / "config.yaml")
+    atomic_write_text(run_dir / "run.json", json.dumps(run_info(cfg), indent=2))
+    record_latest_run(run_dir)
+    train = load_cases(train_cases, cfg, "loading train")
+    val = load_cases(val_cases, cfg, "loading val")
+    weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
+    loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
+    log.info("model %s: %d parameters; %d train / %d val cases on %s", cfg.model.arch, num_parameters(net), len(train), len(val), dev)
+    writer = _tensorboard(run_dir)
+    for epoch in range(state["epoch"], cfg.train.epochs):
+        if state["bad_epochs"] >= cfg.train.patience:
+            break
+        t0 = time.time()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        row.update(train_one_epoch(net, loss_fn, opt, train, cfg, epoch))
+        sched.step()
+        row.update(evaluate(net, val, cfg))
+        row["seconds"] = round(time.time() - t0, 2)
+        state["history"].append(row)
+        improved = row[cfg.train.monitor] > state["best"]
+        state["best"] = max(state["best"], row[cfg.train.monitor])
+        state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+        state["epoch"] = epoch + 1
+        ckpt = _checkpoint(net, opt, sched, cfg, state)
+        if improved:
+            save_checkpoint(run_dir / "best.pt", ckpt)
+        save_checkpoint(run_dir / "last.pt", ckpt)
+        _log_epoch(run_dir, state["history"], writer, row, improved)
+    if writer is not None:
+        writer.close()
+    write_curves(state["history"], run_dir / "curves.png")
+    best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
+    return {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best}
+
+
+def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: nothing to resume; run without --resume to start training")
+    ck = load_checkpoint(path)
+    if ck["config"]["model"] != config_to_dict(cfg)["model"] or ck["config"]["task"] != config_to_dict(cfg)["task"]:
+        raise CheckpointError(f"{path}: was trained with another model or task config; resume with the same config")
+    net.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    log.info("resuming after epoch %d", ck["epoch"])
+    return {"epoch": ck["epoch"], "best": ck["best"], "bad_epochs": ck["bad_epochs"], "history": ck["history"]}
+
+
+def _checkpoint(net: SegGrader, opt: torch.optim.Optimizer, sched: Any, cfg: Config, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "config": config_to_dict(cfg),
+        "epoch": state["epoch"],
+        "best": state["best"],
+        "bad_epochs": state["bad_epochs"],
+        "history": state["history"],
+        "segkit_version": __version__,
+    }
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _log_epoch(run_dir: Path, history: list[dict[str, Any]], writer: Any, row: dict[str, Any], improved: bool) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[-1].keys()))
+    w.writeheader()
+    for r in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    if writer is not None:
+        for k, v in row.items():
+            if k != "epoch":
+                writer.add_scalar(k, v, row["epoch"])
+        writer.flush()
+    mark = " *" if improved else ""
+    log.info(
+        "epoch %d  loss %.4f  val dice %.4f  val grade acc %.3f  (%.1fs)%s",
+        row["epoch"], row["train_loss"], row["val_dice"], row["val_grade_acc"], row["seconds"], mark,
+    )
+
+
+def write_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss and validation curves over epochs."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for k in ("train_loss", "train_seg_loss", "train_grade_loss", "val_grade_loss"):
+        a.plot(ep, [r[k] for r in history], label=k)
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    a.set_title("losses")
+    for k in [k for k in history[0] if k.startswith("val_dice")] + ["val_grade_acc"]:
+        b.plot(ep, [r[k] for r in history], label=k)
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1)
+    b.legend(fontsize=8)
+    b.set_title("validation")
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=90))
+    plt.close(fig)

@@ -1,0 +1,220 @@
+"""The ONE preprocessing pipeline used by train, evaluate and predict, plus training augmentation.
+
+Forward: reorient to RAS (axis permutation/flip only, exactly invertible) -> resize to the
+config spacing -> modality-aware intensity normalisation. Inverse: resize class
+probabilities back to the canonical input shape -> argmax -> undo the reorientation, so the
+mask lands on the input's own voxel grid and keeps its affine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segkit.config import AugmentConfig, Config, PreprocessConfig
+from segkit.io import voxel_sizes
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """How an input volume maps onto the model grid; enough to invert exactly."""
+
+    input_shape: tuple[int, int, int]  # the input's own array shape
+    ornt: np.ndarray  # nibabel orientation transform input -> RAS
+    canonical_shape: tuple[int, int, int]  # shape after reorientation
+    canonical_spacing: tuple[float, float, float]  # mm, after reorientation
+    model_shape: tuple[int, int, int]  # shape on the model grid
+
+    @property
+    def model_spacing(self) -> tuple[float, float, float]:
+        """Actual voxel size on the model grid (the extent is kept, so it is near cfg spacing)."""
+        return tuple(  # type: ignore[return-value]
+            c * s / m
+            for c, s, m in zip(self.canonical_shape, self.canonical_spacing, self.model_shape, strict=True)
+        )
+
+
+def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorient an array to the closest RAS axes; returns (array, input->RAS ornt)."""
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(data, ornt)), ornt
+
+
+def from_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Undo to_canonical on an array (exactly: permutations and flips only)."""
+    inverse = np.zeros_like(ornt)
+    for i, (axis, flip) in enumerate(ornt):
+        inverse[int(axis)] = (i, flip)  # input axis i became RAS axis `axis`
+    return np.ascontiguousarray(nib.orientations.apply_orientation(data, inverse))
+
+
+def plan_grid(shape: tuple[int, ...], affine: np.ndarray, pre: PreprocessConfig) -> Grid:
+    """Plan the canonical and model grids for an input of this shape and affine."""
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+    sizes = voxel_sizes(affine)
+    canon_shape = [0, 0, 0]
+    canon_spacing = [0.0, 0.0, 0.0]
+    for i, (axis, _flip) in enumerate(ornt):
+        canon_shape[int(axis)] = int(shape[i])
+        canon_spacing[int(axis)] = sizes[i]
+    model_shape = tuple(
+        max(1, int(round(n * s / t))) for n, s, t in zip(canon_shape, canon_spacing, pre.spacing, strict=True)
+    )
+    return Grid(
+        input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+        ornt=ornt,
+        canonical_shape=tuple(canon_shape),  # type: ignore[arg-type]
+        canonical_spacing=tuple(canon_spacing),  # type: ignore[arg-type]
+        model_shape=model_shape,  # type: ignore[arg-type]
+    )
+
+
+def resize(data: np.ndarray | torch.Tensor, shape: tuple[int, ...], label: bool = False) -> torch.Tensor:
+    """Resize (C, X, Y, Z) or (X, Y, Z) to shape: trilinear for images, nearest-exact for labels."""
+    t = torch.as_tensor(data)
+    squeeze = t.ndim == 3
+    t = t[None, None] if squeeze else t[None]
+    if tuple(t.shape[2:]) != tuple(shape):
+        if label:
+            t = F.interpolate(t.float(), size=shape, mode="nearest-exact").to(torch.uint8)
+        else:
+            t = F.interpolate(t.float(), size=shape, mode="trilinear", align_corners=False)
+    return t[0, 0] if squeeze else t[0]
+
+
+def normalize(data: np.ndarray, modality: str, pre: PreprocessConfig) -> np.ndarray:
+    """Modality-aware intensity normalisation (identical at train and predict time)."""
+    from monai.transforms import ScaleIntensityRange
+
+    x = np.asarray(data, dtype=np.float32)
+    if modality == "CT":
+        scale = ScaleIntensityRange(pre.window_low, pre.window_high, -1.0, 1.0, clip=True)
+        return np.asarray(scale(x), dtype=np.float32)
+    body = x > x.min()  # exclude the flat background of skull-stripped or zero-filled scans
+    if not body.any():
+        return np.zeros_like(x)
+    lo, hi = np.percentile(x[body], [pre.percentile_low, pre.percentile_high])
+    if hi > lo:
+        x = np.clip(x, lo, hi)
+    mean, std = float(x[body].mean()), float(x[body].std())
+    if std < 1e-6:  # a flat foreground (e.g. a binary image): standardise over the whole volume
+        mean, std = float(x.mean()), float(x.std())
+    if std < 1e-6:
+        return np.zeros_like(x)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def preprocess_image(data: np.ndarray, affine: np.ndarray, cfg: Config) -> tuple[np.ndarray, Grid]:
+    """Input image -> normalised volume on the model grid (X, Y, Z), and the grid to invert."""
+    grid = plan_grid(data.shape, affine, cfg.preprocess)
+    canon, _ = to_canonical(data, affine)
+    resized = resize(canon.astype(np.float32), grid.model_shape).numpy()
+    return normalize(resized, cfg.task.modality, cfg.preprocess), grid
+
+
+def preprocess_label(label: np.ndarray, grid: Grid) -> np.ndarray:
+    """Label in the input grid -> label on the model grid (nearest)."""
+    canon = nib.orientations.apply_orientation(label, grid.ornt)
+    return resize(np.ascontiguousarray(canon).astype(np.uint8), grid.model_shape, label=True).numpy()
+
+
+def probs_to_mask(probs: torch.Tensor, grid: Grid, slab: int = 32) -> np.ndarray:
+    """Class probabilities on the model grid (K, X, Y, Z) -> uint8 mask on the input grid.
+
+    Equal to a whole-volume trilinear resize then argmax, computed slab by slab along x so
+    peak memory stays low on CT-sized volumes.
+    """
+    kx, cx = grid.model_shape[0], grid.canonical_shape[0]
+    mask = np.empty(grid.canonical_shape, dtype=np.uint8)
+    for start in range(0, cx, slab):
+        # source x of each output x, as F.interpolate(align_corners=False) computes it
+        xs = ((torch.arange(start, min(cx, start + slab), dtype=torch.float64) + 0.5) * kx / cx - 0.5)
+        xs = xs.clamp(min=0)
+        x0 = xs.floor().long().clamp(max=kx - 1)
+        x1 = (x0 + 1).clamp(max=kx - 1)
+        w = (xs - x0).float()[None, :, None, None]
+        lo, hi = int(x0.min()), int(x1.max()) + 1
+        planes = F.interpolate(
+            probs[:, lo:hi].float(), size=grid.canonical_shape[1:], mode="bilinear", align_corners=False
+        )  # (K, hi-lo, Y, Z)
+        blended = planes[:, x0 - lo] * (1 - w) + planes[:, x1 - lo] * w
+        mask[start : start + slab] = blended.argmax(dim=0).to(torch.uint8).numpy()
+    return from_canonical(mask, grid.ornt)
+
+
+def context_stack(volume: np.ndarray, z: np.ndarray, context: int) -> np.ndarray:
+    """2.5-D input: slices z-context..z+context (edge-clamped) as channels. -> (N, C, X, Y)."""
+    offsets = np.arange(-context, context + 1)
+    idx = np.clip(z[:, None] + offsets[None, :], 0, volume.shape[2] - 1)  # (N, C)
+    return np.ascontiguousarray(np.moveaxis(volume[:, :, idx], (2, 3), (0, 1)))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (N, C, H, W) at the bottom/right to multiples of `multiple`; returns the original H, W."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)
+
+
+def build_augment(aug: AugmentConfig, seed: int | None = None):  # -> albumentations Compose
+    """Training-only 2-D augmentation; masks move with their images (albumentations)."""
+    import albumentations as A
+    import cv2
+
+    spatial = A.Compose(
+        [
+            # In the RAS slice layout (X, Y) image rows run left-right: VerticalFlip swaps L/R.
+            A.VerticalFlip(p=aug.flip_lr),
+            A.Affine(
+                scale=aug.scale,
+                rotate=(-aug.rotate_deg, aug.rotate_deg),
+                shear=(-aug.shear_deg, aug.shear_deg),
+                translate_percent=(-0.05, 0.05),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=aug.affine,
+            ),
+            A.ElasticTransform(
+                alpha=30, sigma=6, border_mode=cv2.BORDER_REFLECT_101, p=aug.elastic
+            ),
+        ],
+        seed=seed,
+    )
+    intensity = A.Compose(
+        [
+            A.RandomBrightnessContrast(0.1, 0.2, p=aug.brightness_contrast),
+            A.RandomGamma(gamma_limit=(70, 150), p=aug.gamma),
+            A.GaussNoise(std_range=(0.01, 0.05), p=aug.noise),
+            A.GaussianBlur(blur_limit=(3, 5), p=aug.blur),
+        ],
+        seed=None if seed is None else seed + 1,
+    )
+    return spatial, intensity
+
+
+def augment_slice(
+    image: np.ndarray, mask: np.ndarray, pipelines: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one (C, H, W) slice stack and its (H, W) mask together."""
+    spatial, intensity = pipelines
+    out = spatial(image=np.ascontiguousarray(image.transpose(1, 2, 0)), mask=mask)
+    img, msk = out["image"], out["mask"]
+    # Gamma and contrast are defined on [0, 1]: apply them there and map back.
+    lo, hi = float(img.min()), float(img.max())
+    if hi - lo > 1e-6:
+        unit = ((img - lo) / (hi - lo)).astype(np.float32)
+        unit = np.clip(intensity(image=unit)["image"], 0.0, 1.0)
+        img = unit * (hi - lo) + lo
+    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32), msk

@@ -1,0 +1,158 @@
+"""End to end through the CLI: train a tiny model, predict, evaluate; bad input gets exit 2."""
+
+import csv
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import GEOMETRIES, ROOT, TINY, run_cli, write_nifti
+
+from segkit.checkpoint import load_checkpoint
+from segkit.errors import CheckpointError
+
+
+def test_train_writes_a_complete_run(tiny_run):
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png", "run.json"):
+        assert (tiny_run / name).is_file(), name
+    assert any((tiny_run / "tb").iterdir())
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"train_loss", "val_dice", "val_grade_acc", "val_dice_lateral_ventricles"} <= set(rows[0])
+    info = json.loads((tiny_run / "run.json").read_text())
+    assert info["seed"] == 0 and info["torch"] == torch.__version__
+    ck = load_checkpoint(tiny_run / "best.pt")  # weights_only=True
+    assert ck["config"]["task"]["name"] == "ventricle"
+
+
+def test_predict_keeps_input_shape_and_affine_for_every_geometry(tiny_run, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name, affine in GEOMETRIES.items():
+        data = rng.normal(100, 20, (24, 20, 14)).astype(np.float32)
+        write_nifti(inputs / f"{name}.nii.gz", data, affine)
+    write_nifti(inputs / "qform_only.nii.gz", rng.random((20, 20, 10)).astype(np.float32), GEOMETRIES["LPS"], sform=False)
+    write_nifti(inputs / "sform_only.nii.gz", rng.random((20, 20, 10)).astype(np.float32), GEOMETRIES["oblique"], qform=False)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["predict", str(inputs), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 0, err
+    for src in inputs.iterdir():
+        name = src.name.replace(".nii.gz", "")
+        img, mask = nib.load(src), nib.load(out / f"{name}_mask.nii.gz")
+        assert mask.shape == img.shape and mask.get_data_dtype() == np.uint8
+        assert np.allclose(mask.affine, img.affine, atol=1e-5), name
+        assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(img.affine)
+        report = json.loads((out / f"{name}_report.json").read_text())
+        assert set(report["probabilities"]) == {"healthy", "moderate", "severe"}
+        assert abs(sum(report["probabilities"].values()) - 1) < 1e-3
+        assert report["grade"] in report["probabilities"]
+        assert set(report["volumes_ml"]) == {"brain", "lateral_ventricles"}
+        assert (out / f"{name}_overlay.png").stat().st_size > 1000
+    assert (out / "labels.itksnap.txt").is_file() and (out / "labels.ctbl").is_file()
+
+
+def test_all_zero_volume_gets_an_all_zero_mask(tiny_run, tmp_path, capsys):
+    src = write_nifti(tmp_path / "zeros.nii.gz", np.zeros((16, 16, 8), np.float32), np.eye(4))
+    code, _, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert not np.asarray(nib.load(tmp_path / "o" / "zeros_mask.nii.gz").dataobj).any()
+    report = json.loads((tmp_path / "o" / "zeros_report.json").read_text())
+    assert report["grade"] is None and report["warnings"]
+
+
+def _bad_inputs(d: Path) -> dict[str, Path]:
+    good = nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 8)).astype(np.float32), np.eye(4))
+    nib.save(good, str(d / "good.nii.gz"))
+    raw = (d / "good.nii.gz").read_bytes()
+    files = {
+        "missing": d / "missing.nii.gz",
+        "zero_byte": d / "empty.nii.gz",
+        "text": d / "text.nii",
+        "truncated": d / "truncated.nii.gz",
+        "four_d": d / "four_d.nii.gz",
+        "two_d": d / "two_d.nii.gz",
+        "all_nan": d / "nan.nii.gz",
+        "all_inf": d / "inf.nii.gz",
+        "singular": d / "singular.nii.gz",
+        "huge_header": d / "huge.nii",
+    }
+    files["zero_byte"].write_bytes(b"")
+    files["text"].write_text("this is not an image\n")
+    files["truncated"].write_bytes(raw[: len(raw) // 2])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), str(files["four_d"]))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(files["two_d"]))
+    nib.save(nib.Nifti1Image(np.full((8, 8, 8), np.nan, np.float32), np.eye(4)), str(files["all_nan"]))
+    nib.save(nib.Nifti1Image(np.full((8, 8, 8), np.inf, np.float32), np.eye(4)), str(files["all_inf"]))
+    sing = nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4))
+    sing.set_qform(None, code=0)
+    sing.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)
+    nib.save(sing, str(files["singular"]))
+    hdr = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    hdr.header.set_data_shape((900, 900, 900))
+    files["huge_header"].write_bytes(hdr.header.binaryblock + b"\0" * 4 + b"\1" * 64)
+    return files
+
+
+def test_bad_input_gets_one_line_exit_2_and_no_output(tiny_run, tmp_path, capsys):
+    for kind, path in _bad_inputs(tmp_path).items():
+        out = tmp_path / f"out_{kind}"
+        code, _, err = run_cli(["predict", str(path), "--model", str(tiny_run), "--out", str(out)], capsys)
+        assert code == 2, (kind, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("segkit: error:"), (kind, err)
+        assert "Traceback" not in err and path.name in err, (kind, err)
+        assert not out.exists() or not any(out.iterdir()), kind
+
+
+def test_predict_refuses_to_overwrite_its_input(tiny_run, tmp_path, capsys):
+    src = write_nifti(tmp_path / "x_mask.nii.gz", np.random.default_rng(0).random((16, 16, 8)).astype(np.float32), np.eye(4))
+    (tmp_path / "x.nii.gz").symlink_to(src)
+    before = src.read_bytes()
+    code, _, err = run_cli(["predict", str(tmp_path / "x.nii.gz"), "--model", str(tiny_run), "--out", str(tmp_path)], capsys)
+    assert code == 2 and "overwrite" in err
+    assert src.read_bytes() == before
+
+
+def test_config_errors_exit_2(tmp_path, phantom_ventricle, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    code, _, err = run_cli(["train", "--config", str(bad), "--data", str(phantom_ventricle)], capsys)
+    assert code == 2 and "epochz" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_continues_from_last_complete_epoch(tiny_run, phantom_ventricle, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    args = ["train", "--config", str(ROOT / "configs/ventricle.yaml"), "--data", str(phantom_ventricle), "--out", str(run)]
+    tiny = [a for s in TINY if not s.startswith("train.epochs") for a in ("--set", s)]
+    code, _, err = run_cli([*args, *tiny, "--epochs", "3", "--resume"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[:2] == list(csv.DictReader((tiny_run / "metrics.csv").open()))
+
+
+def test_tampered_checkpoint_is_refused(tiny_run, tmp_path):
+    state = torch.load(tiny_run / "best.pt", weights_only=True)
+    state["evil"] = Path("/etc/passwd")  # any pickled object that is not plain data
+    torch.save(state, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_evaluate_writes_the_report(tiny_run, phantom_ventricle, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code, stdout, err = run_cli(
+        ["evaluate", "--model", str(tiny_run), "--data", str(phantom_ventricle), "--split", "test", "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    for name in ("per_case.csv", "report.json", "report.md", "confusion.png", "roc.png", "calibration.png", "dice_by_case.png"):
+        assert (out / name).is_file(), name
+    assert "Dice lateral_ventricles" in stdout
+    rows = list(csv.DictReader((out / "per_case.csv").open()))
+    assert len(rows) == len(json.loads((phantom_ventricle / "dataset.json").read_text())["split"]["test"])

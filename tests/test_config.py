@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from segkit.config import config_to_dict, load_config
+from segkit.errors import ConfigError
+from segkit.tasks import TASKS
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("task", ["ventricle", "liver-cyst"])
+def test_task_configs_load_and_match_the_task_specs(task):
+    cfg = load_config(CONFIGS / f"{task}.yaml")
+    assert cfg.task == TASKS[task]
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1e-3  # "1.0e-3" style stays a float
+
+
+def test_task_configs_differ_only_where_the_tasks_differ():
+    a = config_to_dict(load_config(CONFIGS / "ventricle.yaml"))
+    b = config_to_dict(load_config(CONFIGS / "liver-cyst.yaml"))
+    diffs = {f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]}
+    allowed = {"preprocess.spacing", "augment.flip_lr", "eval.nsd_tolerance_mm"}
+    assert {d for d in diffs if not d.startswith("task.")} <= allowed
+
+
+def test_unknown_key_fails_and_lists_valid_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key train.learning_rate.*valid keys.*lr"):
+        load_config(p)
+
+
+def test_wrong_type_fails_with_the_key_named(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(p)
+
+
+def test_overrides_convert_by_field_type():
+    cfg = load_config(CONFIGS / "ventricle.yaml", ["train.lr=1e-4", "train.patch_size=[64,64]", "model.encoder_weights=null"])
+    assert cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.train.patch_size == (64, 64)
+    assert cfg.model.encoder_weights is None
+
+
+def test_bad_override_and_cross_field_checks_fail():
+    with pytest.raises(ConfigError):
+        load_config(CONFIGS / "ventricle.yaml", ["train.lr"])
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        load_config(CONFIGS / "ventricle.yaml", ["train.patch_size=[30,30]"])
+    with pytest.raises(ConfigError, match="not in task.labels"):
+        load_config(CONFIGS / "ventricle.yaml", ["task.numerator=[ventricles]"])

@@ -1,0 +1,146 @@
+"""write_evaluation writes all seven files, with the columns, rules and undefined values stated."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segkit.metrics import EMPTY_RULE, segmentation_metrics
+from segkit.report import FILES, per_case_columns, write_evaluation
+
+LABELS = ("background", "liver", "cyst")
+GRADES = ("healthy", "moderate", "severe")
+
+
+def synthetic_rows(grades_true: list[int], seed: int = 0) -> tuple[list[dict], np.ndarray]:
+    """Per-case rows from real masks: healthy cases have no cyst, one with a false positive."""
+    rng = np.random.default_rng(seed)
+    rows, probs = [], []
+    for i, g in enumerate(grades_true):
+        t = np.zeros((16, 16, 12), dtype=np.uint8)
+        t[2:14, 2:14, 2:10] = 1
+        if g > 0:
+            t[5 : 7 + 2 * g, 5 : 7 + 2 * g, 4:8] = 2
+        p = np.roll(t, int(rng.integers(0, 2)), axis=0)
+        if g == 0 and i == 1:
+            p[10:12, 10:12, 5:7] = 2  # false-positive cyst in a healthy case
+        m = segmentation_metrics(p, t, (1.0, 1.0, 2.5), LABELS, 2.0)
+        logits = rng.normal(size=3) + 1.5 * np.eye(3)[g]
+        pr = np.exp(logits) / np.exp(logits).sum()
+        rows.append(
+            {
+                "case": f"case_{i:02d}",
+                **m,
+                "biomarker_true": 0.01 * g,
+                "biomarker_pred": None,
+                "grade_true": GRADES[g],
+                "grade_pred": GRADES[int(pr.argmax())],
+                "grade_biomarker": None if i == 2 else GRADES[g],
+                **{f"p_{k}": float(pr[j]) for j, k in enumerate(GRADES)},
+            }
+        )
+        probs.append(pr)
+    return rows, np.array(probs)
+
+
+META = {
+    "model": "monai_unet",
+    "checkpoint": "best.pt",
+    "dataset": "synthetic",
+    "split": "test",
+    "segkit_version": "0.1.0",
+    "config": {"eval": {"nsd_tolerance_mm": 2.0}},
+}
+
+
+def test_write_evaluation_writes_all_files_with_expected_columns(tmp_path: Path):
+    y = [0, 0, 0, 1, 1, 2, 2, 2]
+    rows, probs = synthetic_rows(y)
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 200, 2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)  # no temp files left
+    for name in FILES:
+        if name.endswith(".png"):
+            assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(tmp_path / "per_case.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(rows)
+    header = list(table[0])
+    assert header == per_case_columns(rows, GRADES, LABELS)
+    for col in (
+        "case",
+        "dice_cyst",
+        "iou_cyst",
+        "hd95_cyst",
+        "assd_cyst",
+        "nsd_cyst",
+        "vol_true_ml_cyst",
+        "vol_pred_ml_cyst",
+        "vol_diff_ml_cyst",
+        "biomarker_true",
+        "biomarker_pred",
+        "grade_true",
+        "grade_pred",
+        "p_healthy",
+        "p_moderate",
+        "p_severe",
+    ):
+        assert col in header
+    assert table[1]["empty_cyst"] == "truth" and table[1]["hd95_cyst"] == ""  # undefined: blank
+    assert table[0]["empty_cyst"] == "both" and float(table[0]["dice_cyst"]) == 1.0
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["grading"]["confusion"] == report["grading"]["confusion"]
+    assert on_disk["meta"]["model"] == "monai_unet"
+    assert on_disk["segmentation"]["cyst"]["empty"]["both"] == ["case_00", "case_02"]
+
+
+def test_report_md_states_empty_rule_and_clinical_tables(tmp_path: Path):
+    y = [0, 0, 0, 1, 1, 2, 2, 2]
+    rows, probs = synthetic_rows(y)
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 200, 2.0)
+    md = (tmp_path / "report.md").read_text()
+    assert EMPTY_RULE in md
+    assert md.index("monai_unet") < md.index("## Summary")  # metadata comes first
+    assert "| Actual \\ Predicted | healthy | moderate | severe |" in md
+    cm = report["grading"]["confusion"]
+    assert f"| **moderate** | {cm[1][0]} | {cm[1][1]} | {cm[1][2]} |" in md
+    assert "NSD at 2 mm" in md and "wide" in md and "Support" in md
+    assert "Expected calibration error" in md and "Cohen's kappa" in md
+    fp = report["healthy_false_positive_ml"]["labels"]["cyst"]
+    assert fp["num_with_fp"] == 1 and fp["max"] == pytest.approx(8 * 2.5 / 1000)
+    assert report["agreement"]["classifier_vs_biomarker"]["num_undefined"] == 1
+
+
+def test_single_class_split_reports_auc_undefined_with_reason(tmp_path: Path):
+    y = [0, 0, 0, 0]
+    rows, probs = synthetic_rows(y)
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 100)
+    assert report["grading"]["auc_macro"] is None
+    md = (tmp_path / "report.md").read_text()
+    assert "undefined (no severe cases in this split)" in md
+    assert "undefined (every case is healthy" in md
+    assert "0.500" not in md.split("ROC-AUC, each grade")[1].split("###")[0]
+    assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def test_cases_without_true_grade_are_left_out_of_grading(tmp_path: Path):
+    rows, probs = synthetic_rows([0, 1, 2])
+    report = write_evaluation(rows, probs, np.array([-1, -1, -1]), GRADES, LABELS, tmp_path, META)
+    assert report["grading"] is None and report["num_graded"] == 0
+    assert "grading not evaluated" in (tmp_path / "report.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
+
+
+def test_report_json_has_no_nan(tmp_path: Path):
+    rows, probs = synthetic_rows([1, 2])
+    for r in rows:
+        r["hd95_liver"] = float("nan")
+    write_evaluation(rows, probs, np.array([1, 2]), GRADES, LABELS, tmp_path, META, 50)
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in report.json")
+
+    json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)

@@ -1,0 +1,118 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import GEOMETRIES
+
+from segkit.config import AugmentConfig, Config, PreprocessConfig
+from segkit.transforms import (
+    augment_slice,
+    build_augment,
+    from_canonical,
+    normalize,
+    plan_grid,
+    preprocess_image,
+    preprocess_label,
+    probs_to_mask,
+    to_canonical,
+)
+
+CFG = Config()
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_reorientation_round_trips_exactly(name):
+    data = np.random.default_rng(0).random((20, 24, 12)).astype(np.float32)
+    canon, ornt = to_canonical(data, GEOMETRIES[name])
+    assert nib.aff2axcodes(GEOMETRIES[name] @ nib.orientations.inv_ornt_aff(ornt, data.shape)) == ("R", "A", "S")
+    assert np.array_equal(from_canonical(canon, ornt), data)
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_resample_then_inverse_restores_the_input_grid(name):
+    shape = (30, 26, 14)
+    grid = plan_grid(shape, GEOMETRIES[name], CFG.preprocess)
+    probs = torch.softmax(torch.randn(3, *grid.model_shape), 0)
+    mask = probs_to_mask(probs, grid)
+    assert mask.shape == shape and mask.dtype == np.uint8
+    full = F.interpolate(probs[None], size=grid.canonical_shape, mode="trilinear", align_corners=False)[0]
+    assert np.array_equal(mask, from_canonical(full.argmax(0).numpy().astype(np.uint8), grid.ornt))
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_blob_lands_at_the_same_world_position(name):
+    """A bright blob at a known world point survives preprocess -> model grid -> inverse."""
+    affine = GEOMETRIES[name]
+    shape = (40, 36, 24) if name != "anisotropic" else (60, 60, 10)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    target = affine[:3, :3] @ (np.array(shape) / 2 + [3, -2, 1]) + affine[:3, 3]
+    blob = np.linalg.norm(world - target, axis=-1) < 9.0
+    image = np.where(blob, 100.0, 0.0).astype(np.float32)
+    pre, grid = preprocess_image(image, affine, CFG)
+    fg = torch.from_numpy(pre > pre.mean())
+    probs = torch.stack([~fg, fg]).float()  # an oracle "network": threshold on the model grid
+    mask = probs_to_mask(probs, grid)
+    found = world[mask > 0].mean(0)
+    assert np.linalg.norm(found - world[blob].mean(0)) < 0.5 * max(np.abs(affine[:3, :3]).sum(0))
+    dice = 2 * (mask.astype(bool) & blob).sum() / (mask.astype(bool).sum() + blob.sum())
+    assert dice > 0.8  # thick slices blur the edge (partial volume), never the position
+
+
+def test_label_follows_image_onto_the_model_grid():
+    affine = GEOMETRIES["oblique"]
+    label = np.zeros((30, 30, 20), np.uint8)
+    label[10:20, 8:22, 5:15] = 2
+    pre, grid = preprocess_image(label.astype(np.float32), affine, CFG)
+    lab = preprocess_label(label, grid)
+    assert lab.shape == pre.shape
+    assert np.array_equal(lab > 0, pre > (pre.min() + pre.max()) / 2)
+
+
+def test_normalisation_is_the_same_function_in_training_and_prediction(phantom_ventricle):
+    from segkit.data.msd import read_dataset
+    from segkit.io import read_volume
+    from segkit.train import load_cases
+
+    ds = read_dataset(phantom_ventricle)
+    case = ds.cases[0]
+    trained = load_cases([case], Config(), "t")[0].image
+    vol = read_volume(case.image)
+    predicted, _ = preprocess_image(vol.data, vol.affine, Config())
+    assert np.array_equal(trained, predicted)
+
+
+def test_mri_and_ct_normalisation():
+    rng = np.random.default_rng(0)
+    mri = rng.gamma(2, 100, (20, 20, 10)).astype(np.float32)
+    z = normalize(mri, "MRI", PreprocessConfig())
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+    ct = rng.uniform(-1000, 1000, (20, 20, 10)).astype(np.float32)
+    c = normalize(ct, "CT", PreprocessConfig(window_low=-100, window_high=250))
+    assert c.min() == -1 and c.max() == 1
+    assert np.allclose(c[ct >= 250], 1) and np.allclose(c[(ct > -100) & (ct < 250)], (ct[(ct > -100) & (ct < 250)] + 100) / 350 * 2 - 1, atol=1e-5)
+    assert not normalize(np.full((5, 5, 5), 7.0, np.float32), "MRI", PreprocessConfig()).any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_moves_with_its_image_under_every_spatial_augmentation(seed):
+    aug = AugmentConfig(flip_lr=0.5, affine=1.0, elastic=1.0, brightness_contrast=0, gamma=0, noise=0, blur=0)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 20:50] = 1
+    mask[40:55, 5:20] = 2
+    image = np.stack([mask.astype(np.float32)] * 3)  # (C, H, W): the image *is* the mask
+    img, msk = augment_slice(image, mask, build_augment(aug, seed=seed))
+    assert img.shape == image.shape and msk.shape == mask.shape
+    agree = (np.rint(img[1]).astype(np.uint8) == msk).mean()
+    assert agree > 0.97
+    assert not np.array_equal(msk, mask)  # something moved
+
+
+def test_intensity_augmentation_leaves_the_mask_alone():
+    aug = AugmentConfig(flip_lr=0, affine=0, elastic=0, brightness_contrast=1, gamma=1, noise=1, blur=1)
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(3, 32, 32)).astype(np.float32)
+    mask = (rng.random((32, 32)) > 0.5).astype(np.uint8)
+    img, msk = augment_slice(image, mask, build_augment(aug, seed=3))
+    assert np.array_equal(msk, mask) and not np.allclose(img, image) and np.isfinite(img).all()
