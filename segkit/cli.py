@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -55,7 +55,7 @@ def data_make(
 @data_app.command("show")
 def data_show(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],
-    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default DIR/montage.png).")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default DIR/montage.png).")] = None,
     max_cases: Annotated[int, typer.Option(help="Cases in the montage.")] = 12,
 ) -> None:
     """Montage of cases with their masks and grades, to check a dataset by eye."""
@@ -68,12 +68,12 @@ def data_show(
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="Experiment YAML, e.g. configs/ventricle.yaml.")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default data/<task>).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<task>).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (default data/<task>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<task>).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. train.lr=1e-4.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-4.")] = None,
 ) -> None:
     """Train the U-Net and grade head jointly; writes best.pt, last.pt, metrics.csv, curves.png."""
     from segkit.config import load_config
@@ -103,7 +103,7 @@ def train(
 @app.command()
 def predict(
     path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume or a folder of them.")],
-    model: Annotated[Optional[str], typer.Option(help="Run folder or .pt (default: latest run).")] = None,
+    model: Annotated[str | None, typer.Option(help="Run folder or .pt (default: latest run).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
@@ -119,10 +119,10 @@ def predict(
 
 @app.command()
 def evaluate(
-    model: Annotated[Optional[str], typer.Option(help="Run folder or .pt (default: latest run).")] = None,
+    model: Annotated[str | None, typer.Option(help="Run folder or .pt (default: latest run).")] = None,
     data: Annotated[Path, typer.Option(help="Dataset folder with dataset.json.")] = Path("data/ventricle"),
     split: Annotated[str, typer.Option(help="test, val, train or all.")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Report folder (default RUN_DIR/eval-<split>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default RUN_DIR/eval-<split>).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""

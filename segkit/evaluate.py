@@ -69,8 +69,15 @@ def evaluate_split(
         "segkit": __version__,
     }
     report = write_evaluation(
-        rows, np.array(probs), np.array(y_true), grades, cfg.task.labels, out, meta,
-        cfg.eval.bootstrap, cfg.eval.nsd_tolerance_mm,
+        rows,
+        np.array(probs),
+        np.array(y_true),
+        grades,
+        cfg.task.labels,
+        out,
+        meta,
+        cfg.eval.bootstrap,
+        cfg.eval.nsd_tolerance_mm,
     )
     report["out"] = str(out)
     report["summary_line"] = summary_line(report, cfg.task.labels, split)

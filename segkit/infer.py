@@ -18,7 +18,7 @@ from segkit.errors import CheckpointError, InputError
 from segkit.io import Volume, atomic_write_text, check_not_input, is_nifti, read_volume, stem, write_volume
 from segkit.measure import measure
 from segkit.models import SegGrader, build_model
-from segkit.transforms import Grid, context_stack, pad_to_multiple, preprocess_image, probs_to_mask
+from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
 
 log = logging.getLogger(__name__)
 

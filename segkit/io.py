@@ -180,9 +180,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(Path(path), lambda t: t.write_bytes(data))
 
 
-def write_volume(
-    path: Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None
-) -> None:
+def write_volume(path: Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> None:
     """Write a NIfTI volume atomically, keeping the reference header's qform/sform codes."""
     data = np.asarray(data)
     if header is not None:

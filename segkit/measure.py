@@ -53,8 +53,5 @@ def measure(mask: np.ndarray, voxel_ml: float, task: TaskConfig) -> dict[str, An
         },
     }
     if task.name == "liver-cyst":
-        out["lesions"] = {
-            name: lesion_components(mask, task.labels.index(name), voxel_ml)
-            for name in task.numerator
-        }
+        out["lesions"] = {name: lesion_components(mask, task.labels.index(name), voxel_ml) for name in task.numerator}
     return out

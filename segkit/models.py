@@ -46,9 +46,7 @@ class SegGrader(nn.Module):
     def __init__(self, unet: nn.Module, bottleneck: nn.Module, feat_dim: int, cfg: Config) -> None:
         super().__init__()
         self.unet = unet
-        self.grade_head = GradeHead(
-            2 * feat_dim, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout
-        )
+        self.grade_head = GradeHead(2 * feat_dim, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout)
         self._feats: torch.Tensor | None = None
         bottleneck.register_forward_hook(self._keep)
 

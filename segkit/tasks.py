@@ -24,7 +24,7 @@ TASKS: dict[str, TaskConfig] = {
         biomarker="cyst_burden",
         numerator=("cyst",),
         denominator=("liver", "cyst", "tumour"),
-        thresholds=(0.02, 0.08),
+        thresholds=(0.015, 0.05),
     ),
 }
 

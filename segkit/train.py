@@ -96,7 +96,9 @@ def sample_batch(
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), torch.tensor(grades)
 
 
-def _crop(x: np.ndarray, y: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _crop(
+    x: np.ndarray, y: np.ndarray, size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Random crop (edge-padded where the slice is smaller) of (C, H, W) image and (H, W) mask."""
     ph = [max(0, size[0] - x.shape[1]), max(0, size[1] - x.shape[2])]
     if any(ph):
@@ -121,7 +123,9 @@ def train_one_epoch(
     num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
     net.train()
     sums = np.zeros(3)
-    bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not sys.stderr.isatty())
+    bar = tqdm(
+        range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not sys.stderr.isatty()
+    )
     for _ in bar:
         x, y, g = sample_batch(cases, cfg, rng, aug)
         x, y, g = x.to(dev), y.to(dev), g.to(dev)
@@ -188,10 +192,14 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
     torch.manual_seed(cfg.train.seed)
     ds = read_dataset(data_dir)
     if tuple(ds.labels) != cfg.task.labels:
-        raise InputError(f"{data_dir}: dataset labels {list(ds.labels)} differ from config task.labels {list(cfg.task.labels)}")
+        raise InputError(
+            f"{data_dir}: dataset labels {list(ds.labels)} differ from config task.labels {list(cfg.task.labels)}"
+        )
     train_cases, val_cases = ds.split("train"), ds.split("val")
     if not train_cases or not val_cases:
-        raise InputError(f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)})")
+        raise InputError(
+            f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)})"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     net = build_model(cfg).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -206,7 +214,14 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
     val = load_cases(val_cases, cfg, "loading val")
     weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
     loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
-    log.info("model %s: %d parameters; %d train / %d val cases on %s", cfg.model.arch, num_parameters(net), len(train), len(val), dev)
+    log.info(
+        "model %s: %d parameters; %d train / %d val cases on %s",
+        cfg.model.arch,
+        num_parameters(net),
+        len(train),
+        len(val),
+        dev,
+    )
     writer = _tensorboard(run_dir)
     for epoch in range(state["epoch"], cfg.train.epochs):
         if state["bad_epochs"] >= cfg.train.patience:
@@ -247,7 +262,9 @@ def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer,
     return {"epoch": ck["epoch"], "best": ck["best"], "bad_epochs": ck["bad_epochs"], "history": ck["history"]}
 
 
-def _checkpoint(net: SegGrader, opt: torch.optim.Optimizer, sched: Any, cfg: Config, state: dict[str, Any]) -> dict[str, Any]:
+def _checkpoint(
+    net: SegGrader, opt: torch.optim.Optimizer, sched: Any, cfg: Config, state: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
@@ -284,7 +301,12 @@ def _log_epoch(run_dir: Path, history: list[dict[str, Any]], writer: Any, row: d
     mark = " *" if improved else ""
     log.info(
         "epoch %d  loss %.4f  val dice %.4f  val grade acc %.3f  (%.1fs)%s",
-        row["epoch"], row["train_loss"], row["val_dice"], row["val_grade_acc"], row["seconds"], mark,
+        row["epoch"],
+        row["train_loss"],
+        row["val_dice"],
+        row["val_grade_acc"],
+        row["seconds"],
+        mark,
     )
 
 

@@ -38,8 +38,7 @@ class Grid:
     def model_spacing(self) -> tuple[float, float, float]:
         """Actual voxel size on the model grid (the extent is kept, so it is near cfg spacing)."""
         return tuple(  # type: ignore[return-value]
-            c * s / m
-            for c, s, m in zip(self.canonical_shape, self.canonical_spacing, self.model_shape, strict=True)
+            c * s / m for c, s, m in zip(self.canonical_shape, self.canonical_spacing, self.model_shape, strict=True)
         )
 
 
@@ -137,7 +136,7 @@ def probs_to_mask(probs: torch.Tensor, grid: Grid, slab: int = 32) -> np.ndarray
     mask = np.empty(grid.canonical_shape, dtype=np.uint8)
     for start in range(0, cx, slab):
         # source x of each output x, as F.interpolate(align_corners=False) computes it
-        xs = ((torch.arange(start, min(cx, start + slab), dtype=torch.float64) + 0.5) * kx / cx - 0.5)
+        xs = (torch.arange(start, min(cx, start + slab), dtype=torch.float64) + 0.5) * kx / cx - 0.5
         xs = xs.clamp(min=0)
         x0 = xs.floor().long().clamp(max=kx - 1)
         x1 = (x0 + 1).clamp(max=kx - 1)
@@ -186,9 +185,7 @@ def build_augment(aug: AugmentConfig, seed: int | None = None):  # -> albumentat
                 border_mode=cv2.BORDER_REFLECT_101,
                 p=aug.affine,
             ),
-            A.ElasticTransform(
-                alpha=30, sigma=6, border_mode=cv2.BORDER_REFLECT_101, p=aug.elastic
-            ),
+            A.ElasticTransform(alpha=30, sigma=6, border_mode=cv2.BORDER_REFLECT_101, p=aug.elastic),
         ],
         seed=seed,
     )
@@ -204,9 +201,7 @@ def build_augment(aug: AugmentConfig, seed: int | None = None):  # -> albumentat
     return spatial, intensity
 
 
-def augment_slice(
-    image: np.ndarray, mask: np.ndarray, pipelines: tuple
-) -> tuple[np.ndarray, np.ndarray]:
+def augment_slice(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Augment one (C, H, W) slice stack and its (H, W) mask together."""
     spatial, intensity = pipelines
     out = spatial(image=np.ascontiguousarray(image.transpose(1, 2, 0)), mask=mask)

@@ -83,7 +83,12 @@ GEOMETRIES = {
     "LPS": np.diag([-1.5, -1.5, 1.5, 1.0]),
     "LAS": np.diag([-1.5, 1.5, 1.5, 1.0]),
     "PIR-permuted": np.array([[0, 0, 1.5, 0], [-1.5, 0, 0, 0], [0, -1.5, 0, 0], [0, 0, 0, 1.0]]),
-    "oblique": np.block([[rotation(2, 25) @ rotation(0, 10) @ np.diag([1.5, 1.5, 1.5]), np.array([[5.0], [-7.0], [3.0]])], [np.zeros((1, 3)), np.ones((1, 1))]]),
+    "oblique": np.block(
+        [
+            [rotation(2, 25) @ rotation(0, 10) @ np.diag([1.5, 1.5, 1.5]), np.array([[5.0], [-7.0], [3.0]])],
+            [np.zeros((1, 3)), np.ones((1, 1))],
+        ]
+    ),
     "anisotropic": np.diag([0.9, 0.9, 4.0, 1.0]),
 }
 

@@ -1,7 +1,6 @@
 """End to end through the CLI: train a tiny model, predict, evaluate; bad input gets exit 2."""
 
 import csv
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -36,8 +35,12 @@ def test_predict_keeps_input_shape_and_affine_for_every_geometry(tiny_run, tmp_p
     for name, affine in GEOMETRIES.items():
         data = rng.normal(100, 20, (24, 20, 14)).astype(np.float32)
         write_nifti(inputs / f"{name}.nii.gz", data, affine)
-    write_nifti(inputs / "qform_only.nii.gz", rng.random((20, 20, 10)).astype(np.float32), GEOMETRIES["LPS"], sform=False)
-    write_nifti(inputs / "sform_only.nii.gz", rng.random((20, 20, 10)).astype(np.float32), GEOMETRIES["oblique"], qform=False)
+    write_nifti(
+        inputs / "qform_only.nii.gz", rng.random((20, 20, 10)).astype(np.float32), GEOMETRIES["LPS"], sform=False
+    )
+    write_nifti(
+        inputs / "sform_only.nii.gz", rng.random((20, 20, 10)).astype(np.float32), GEOMETRIES["oblique"], qform=False
+    )
     out = tmp_path / "out"
     code, stdout, err = run_cli(["predict", str(inputs), "--model", str(tiny_run), "--out", str(out)], capsys)
     assert code == 0, err
@@ -110,10 +113,14 @@ def test_bad_input_gets_one_line_exit_2_and_no_output(tiny_run, tmp_path, capsys
 
 
 def test_predict_refuses_to_overwrite_its_input(tiny_run, tmp_path, capsys):
-    src = write_nifti(tmp_path / "x_mask.nii.gz", np.random.default_rng(0).random((16, 16, 8)).astype(np.float32), np.eye(4))
+    src = write_nifti(
+        tmp_path / "x_mask.nii.gz", np.random.default_rng(0).random((16, 16, 8)).astype(np.float32), np.eye(4)
+    )
     (tmp_path / "x.nii.gz").symlink_to(src)
     before = src.read_bytes()
-    code, _, err = run_cli(["predict", str(tmp_path / "x.nii.gz"), "--model", str(tiny_run), "--out", str(tmp_path)], capsys)
+    code, _, err = run_cli(
+        ["predict", str(tmp_path / "x.nii.gz"), "--model", str(tiny_run), "--out", str(tmp_path)], capsys
+    )
     assert code == 2 and "overwrite" in err
     assert src.read_bytes() == before
 
@@ -128,7 +135,15 @@ def test_config_errors_exit_2(tmp_path, phantom_ventricle, capsys):
 def test_resume_continues_from_last_complete_epoch(tiny_run, phantom_ventricle, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    args = ["train", "--config", str(ROOT / "configs/ventricle.yaml"), "--data", str(phantom_ventricle), "--out", str(run)]
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs/ventricle.yaml"),
+        "--data",
+        str(phantom_ventricle),
+        "--out",
+        str(run),
+    ]
     tiny = [a for s in TINY if not s.startswith("train.epochs") for a in ("--set", s)]
     code, _, err = run_cli([*args, *tiny, "--epochs", "3", "--resume"], capsys)
     assert code == 0, err
@@ -148,10 +163,19 @@ def test_tampered_checkpoint_is_refused(tiny_run, tmp_path):
 def test_evaluate_writes_the_report(tiny_run, phantom_ventricle, tmp_path, capsys):
     out = tmp_path / "eval"
     code, stdout, err = run_cli(
-        ["evaluate", "--model", str(tiny_run), "--data", str(phantom_ventricle), "--split", "test", "--out", str(out)], capsys
+        ["evaluate", "--model", str(tiny_run), "--data", str(phantom_ventricle), "--split", "test", "--out", str(out)],
+        capsys,
     )
     assert code == 0, err
-    for name in ("per_case.csv", "report.json", "report.md", "confusion.png", "roc.png", "calibration.png", "dice_by_case.png"):
+    for name in (
+        "per_case.csv",
+        "report.json",
+        "report.md",
+        "confusion.png",
+        "roc.png",
+        "calibration.png",
+        "dice_by_case.png",
+    ):
         assert (out / name).is_file(), name
     assert "Dice lateral_ventricles" in stdout
     rows = list(csv.DictReader((out / "per_case.csv").open()))

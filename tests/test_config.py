@@ -39,7 +39,9 @@ def test_wrong_type_fails_with_the_key_named(tmp_path):
 
 
 def test_overrides_convert_by_field_type():
-    cfg = load_config(CONFIGS / "ventricle.yaml", ["train.lr=1e-4", "train.patch_size=[64,64]", "model.encoder_weights=null"])
+    cfg = load_config(
+        CONFIGS / "ventricle.yaml", ["train.lr=1e-4", "train.patch_size=[64,64]", "model.encoder_weights=null"]
+    )
     assert cfg.train.lr == pytest.approx(1e-4)
     assert cfg.train.patch_size == (64, 64)
     assert cfg.model.encoder_weights is None

@@ -91,7 +91,9 @@ def test_mri_and_ct_normalisation():
     ct = rng.uniform(-1000, 1000, (20, 20, 10)).astype(np.float32)
     c = normalize(ct, "CT", PreprocessConfig(window_low=-100, window_high=250))
     assert c.min() == -1 and c.max() == 1
-    assert np.allclose(c[ct >= 250], 1) and np.allclose(c[(ct > -100) & (ct < 250)], (ct[(ct > -100) & (ct < 250)] + 100) / 350 * 2 - 1, atol=1e-5)
+    assert np.allclose(c[ct >= 250], 1) and np.allclose(
+        c[(ct > -100) & (ct < 250)], (ct[(ct > -100) & (ct < 250)] + 100) / 350 * 2 - 1, atol=1e-5
+    )
     assert not normalize(np.full((5, 5, 5), 7.0, np.float32), "MRI", PreprocessConfig()).any()
 
 

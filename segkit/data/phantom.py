@@ -11,7 +11,6 @@ from segkit.measure import biomarker_value, grade_from_biomarker, label_volumes_
 from segkit.tasks import get_task
 
 
-
 def _ellipsoid(shape: tuple[int, int, int], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
     return (((grid - centre) / radii) ** 2).sum(-1) <= 1.0

@@ -1,0 +1,21 @@
+"""Registry of the built-in dataset makers: `segkit data make {ventricle,liver-cyst}`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from segkit.data.liver import make_liver_cyst
+from segkit.data.ventricle import make_ventricle
+from segkit.errors import ConfigError
+
+MAKERS: dict[str, Callable[..., Path]] = {"ventricle": make_ventricle, "liver-cyst": make_liver_cyst}
+
+
+def make_dataset(task: str, out: Path, cases: int, seed: int) -> Path:
+    """Build a built-in dataset in out (MSD layout + dataset.json); returns the dataset.json path."""
+    if task not in MAKERS:
+        raise ConfigError(f"unknown dataset {task!r}; valid datasets: {', '.join(MAKERS)}")
+    if cases < 1:
+        raise ConfigError(f"--cases must be at least 1, got {cases}")
+    return MAKERS[task](Path(out), cases, seed)
