@@ -180,3 +180,13 @@ def test_evaluate_writes_the_report(tiny_run, phantom_ventricle, tmp_path, capsy
     assert "Dice lateral_ventricles" in stdout
     rows = list(csv.DictReader((out / "per_case.csv").open()))
     assert len(rows) == len(json.loads((phantom_ventricle / "dataset.json").read_text())["split"]["test"])
+
+
+def test_same_seed_and_config_give_identical_metrics(tiny_run, phantom_ventricle, tmp_path):
+    from segkit.config import load_config
+    from segkit.train import fit
+
+    run = tmp_path / "again"
+    fit(load_config(ROOT / "configs/ventricle.yaml", TINY), phantom_ventricle, run)
+    strip = lambda p: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(p.open())]  # noqa: E731
+    assert strip(run / "metrics.csv") == strip(tiny_run / "metrics.csv")
