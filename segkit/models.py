@@ -46,7 +46,10 @@ class SegGrader(nn.Module):
     def __init__(self, unet: nn.Module, bottleneck: nn.Module, feat_dim: int, cfg: Config) -> None:
         super().__init__()
         self.unet = unet
-        self.grade_head = GradeHead(2 * feat_dim, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout)
+        self.num_classes = cfg.num_classes
+        self.grade_head = GradeHead(
+            2 * feat_dim + cfg.num_classes, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout
+        )
         self._feats: torch.Tensor | None = None
         bottleneck.register_forward_hook(self._keep)
 
@@ -54,17 +57,23 @@ class SegGrader(nn.Module):
         self._feats = out[-1] if isinstance(out, list | tuple) else out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, H, W) -> mask logits (N, K, H, W), slice features (N, F)."""
+        """(N, C, H, W) -> mask logits (N, K, H, W), slice features (N, F + K)."""
         logits = self.unet(x)
         assert self._feats is not None
-        feats = slice_features(self._feats.float())
+        # Soft class fractions per slice; their mean over a volume's slices is its label
+        # volume fractions, the quantity the biomarker is built from. Detached: the grade
+        # loss must not bend the masks.
+        fractions = torch.softmax(logits.detach().float(), dim=1).mean(dim=(2, 3))
+        feats = torch.cat([slice_features(self._feats.float()), fractions], dim=1)
         self._feats = None
         return logits, feats
 
     def pool_grade(self, feats: torch.Tensor, num_cases: int) -> torch.Tensor:
-        """(num_cases * S, F) slice features of equal-sized case groups -> (num_cases, G) logits."""
+        """(num_cases * S, F + K) slice features of equal-sized case groups -> (num_cases, G) logits."""
         pooled = feats.view(num_cases, -1, feats.shape[-1]).mean(dim=1)
-        return self.grade_head(pooled)
+        k = self.num_classes
+        fractions = torch.log(pooled[:, -k:] + 1e-4)  # log-fractions: ratios become differences
+        return self.grade_head(torch.cat([pooled[:, :-k], fractions], dim=1))
 
 
 def _monai_bottom(unet: UNet) -> nn.Module:
