@@ -142,7 +142,9 @@ def main() -> None:
         sys.argv.remove("--verbose")
     _setup_logging(verbose)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns, not raises, a command's Exit code here
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except SegkitError as e:
         typer.echo(f"segkit: error: {e}", err=True)
         sys.exit(2)

@@ -12,8 +12,11 @@ class SegGradeLoss(nn.Module):
 
     def __init__(self, grade_weight: float, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
-        # batch=True pools Dice over the batch so slices without the structure stay defined
-        self.seg = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+        # batch=True pools Dice over the batch so slices without the structure stay defined;
+        # no background Dice, so a small structure weighs as much as the organ around it
+        self.seg = DiceCELoss(
+            include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5
+        )
         self.grade = nn.CrossEntropyLoss(weight=class_weights)
         self.grade_weight = grade_weight
 

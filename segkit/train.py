@@ -42,11 +42,13 @@ class CaseData:
     label: np.ndarray  # (X, Y, Z) uint8
     grade: int
     organ_z: np.ndarray  # slices holding the biomarker's denominator labels
+    target_z: np.ndarray  # slices holding the biomarker's numerator labels (lesion, ventricles)
 
 
 def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
     """Read, check and preprocess cases with the same pipeline predict uses."""
     organ = [cfg.task.labels.index(n) for n in cfg.task.denominator]
+    target = [cfg.task.labels.index(n) for n in cfg.task.numerator]
     out = []
     for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
         img = read_volume(case.image)
@@ -61,15 +63,17 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
         image, grid = preprocess_image(img.data, img.affine, cfg)
         label = preprocess_label(lab.data.astype(np.uint8), grid)
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))
+        target_z = np.flatnonzero(np.isin(label, target).any(axis=(0, 1)))
         grade = cfg.task.grades.index(case.grade) if case.grade else 0
-        out.append(CaseData(case.case_id, image, label, grade, organ_z))
+        out.append(CaseData(case.case_id, image, label, grade, organ_z, target_z))
     return out
 
 
 def sample_batch(
     cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: tuple | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """B cases x S organ-stratified slices (grade + seg) then B x 2 random slices (seg only).
+    """B cases x S organ-stratified slices (grade + seg), then per case one random slice and
+    one slice through the small target structure (seg only: nnU-Net-style oversampling).
 
     Returns x (N, C, H, W), y (N, H, W), grades (B,); the first B*S rows are grouped per case.
     """
@@ -83,7 +87,8 @@ def sample_batch(
         edges = np.linspace(0, len(zs), t.slices_per_case + 1)
         idx = [rng.integers(int(a), max(int(a) + 1, int(b))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
         graded += [(c, zs[min(i, len(zs) - 1)]) for i in idx]
-        extra += [(c, z) for z in rng.integers(0, c.image.shape[2], size=2)]
+        targets = c.target_z if len(c.target_z) else zs
+        extra += [(c, rng.integers(0, c.image.shape[2])), (c, targets[rng.integers(0, len(targets))])]
         grades.append(c.grade)
     xs, ys = [], []
     for c, z in graded + extra:
