@@ -14,7 +14,7 @@ from segkit import __version__
 from segkit.data.msd import read_dataset
 from segkit.errors import InputError
 from segkit.infer import load_model, predict_volume, write_prediction
-from segkit.io import check_same_grid, read_volume
+from segkit.io import check_same_grid, label_array, read_volume
 from segkit.measure import measure
 from segkit.metrics import segmentation_metrics
 from segkit.report import write_evaluation
@@ -43,7 +43,7 @@ def evaluate_split(
         vol = read_volume(case.image)
         lab = read_volume(case.label, kind="label")  # type: ignore[arg-type]
         check_same_grid(vol, lab)
-        truth = lab.data.round().astype(np.uint8)
+        truth = label_array(lab, cfg.task.labels)
         pred = predict_volume(net, cfg, vol)
         write_prediction(pred, vol, out / "predictions", cfg, info)
         row: dict[str, Any] = {"case": case.case_id}

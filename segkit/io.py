@@ -143,16 +143,33 @@ def check_same_grid(a: Volume, b: Volume, atol: float = 1e-3) -> None:
         )
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run write(tmp) on a temp file in path's folder, fsync it, then rename it onto path."""
-    path = Path(path)
-    folder = path.parent
+def ensure_dir(folder: Path) -> Path:
+    """Create an output folder, or raise OutputError saying why it cannot be used."""
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{folder}: cannot create output folder ({e.strerror}); choose another --out") from None
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{folder}: output folder is not writable; choose another --out")
+    return folder
+
+
+def label_array(lab: Volume, labels: tuple[str, ...]) -> np.ndarray:
+    """A label volume as uint8, refusing values that are not one of the task's label indices."""
+    values = np.unique(lab.data)
+    if values.min() < 0 or values.max() >= len(labels) or not np.all(values == values.round()):
+        raise InputError(
+            f"{lab.path}: label values {values[:8].tolist()} outside 0..{len(labels) - 1} "
+            f"({', '.join(labels)}); fix the label or task.labels"
+        )
+    return lab.data.astype(np.uint8)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run write(tmp) on a temp file in path's folder, fsync it, then rename it onto path."""
+    path = Path(path)
+    folder = ensure_dir(path.parent)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
     os.close(fd)

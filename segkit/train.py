@@ -24,7 +24,7 @@ from segkit.config import Config, config_to_dict, write_config
 from segkit.data.msd import Case, read_dataset
 from segkit.errors import CheckpointError, InputError
 from segkit.infer import amp_dtype, pick_device, predict_preprocessed
-from segkit.io import atomic_write, atomic_write_text, check_same_grid, read_volume
+from segkit.io import atomic_write, atomic_write_text, check_same_grid, ensure_dir, label_array, read_volume
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.metrics import dice_per_label
 from segkit.models import SegGrader, build_model, num_parameters
@@ -54,14 +54,8 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
         img = read_volume(case.image)
         lab = read_volume(case.label, kind="label")  # type: ignore[arg-type]
         check_same_grid(img, lab)
-        values = np.unique(lab.data)
-        if values.min() < 0 or values.max() >= cfg.num_classes or not np.all(values == values.round()):
-            raise InputError(
-                f"{case.label}: label values {values[:8].tolist()} outside 0..{cfg.num_classes - 1} "
-                f"({', '.join(cfg.task.labels)}); fix the label or task.labels"
-            )
         image, grid = preprocess_image(img.data, img.affine, cfg)
-        label = preprocess_label(lab.data.astype(np.uint8), grid)
+        label = preprocess_label(label_array(lab, cfg.task.labels), grid)
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))
         target_z = np.flatnonzero(np.isin(label, target).any(axis=(0, 1)))
         grade = cfg.task.grades.index(case.grade) if case.grade else 0
@@ -205,7 +199,9 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
         raise InputError(
             f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)})"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    train = load_cases(train_cases, cfg, "loading train")  # every case checked before any output
+    val = load_cases(val_cases, cfg, "loading val")
+    ensure_dir(run_dir)
     net = build_model(cfg).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs, eta_min=cfg.train.lr * 0.02)
@@ -215,8 +211,6 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
     write_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / "run.json", json.dumps(run_info(cfg), indent=2))
     record_latest_run(run_dir)
-    train = load_cases(train_cases, cfg, "loading train")
-    val = load_cases(val_cases, cfg, "loading val")
     weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
     loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
     log.info(
