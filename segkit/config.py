@@ -67,6 +67,7 @@ class ModelConfig:
     arch: str = "monai_unet"  # see segkit.models.ARCHS
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     num_res_units: int = 2
+    norm: str = "instance"  # monai_unet: "instance" (robust across scanners/contrasts) or "batch"
     encoder: str = "resnet34"  # smp architectures only
     encoder_weights: str | None = None  # never downloaded unless the user asks
     dropout: float = 0.2
@@ -79,8 +80,8 @@ class TrainConfig:
 
     epochs: int = 40
     steps_per_epoch: int = 50
-    cases_per_batch: int = 2  # slices of one case are pooled for its grade
-    slices_per_case: int = 8  # batch = cases_per_batch * slices_per_case slices
+    cases_per_batch: int = 4  # slices of one case are pooled for its grade
+    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2) slices
     patch_size: tuple[int, int] = (128, 128)
     lr: float = 1e-3
     weight_decay: float = 1e-5

@@ -14,21 +14,21 @@ from segkit.errors import ConfigError
 
 
 class GradeHead(nn.Module):
-    """Volume grade from slice features pooled over the volume's slices."""
+    """Volume grade from pooled encoder features plus the volume's log label fractions.
 
-    def __init__(self, in_features: int, hidden: int, num_grades: int, dropout: float) -> None:
+    The two inputs have their own first layer: the few fraction numbers carry the biomarker
+    directly and must not be drowned by hundreds of normalised encoder features.
+    """
+
+    def __init__(self, in_features: int, num_fractions: int, hidden: int, num_grades: int, dropout: float) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.LayerNorm(in_features),
-            nn.Dropout(dropout),
-            nn.Linear(in_features, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_grades),
-        )
+        self.encoder_path = nn.Sequential(nn.LayerNorm(in_features), nn.Dropout(dropout), nn.Linear(in_features, hidden))
+        self.fraction_path = nn.Linear(num_fractions, hidden)
+        self.out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_grades))
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, G)
-        return self.mlp(pooled)
+    def forward(self, pooled: torch.Tensor, log_fractions: torch.Tensor) -> torch.Tensor:
+        """(B, F), (B, K) -> (B, G) grade logits."""
+        return self.out(self.encoder_path(pooled) + self.fraction_path(log_fractions))
 
 
 def slice_features(bottleneck: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ class SegGrader(nn.Module):
         self.unet = unet
         self.num_classes = cfg.num_classes
         self.grade_head = GradeHead(
-            2 * feat_dim + cfg.num_classes, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout
+            2 * feat_dim, cfg.num_classes, cfg.model.grade_hidden, len(cfg.task.grades), cfg.model.dropout
         )
         self._feats: torch.Tensor | None = None
         bottleneck.register_forward_hook(self._keep)
@@ -72,8 +72,8 @@ class SegGrader(nn.Module):
         """(num_cases * S, F + K) slice features of equal-sized case groups -> (num_cases, G) logits."""
         pooled = feats.view(num_cases, -1, feats.shape[-1]).mean(dim=1)
         k = self.num_classes
-        fractions = torch.log(pooled[:, -k:] + 1e-4)  # log-fractions: ratios become differences
-        return self.grade_head(torch.cat([pooled[:, :-k], fractions], dim=1))
+        log_fractions = torch.log(pooled[:, -k:] + 1e-4)  # ratios become differences
+        return self.grade_head(pooled[:, :-k], log_fractions)
 
 
 def _monai_bottom(unet: UNet) -> nn.Module:
@@ -99,7 +99,7 @@ def build_monai_unet(cfg: Config) -> SegGrader:
         channels=ch,
         strides=(2,) * (len(ch) - 1),
         num_res_units=cfg.model.num_res_units,
-        norm="batch",
+        norm=cfg.model.norm,
         dropout=0.0,
     )
     return SegGrader(unet, _monai_bottom(unet), ch[-1], cfg)
