@@ -21,7 +21,7 @@ TASKS_HELP = "ventricle or liver-cyst"
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("matplotlib", "PIL", "h5py", "urllib3"):
+    for noisy in ("matplotlib", "PIL", "h5py", "urllib3", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -102,7 +102,7 @@ def train(
 
 @app.command()
 def predict(
-    path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume or a folder of them.")],
+    path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume, a folder of them, or a DICOM series folder.")],
     model: Annotated[str | None, typer.Option(help="Run folder or .pt (default: latest run).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -131,6 +131,43 @@ def evaluate(
     report = evaluate_split(model, data, split, out, device)
     _say(report["summary_line"])
     _say(f"report: {report['out']}/report.md")
+
+
+@app.command()
+def export(
+    pred_dir: Annotated[Path | None, typer.Argument(help="Predictions folder of segkit predict or evaluate.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("review"),
+    format_: Annotated[str, typer.Option("--format", help="html, dicom-seg or onnx.")] = "html",
+    model: Annotated[str | None, typer.Option(help="Run folder or .pt: network (onnx), thresholds (html).")] = None,
+    dicom: Annotated[Path | None, typer.Option(help="dicom-seg: source series (default: each report's input).")] = None,
+    low_confidence: Annotated[
+        float | None, typer.Option(help="html: flag a top grade probability below this (default: the model's).")
+    ] = None,
+    tiny_ml: Annotated[float | None, typer.Option(help="html: flag a graded structure below this (mL; 0.1).")] = None,
+) -> None:
+    """Review page OUT/index.html, a DICOM SEG per case predicted from DICOM, or the network as ONNX."""
+    from segkit.errors import InputError
+    from segkit.export import check_format
+
+    fmt = check_format(format_)
+    if fmt == "onnx":
+        from segkit.export import export_onnx
+
+        r = export_onnx(model, out)
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in r["max_abs_diff"].items())
+        _say(f"wrote {out}/model.onnx and {out}/grade_head.onnx; max |ONNX - PyTorch|: {diffs}")
+        return
+    if pred_dir is None:
+        raise InputError(f"--format {fmt} needs PRED_DIR, the --out folder of segkit predict or evaluate")
+    if fmt == "dicom-seg":
+        from segkit.dicom import export_dicom_seg
+
+        for path in export_dicom_seg(pred_dir, out, dicom):
+            _say(f"wrote {path}")
+        return
+    from segkit.export import write_review
+
+    _say(f"wrote {write_review(pred_dir, out, low_confidence, tiny_ml, model)}")
 
 
 def main() -> None:

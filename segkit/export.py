@@ -1,12 +1,29 @@
-"""Review exports: overlay PNGs and label descriptors for ITK-SNAP and 3D Slicer."""
+"""Review exports: overlays, label descriptors (ITK-SNAP, 3D Slicer), the HTML review page, DICOM SEG, ONNX."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import json
+import logging
+import os
+import re
+import warnings
 from pathlib import Path
+from string import Template
+from typing import Any
 
 import numpy as np
 
+from segkit.errors import InputError, OutputError
 from segkit.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("html", "dicom-seg", "onnx")
+TINY_ML = 0.1  # a graded structure smaller than this (mL) is more likely noise than anatomy
+ONNX_OPSET = 17
 
 # One colour per label index (RGB 0-255); background first.
 PALETTE = [
@@ -24,13 +41,17 @@ def label_color(index: int) -> tuple[int, int, int]:
     return PALETTE[index] if index < len(PALETTE) else PALETTE[1 + (index - 1) % (len(PALETTE) - 1)]
 
 
+def _rgb01(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+
+
 def write_label_descriptions(folder: Path, labels: tuple[str, ...]) -> None:
     """labels.itksnap.txt (ITK-SNAP label description) and labels.ctbl (3D Slicer colour table)."""
     snap = [
         "# ITK-SNAP Label Description File",
         "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
     ]
-    ctbl = ["# 3D Slicer color table", f"# Number of colors: {len(labels)}"]
+    ctbl = ["# Color table file labels.ctbl (3D Slicer)", f"# {len(labels)} values"]
     for i, name in enumerate(labels):
         r, g, b = label_color(i)
         alpha, vis = (0, 0) if i == 0 else (1, 1)
@@ -79,7 +100,7 @@ def write_overlay(
         ax.imshow(rgba, interpolation="nearest")
         ax.set_title(name, color="white", fontsize=10)
         ax.axis("off")
-    handles = [Patch(color=np.array(label_color(i)) / 255, label=n) for i, n in enumerate(labels) if i]
+    handles = [Patch(color=_rgb01(label_color(i)), label=n) for i, n in enumerate(labels) if i]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white")
     fig.suptitle(title, color="white")
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
@@ -89,3 +110,363 @@ def write_overlay(
 
     atomic_write(Path(out), save)
     plt.close(fig)
+
+
+def check_format(fmt: str) -> str:
+    """The export format, or InputError listing the valid ones."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return fmt
+
+
+def read_predictions(pred_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The predictions folder (an evaluate folder's predictions/ too) and its reports, sorted by name."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(f"{pred_dir}: not a folder; pass the --out folder of segkit predict or segkit evaluate")
+    if not any(pred_dir.glob("*_report.json")) and (pred_dir / "predictions").is_dir():
+        pred_dir = pred_dir / "predictions"  # an evaluate folder
+    reports = []
+    for path in sorted(pred_dir.glob("*_report.json")):
+        try:
+            report = json.loads(path.read_text())
+            report["name"] = str(report["mask"]).removesuffix("_mask.nii.gz")
+            report["labels"] = dict(report["labels"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path}: not a segkit prediction report ({type(e).__name__}); re-run predict") from None
+        reports.append(report)
+    if not reports:
+        raise InputError(f"{pred_dir}: no predictions (*_report.json) found; run segkit predict --out {pred_dir} first")
+    return pred_dir, reports
+
+
+def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float = TINY_ML) -> list[str]:
+    """Why a case needs a look first: low confidence, grade vs biomarker, empty or tiny masks, warnings."""
+    flags: list[str] = []
+    probs = report.get("probabilities") or {}
+    bio = report.get("biomarker") or {}
+    grade = report.get("grade")
+    if grade is None:
+        flags.append("no grade")
+    elif probs and max(probs.values()) < low_confidence:
+        flags.append(f"low confidence {max(probs.values()):.2f}")
+    if grade and bio.get("grade") and grade != bio["grade"]:
+        flags.append(f"grade {grade} but biomarker {bio['grade']}")
+    volumes = report.get("volumes_ml") or {}
+    total = sum(volumes.values())
+    if total == 0:
+        flags.append("empty mask")
+    elif total < tiny_ml:
+        flags.append(f"tiny mask {total:.3f} mL")
+    elif "lesions" not in report:  # lesions (cysts) may be absent from a healthy organ; a ventricle may not
+        match = re.match(r"volume\((.+?)\)", str(bio.get("definition", "")))
+        for name in match.group(1).split("+") if match else []:
+            v = volumes.get(name, 0.0)
+            if v < tiny_ml:
+                flags.append(f"no {name}" if v == 0 else f"tiny {name} {v:.3f} mL")
+    flags += [f"warning: {w}" for w in report.get("warnings") or []]
+    return flags
+
+
+def read_dice(pred_dir: Path) -> dict[str, dict[str, str]]:
+    """Per-case rows of an evaluate folder's per_case.csv (next to predictions/); empty when absent."""
+    path = pred_dir.parent / "per_case.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        return {row["case"]: row for row in csv.DictReader(fh) if row.get("case")}
+
+
+def low_confidence_threshold(model: str | Path | None, reports: list[dict[str, Any]]) -> float:
+    """eval.low_confidence of the model's config (--model, else the reports' checkpoint), else the default."""
+    from segkit.checkpoint import load_checkpoint, resolve_checkpoint
+    from segkit.config import EvalConfig, config_from_dict
+    from segkit.errors import SegkitError
+
+    if model is not None:
+        return config_from_dict(load_checkpoint(resolve_checkpoint(model))["config"]).eval.low_confidence
+    checkpoint = Path(str((reports[0].get("model") or {}).get("checkpoint") or ""))
+    try:  # the checkpoint that made the predictions, when it is still there
+        return config_from_dict(load_checkpoint(checkpoint)["config"]).eval.low_confidence
+    except SegkitError:
+        return EvalConfig().low_confidence
+
+
+def write_review(
+    pred_dir: Path,
+    out: Path,
+    low_confidence: float | None = None,
+    tiny_ml: float | None = None,
+    model: str | None = None,
+) -> Path:
+    """out/index.html: one self-contained, sortable page with a row per case (images embedded)."""
+    pred_dir, reports = read_predictions(pred_dir)
+    tiny_ml = TINY_ML if tiny_ml is None else tiny_ml
+    threshold = low_confidence if low_confidence is not None else low_confidence_threshold(model, reports)
+    dice = read_dice(pred_dir)
+    labels = [reports[0]["labels"][k] for k in sorted(reports[0]["labels"], key=int)]
+    grades = list(reports[0].get("probabilities") or {}) or ["healthy", "moderate", "severe"]
+    rows = [
+        _review_row(r, pred_dir, out, review_flags(r, threshold, tiny_ml), dice.get(r["name"]), grades) for r in reports
+    ]
+    num_flagged = sum('data-flags="0"' not in r for r in rows)
+    legend = "".join(
+        f'<span class="sw" style="background:rgb{label_color(i)}"></span>{html.escape(n)} '
+        for i, n in enumerate(labels)
+        if i
+    )
+    page = REVIEW_PAGE.substitute(
+        title=html.escape(f"segkit review: {pred_dir.resolve().name}"),
+        summary=html.escape(
+            f"{len(rows)} cases, {num_flagged} flagged · task {reports[0].get('task', '?')} · "
+            f"low confidence below {threshold:.2f} · tiny below {tiny_ml:g} mL · from {pred_dir.resolve()}"
+        ),
+        legend=legend,
+        dice_head="<th data-key=dice>Dice</th>" if dice else "",
+        rows="\n".join(rows),
+        labels=html.escape(os.path.relpath(pred_dir / "labels.itksnap.txt", out)),
+        ctbl=html.escape(os.path.relpath(pred_dir / "labels.ctbl", out)),
+    )
+    atomic_write_text(Path(out) / "index.html", page)
+    return Path(out) / "index.html"
+
+
+def _review_row(
+    r: dict[str, Any], pred_dir: Path, out: Path, flags: list[str], truth: dict[str, str] | None, grades: list[str]
+) -> str:
+    """One <tr>: case and flags, grade with probability bars, biomarker and volumes, Dice, overlay."""
+    esc = html.escape
+    probs = r.get("probabilities") or {}
+    grade, bio = r.get("grade"), r.get("biomarker") or {}
+    gi = grades.index(grade) if grade in grades else -1
+    flag_html = "".join(f'<span class="flag">{esc(f)}</span>' for f in flags) or '<span class="ok">no flags</span>'
+    bars = "".join(
+        f'<div class="bar"><span>{esc(g)}</span><em><i style="width:{100 * p:.0f}%" '
+        f'class="g{grades.index(g) % 3}"></i></em><b>{p:.2f}</b></div>'
+        for g, p in probs.items()
+    )
+    value = bio.get("value")
+    bio_text = "n/a" if value is None else f"{value:.4f}"
+    thresholds = " / ".join(f"{t:g}" for t in bio.get("thresholds") or [])
+    volumes = "".join(f"<li>{esc(k)} <b>{v:.2f} mL</b></li>" for k, v in (r.get("volumes_ml") or {}).items())
+    cells = [
+        f'<td><div class="case">{esc(r["name"])}</div>{flag_html}'
+        f'<div class="links"><a href="{esc(os.path.relpath(pred_dir / r["mask"], out))}">mask</a> · '
+        f'<a href="{esc(os.path.relpath(pred_dir / (r["name"] + "_report.json"), out))}">report</a></div></td>',
+        f'<td><div class="grade g{gi % 3 if gi >= 0 else "x"}">{esc(grade or "no grade")}</div>{bars}'
+        + (_truth(truth["grade_true"], grade) if truth and truth.get("grade_true") else "")
+        + "</td>",
+        f'<td><div class="bio">{esc(str(bio.get("name", "biomarker")))} <b>{bio_text}</b></div>'
+        f'<div class="sub">implies {esc(str(bio.get("grade") or "n/a"))} · thresholds {thresholds}</div>'
+        f"<ul>{volumes}</ul></td>",
+    ]
+    dice_mean = ""
+    if truth is not None:
+        d = {k[5:]: float(v) for k, v in truth.items() if k.startswith("dice_") and v not in ("", None)}
+        cells.append("<td><ul>" + "".join(f"<li>{esc(k)} <b>{v:.3f}</b></li>" for k, v in d.items()) + "</ul></td>")
+        dice_mean = f"{np.mean(list(d.values())):.4f}" if d else ""
+    overlay = pred_dir / str(r.get("overlay", ""))
+    if overlay.is_file() and r.get("overlay"):
+        uri = "data:image/png;base64," + base64.b64encode(overlay.read_bytes()).decode()
+        cells.append(f'<td class="ov"><img src="{uri}" alt="{esc(r["name"])} overlay"></td>')
+    else:
+        flags.append("overlay missing")
+        cells.append('<td class="ov"><div class="missing">overlay missing</div></td>')
+    conf = max(probs.values()) if probs else 0.0
+    attrs = (
+        f'data-name="{esc(r["name"])}" data-flags="{len(flags)}" data-grade="{gi}" data-conf="{conf:.4f}" '
+        f'data-bio="{-1 if value is None else value}" data-dice="{dice_mean or -1}"'
+    )
+    return f'<tr {attrs} class="{"flagged" if flags else ""}">' + "".join(cells) + "</tr>"
+
+
+def _truth(grade_true: str, grade: str | None) -> str:
+    miss = " miss" if grade_true != grade else ""
+    return f'<div class="truth{miss}">truth: {html.escape(grade_true)}</div>'
+
+
+REVIEW_PAGE = Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>$title</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{margin:0;background:#111418;color:#e6e6e6;font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif}
+header{position:sticky;top:0;z-index:1;background:#181c22;border-bottom:1px solid #2a3038;padding:10px 18px}
+h1{font-size:18px;margin:0 0 2px}.summary{color:#9aa4b0;font-size:12px}
+.controls{margin-top:6px;font-size:13px;color:#c0c8d0}
+.sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin:0 4px 0 10px;vertical-align:-1px}
+table{border-collapse:collapse;width:100%}
+th{position:sticky;top:78px;background:#1d222a;text-align:left;padding:6px 10px;font-weight:600;color:#c8d0da;
+border-bottom:1px solid #2a3038}
+th[data-key]{cursor:pointer;user-select:none}th[data-key]:hover{color:#fff}
+th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
+td{vertical-align:top;padding:10px;border-bottom:1px solid #232830}
+td:nth-child(1){width:190px}td:nth-child(2){width:150px}td:nth-child(3){width:190px}td.ov{width:auto}
+td.ov img{width:100%;max-width:1080px;display:block;border-radius:4px}
+tr.flagged td:first-child{box-shadow:inset 4px 0 #e0a030}.case{font-weight:600;font-size:15px;margin-bottom:4px}
+.flag{display:inline-block;background:#4a3510;color:#ffd27a;border-radius:3px;padding:1px 6px;margin:2px 4px 2px 0;
+font-size:12px}
+.ok{color:#6fbf73;font-size:12px}.links{margin-top:6px;font-size:12px}a{color:#7fb8ff}
+.grade{font-weight:700;font-size:15px;text-transform:capitalize}
+.g0{color:#6fbf73}.g1{color:#ffb347}.g2{color:#ff6b6b}.gx{color:#9aa4b0}
+.bar{display:flex;align-items:center;gap:6px;font-size:12px;margin:2px 0}.bar span{width:62px;color:#9aa4b0}
+.bar em{display:block;width:90px;height:8px;background:#2a3038;border-radius:2px}
+.bar i{display:block;height:8px;border-radius:2px;min-width:1px}.bar b{font-weight:400}
+i.g0{background:#6fbf73}i.g1{background:#ffb347}i.g2{background:#ff6b6b}
+.truth,.sub{color:#9aa4b0;font-size:12px}.truth.miss{color:#ff8a80}.bio{font-size:13px}
+ul{margin:4px 0 0;padding-left:16px;font-size:12px}li{white-space:nowrap}
+.missing{color:#ff6b6b;padding:30px}footer{color:#9aa4b0;font-size:12px;padding:14px 18px}code{color:#c8d0da}
+</style></head>
+<body>
+<header><h1>$title</h1><div class="summary">$summary</div>
+<div class="controls"><label><input type="checkbox" id="only"> flagged only</label> · click a column to sort ·
+labels: $legend</div></header>
+<table><thead><tr><th data-key=flags class=desc>Case · flags</th><th data-key=grade>Grade</th>
+<th data-key=bio>Biomarker · volumes</th>$dice_head<th>Axial · coronal · sagittal</th></tr></thead>
+<tbody>
+$rows
+</tbody></table>
+<footer>Label names and colours: ITK-SNAP <code>itksnap -g IMAGE -s MASK -l $labels</code>;
+3D Slicer: load <code>$ctbl</code>, then the mask as a labelmap with that colour table.</footer>
+<script>
+(function () {
+  var body = document.querySelector("tbody"), heads = document.querySelectorAll("th[data-key]");
+  var num = function (tr, key) { return key === "name" ? tr.dataset.name : parseFloat(tr.dataset[key]); };
+  function sortBy(key, dir) {
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var d = num(a, key) < num(b, key) ? -1 : num(a, key) > num(b, key) ? 1 : 0;
+      if (d === 0 && key === "flags") { d = num(a, "grade") - num(b, "grade"); }
+      return dir * d || (a.dataset.name < b.dataset.name ? -1 : 1);
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+  heads.forEach(function (th) {
+    th.addEventListener("click", function () {
+      var dir = th.classList.contains("desc") ? 1 : -1;
+      heads.forEach(function (h) { h.classList.remove("asc", "desc"); });
+      th.classList.add(dir > 0 ? "asc" : "desc");
+      sortBy(th.dataset.key, dir);
+    });
+  });
+  document.getElementById("only").addEventListener("change", function (e) {
+    Array.prototype.forEach.call(body.rows, function (r) {
+      r.style.display = e.target.checked && r.dataset.flags === "0" ? "none" : "";
+    });
+  });
+  sortBy("flags", -1);
+  window.addEventListener("load", function () {  // read by the browser test
+    var imgs = Array.prototype.slice.call(document.images);
+    document.body.dataset.images = imgs.length;
+    document.body.dataset.imagesLoaded = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+    document.body.dataset.rows = body.rows.length;
+  });
+})();
+</script>
+</body></html>
+""")
+
+
+def export_onnx(model: str | Path | None, out: Path, atol: float = 1e-4) -> dict[str, Any]:
+    """out/model.onnx (mask logits, slice features), out/grade_head.onnx, out/onnx.json; checked vs PyTorch."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+        import onnxruntime
+    except ImportError as e:
+        raise InputError(
+            f"ONNX export needs onnx and onnxruntime ({e.name} is missing): pip install {e.name}"
+        ) from None
+    import torch
+
+    from segkit.infer import load_model
+
+    net, cfg, info = load_model(model, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    (h, w), c = cfg.train.patch_size, cfg.in_channels
+    with torch.no_grad():
+        feat_dim = int(net(torch.zeros(1, c, h, w))[1].shape[1])
+    nchw = {0: "N", 2: "H", 3: "W"}
+    # Each file is checked at its export shape and at another one: the dynamic axes must work too.
+    images = [torch.randn(2, c, h, w, generator=gen), torch.randn(1, c, h + 16, w + 32, generator=gen)]
+    axes = {"image": nchw, "mask_logits": nchw, "slice_features": {0: "N"}}
+    diffs = _write_onnx(net, images, ["image"], axes, Path(out) / "model.onnx", atol)
+    feats = [torch.rand(1, 6, feat_dim, generator=gen), torch.rand(3, 11, feat_dim, generator=gen)]
+    axes = {"slice_features": {0: "B", 1: "S"}, "grade_logits": {0: "B"}}
+    diffs |= _write_onnx(_grade_head_module(net), feats, ["slice_features"], axes, Path(out) / "grade_head.onnx", atol)
+    result = {
+        "files": ["model.onnx", "grade_head.onnx"],
+        "checkpoint": info["checkpoint"],
+        "opset": ONNX_OPSET,
+        "inputs": {
+            "image": f"(N, {c}, H, W) float32, H and W multiples of 16, preprocessed as segkit.transforms does "
+            "(the slice and its context_slices neighbours on each side)",
+            "slice_features": f"(B, S, {feat_dim}) slice_features of the S organ-holding slices of each of B cases",
+        },
+        "outputs": {
+            "mask_logits": f"(N, {cfg.num_classes}, H, W)",
+            "slice_features": f"(N, {feat_dim})",
+            "grade_logits": f"(B, {len(cfg.task.grades)})",
+        },
+        "labels": list(cfg.task.labels),
+        "grades": list(cfg.task.grades),
+        "max_abs_diff": {k: float(f"{v:.3g}") for k, v in diffs.items()},
+        "tolerance": f"{atol:g} x max(1, max |PyTorch output|)",
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    atomic_write_text(Path(out) / "onnx.json", json.dumps(result, indent=2))
+    return result
+
+
+def _write_onnx(
+    module: Any, samples: list[Any], inputs: list[str], axes: dict[str, dict[int, str]], path: Path, atol: float
+) -> dict[str, float]:
+    """Export module at samples[0]'s shape, run every sample through onnxruntime; the file lands only if all match."""
+    import onnxruntime
+    import torch
+
+    outputs = [k for k in axes if k not in inputs]
+    diffs: dict[str, float] = {}
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; it runs offline
+            torch.onnx.export(
+                module,
+                (samples[0],),
+                str(tmp),
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=ONNX_OPSET,
+                dynamic_axes=axes,
+                dynamo=False,
+            )
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        for x in samples:
+            with torch.no_grad():
+                ref = module(x)
+            ref = ref if isinstance(ref, tuple) else (ref,)
+            for name, a, b in zip(outputs, ref, session.run(outputs, {inputs[0]: x.numpy()}), strict=True):
+                diffs[name] = max(diffs.get(name, 0.0), float(np.abs(a.numpy() - b).max()))
+                if diffs[name] > atol * max(1.0, float(a.abs().max())):
+                    raise OutputError(
+                        f"{path.name}: ONNX {name} differs from PyTorch by {diffs[name]:.2e} (tolerance {atol:g} "
+                        "of the output's scale); nothing written, please report this with the checkpoint"
+                    )
+
+    atomic_write(path, write)
+    return diffs
+
+
+def _grade_head_module(net: Any) -> Any:
+    """ONNX wrapper: slice features (B, S, F) -> grade logits (B, G) through the model's own pool_grade."""
+    import torch
+
+    class PooledGrade(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, S, F) -> (B, G)
+            return self.net.pool_grade(feats.flatten(0, 1), feats.shape[0])
+
+    return PooledGrade().eval()

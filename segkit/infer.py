@@ -118,22 +118,38 @@ def predict_volume(net: SegGrader, cfg: Config, vol: Volume) -> Prediction:
 
 
 def list_inputs(path: Path) -> list[Path]:
-    """A NIfTI file, or the NIfTI files in a folder (sorted)."""
+    """A NIfTI file, the NIfTI files in a folder (sorted), or a folder holding one DICOM series."""
+    from segkit.dicom import holds_dicom
+
     if not path.exists():
-        raise InputError(f"{path}: not found; pass a .nii/.nii.gz file or a folder of them")
+        raise InputError(f"{path}: not found; pass a .nii/.nii.gz file, a folder of them or a DICOM series folder")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
-        if not files:
-            raise InputError(f"{path}: folder holds no .nii or .nii.gz files")
-        return files
+        if files:
+            return files
+        if holds_dicom(path):
+            return [path]  # one series; read_dicom_series refuses none or several
+        raise InputError(f"{path}: folder holds no .nii or .nii.gz files and no DICOM series")
     return [path]
+
+
+def read_input(path: Path) -> Volume:
+    """A NIfTI file or a DICOM series folder -> Volume."""
+    from segkit.dicom import read_dicom_series
+
+    return read_dicom_series(path) if path.is_dir() else read_volume(path)
+
+
+def input_name(path: Path) -> str:
+    """Output name of an input: the file name without .nii/.nii.gz, or the DICOM series folder's name."""
+    return path.name if path.is_dir() else stem(path)
 
 
 def write_prediction(pred: Prediction, vol: Volume, out: Path, cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
     """Write <name>_mask.nii.gz, <name>_report.json and <name>_overlay.png; return the report."""
     from segkit.export import write_label_descriptions, write_overlay
 
-    name = stem(vol.path)
+    name = input_name(vol.path)
     mask_path = out / f"{name}_mask.nii.gz"
     report_path = out / f"{name}_report.json"
     overlay_path = out / f"{name}_overlay.png"
@@ -167,15 +183,15 @@ def write_prediction(pred: Prediction, vol: Volume, out: Path, cfg: Config, info
 
 
 def predict_paths(path: Path, model: str | Path | None, out: Path, device: str = "auto") -> list[dict[str, Any]]:
-    """segkit predict: every input volume -> mask, report, overlay in `out`."""
+    """segkit predict: every input volume (or the DICOM series) -> mask, report, overlay in `out`."""
     files = list_inputs(path)
     for f in files:  # check every input before writing anything
-        check_not_input(out / f"{stem(f)}_mask.nii.gz", [f])
-        read_volume(f)
+        check_not_input(out / f"{input_name(f)}_mask.nii.gz", [f])
+        read_input(f)
     net, cfg, info = load_model(model, device)
     reports = []
     for f in files:
-        vol = read_volume(f)
+        vol = read_input(f)
         pred = predict_volume(net, cfg, vol)
         reports.append(write_prediction(pred, vol, out, cfg, info))
     return reports

@@ -1,0 +1,362 @@
+"""Review exports: the HTML page in a real browser, label files, DICOM in and SEG out, ONNX; bad input exits 2."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from conftest import rotation, run_cli
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from segkit.dicom import read_series, write_dicom_seg
+from segkit.export import PALETTE, review_flags
+from segkit.io import write_volume
+
+OBLIQUE_LPS = np.eye(4)
+OBLIQUE_LPS[:3, :3] = rotation(2, 25) @ rotation(0, 10) @ np.diag([-0.8, -0.9, 2.5])  # L and P flipped, oblique
+OBLIQUE_LPS[:3, 3] = [10.0, -20.0, 30.0]
+# Slices stacked against the slice normal: the reader must reverse them and still keep every voxel in place.
+REVERSED = np.array([[-1.0, 0, 0, 5], [0, 1.2, 0, -3], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+
+
+def write_dicom_series(
+    folder: Path, data: np.ndarray, affine: np.ndarray, description: str = "axial"
+) -> dict[int, str]:
+    """(X, Y, Z) HU array + RAS affine -> one CT file per slice, opaque names, shuffled; returns {z: SOP UID}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    size = np.linalg.norm(lps[:3, :3], axis=0)
+    series, frame, study = generate_uid(), generate_uid(), generate_uid()
+    uids = {}
+    for k in np.random.default_rng(0).permutation(data.shape[2]):
+        uid = uids[int(k)] = generate_uid()
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", "P0", "19700101", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", "A1"
+        ds.ReferringPhysicianName, ds.Manufacturer = "", "test"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = "CT", 3, int(k) + 1, description
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*(lps[:3, 0] / size[0]), *(lps[:3, 1] / size[1]))]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in (lps @ [0, 0, k, 1])[:3]]
+        ds.PixelSpacing = [f"{size[1]:.6f}", f"{size[0]:.6f}"]  # between rows, between columns
+        ds.SliceThickness = f"{size[2]:.6f}"
+        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = "0.5", "-1024"
+        ds.PixelData = np.round((data[:, :, k].T + 1024) / 0.5).astype(np.int16).tobytes()
+        ds.save_as(folder / f"IM{uid[-10:]}", enforce_file_format=True)
+    return uids
+
+
+def ct_like(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A bright ellipsoid in soft tissue, in half-HU steps (exactly representable with slope 0.5)."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    body = np.where((grid**2).sum(0) < 0.6, 60.0, -1000.0)
+    noise = np.random.default_rng(seed).normal(0, 10, shape)
+    return np.round((body + noise) * 2) / 2
+
+
+@pytest.mark.filterwarnings("ignore:The DICOM readers are highly experimental")
+@pytest.mark.parametrize("affine", [OBLIQUE_LPS, REVERSED], ids=["oblique-LPS", "reversed-slices"])
+def test_dicom_series_keeps_every_voxel_at_its_world_position(tmp_path, affine):
+    data = ct_like((20, 18, 7))
+    uids = write_dicom_series(tmp_path / "ct", data, affine)
+    series = read_series(tmp_path / "ct")
+    vol = series.volume
+    assert vol.data.shape == data.shape and vol.path == tmp_path / "ct"
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in data.shape], indexing="ij"), -1).reshape(-1, 3)
+    world = nib.affines.apply_affine(vol.affine, ijk)
+    src = np.round(nib.affines.apply_affine(np.linalg.inv(affine), world)).astype(int)
+    assert np.allclose(nib.affines.apply_affine(affine, src), world, atol=1e-3)  # lands on source voxel centres
+    assert np.array_equal(vol.data[tuple(ijk.T)], data[tuple(src.T)])  # rescale slope/intercept applied
+    if np.linalg.det(affine) > 0:
+        assert np.allclose(vol.affine, affine, atol=1e-4)
+    # datasets[k] is slice k; nibabel's DICOM wrapper is the independent reference for the in-plane geometry
+    from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    for k in (0, data.shape[2] - 1):
+        assert series.datasets[k].SOPInstanceUID in uids.values()
+        ref = np.diag([-1.0, -1.0, 1, 1]) @ wrapper_from_data(series.datasets[k]).affine  # LPS -> RAS
+        # nibabel's array is (rows, columns), ours (columns, rows): its first two axes are swapped
+        assert np.allclose(ref[:3, [1, 0]], vol.affine[:3, [0, 1]], atol=1e-4)
+        assert np.allclose(ref[:3, 3], (vol.affine @ [0, 0, k, 1])[:3], atol=1e-3)
+
+
+def seg_frames(path: Path) -> list[tuple[str, int, np.ndarray, list[float]]]:
+    """(source SOP UID, segment number, frame (rows, cols), plane position) of every frame of a SEG file."""
+    ds = pydicom.dcmread(path)
+    assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+    frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
+    out = []
+    for frame, fg in zip(frames, ds.PerFrameFunctionalGroupsSequence, strict=True):
+        uid = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        out.append((uid, number, frame, [float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient]))
+    return out
+
+
+def check_seg_matches_mask(path: Path, mask: np.ndarray, series_dir: Path, labels: tuple[str, ...]) -> None:
+    """Every SEG frame equals the mask on the slice it references; every labelled slice has its frame."""
+    sources = {}
+    for f in series_dir.iterdir():
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        sources[ds.SOPInstanceUID] = ds
+    series = read_series(series_dir)
+    z_of = {ds.SOPInstanceUID: k for k, ds in enumerate(series.datasets)}
+    seen = set()
+    for uid, number, frame, position in seg_frames(path):
+        k = z_of[uid]
+        assert np.array_equal(frame.astype(bool), mask[:, :, k].T == number), (k, number)
+        assert np.allclose(position, [float(v) for v in sources[uid].ImagePositionPatient], atol=1e-3)
+        seen.add((k, number))
+    wanted = {(k, n) for n in range(1, len(labels)) for k in range(mask.shape[2]) if (mask[:, :, k] == n).any()}
+    assert wanted == seen
+    ds = pydicom.dcmread(path)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == list(labels[1:])
+    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"AUTOMATIC"}
+    assert ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "segkit"
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == series.datasets[0].SeriesInstanceUID
+
+
+def known_mask(shape: tuple[int, int, int]) -> np.ndarray:
+    """Label 1 on slices 1-4, label 2 inside it on slices 2-3, slice 0 and the last empty; asymmetric in x and y."""
+    mask = np.zeros(shape, np.uint8)
+    mask[3:12, 2:9, 1:5] = 1
+    mask[5:8, 4:6, 2:4] = 2
+    return mask
+
+
+def test_dicom_seg_of_reversed_series_lands_on_the_right_slices(tmp_path):
+    write_dicom_series(tmp_path / "ct", ct_like((20, 18, 7)), REVERSED)
+    series = read_series(tmp_path / "ct")
+    mask = known_mask(series.volume.data.shape)
+    labels = ("background", "liver", "cyst")
+    out = write_dicom_seg(mask, series.volume.affine, series, labels, tmp_path / "seg" / "ct_seg.dcm")
+    check_seg_matches_mask(out, mask, tmp_path / "ct", labels)
+
+
+def test_predict_dicom_folder_then_export_dicom_seg(tiny_run, tmp_path, capsys):
+    series_dir = tmp_path / "CT_abdomen"
+    write_dicom_series(series_dir, ct_like((32, 28, 10)), OBLIQUE_LPS)
+    pred = tmp_path / "pred"
+    code, stdout, err = run_cli(["predict", str(series_dir), "--model", str(tiny_run), "--out", str(pred)], capsys)
+    assert code == 0, err
+    mask_img = nib.load(pred / "CT_abdomen_mask.nii.gz")
+    assert mask_img.shape == (32, 28, 10) and np.allclose(mask_img.affine, OBLIQUE_LPS, atol=1e-4)
+    report = json.loads((pred / "CT_abdomen_report.json").read_text())
+    assert Path(report["input"]) == series_dir.resolve() and report["shape"] == [32, 28, 10]
+    # A known mask in place of the tiny model's guess, so every slice's content is checked
+    mask = known_mask((32, 28, 10))
+    write_volume(pred / "CT_abdomen_mask.nii.gz", mask, mask_img.affine)
+    code, stdout, err = run_cli(["export", str(pred), "--format", "dicom-seg", "--out", str(tmp_path / "seg")], capsys)
+    assert code == 0, err
+    labels = ("background", "brain", "lateral_ventricles")
+    check_seg_matches_mask(tmp_path / "seg" / "CT_abdomen_seg.dcm", mask, series_dir, labels)
+
+
+def test_bad_dicom_folders_get_one_line_exit_2(tiny_run, tmp_path, capsys):
+    two = tmp_path / "two"
+    write_dicom_series(two / "a", ct_like((16, 16, 4)), OBLIQUE_LPS, "axial")
+    write_dicom_series(two / "b", ct_like((16, 16, 4)), REVERSED, "coronal")
+    junk = tmp_path / "none"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("no images here")
+    no_image = tmp_path / "no_image"
+    no_image.mkdir()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.88.22", generate_uid(), "SR"
+    ds.save_as(no_image / "report.dcm", enforce_file_format=True)
+    cases = {two: "holds 2 DICOM series", junk: "no .nii or .nii.gz files and no DICOM series", no_image: "no DICOM"}
+    for folder, message in cases.items():
+        out = tmp_path / f"out_{folder.name}"
+        code, stdout, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_review_flags_name_what_to_look_at():
+    base = {
+        "grade": "healthy",
+        "probabilities": {"healthy": 0.9, "moderate": 0.05, "severe": 0.05},
+        "volumes_ml": {"brain": 1000.0, "lateral_ventricles": 15.0},
+        "biomarker": {
+            "grade": "healthy",
+            "definition": "volume(lateral_ventricles) / volume(brain+lateral_ventricles)",
+        },
+        "warnings": [],
+    }
+    assert review_flags(base, 0.6) == []
+    assert review_flags({**base, "probabilities": {"healthy": 0.5, "moderate": 0.3, "severe": 0.2}}, 0.6) == [
+        "low confidence 0.50"
+    ]
+    assert review_flags({**base, "biomarker": {**base["biomarker"], "grade": "severe"}}, 0.6) == [
+        "grade healthy but biomarker severe"
+    ]
+    assert review_flags({**base, "volumes_ml": {"brain": 0.0, "lateral_ventricles": 0.0}}, 0.6) == ["empty mask"]
+    assert review_flags({**base, "volumes_ml": {"brain": 900.0, "lateral_ventricles": 0.0}}, 0.6) == [
+        "no lateral_ventricles"
+    ]
+    assert review_flags({**base, "volumes_ml": {"brain": 900.0, "lateral_ventricles": 0.02}}, 0.6)[0].startswith("tiny")
+    # a liver without cysts is a healthy finding, not a failed mask
+    liver = {**base, "volumes_ml": {"liver": 1500.0, "cyst": 0.0, "tumour": 0.0}, "lesions": {"cyst": {"count": 0}}}
+    liver["biomarker"] = {"grade": "healthy", "definition": "volume(cyst) / volume(liver+cyst+tumour)"}
+    assert review_flags(liver, 0.6) == []
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, phantom_ventricle, tmp_path_factory) -> Path:
+    """An evaluate folder (predictions/ + per_case.csv) of the phantom test split (3 cases)."""
+    from segkit.evaluate import evaluate_split
+
+    out = tmp_path_factory.mktemp("eval")
+    evaluate_split(tiny_run, phantom_ventricle, "test", out, "cpu")
+    return out
+
+
+def test_review_page_is_one_file_with_a_row_and_image_per_case(evaluated, tmp_path, capsys):
+    code, stdout, err = run_cli(["export", str(evaluated / "predictions"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    page = (tmp_path / "r" / "index.html").read_text()
+    reports = sorted((evaluated / "predictions").glob("*_report.json"))
+    names = re.findall(r'<tr data-name="([^"]+)"', page)
+    assert sorted(names) == sorted(p.name.removesuffix("_report.json") for p in reports)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(reports)
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
+    assert "http://" not in page and "https://" not in page  # nothing fetched from the network
+    assert "<th data-key=dice>Dice</th>" in page and "lateral_ventricles <b>" in page
+    # threshold from the checkpoint's config (eval.low_confidence), shown in the header
+    assert "low confidence below 0.60" in page
+    # an evaluate folder itself is accepted too (its predictions/ is used)
+    code, _, err = run_cli(["export", str(evaluated), "--out", str(tmp_path / "r2"), "--low-confidence", "0.9"], capsys)
+    assert code == 0 and "low confidence below 0.90" in (tmp_path / "r2" / "index.html").read_text()
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium (scripts/test.sh installs it when it can)."""
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+
+
+def test_review_page_renders_in_headless_chromium(evaluated, tmp_path, capsys):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install chromium; scripts/test.sh does it as root)")
+    pred = tmp_path / "pred"
+    shutil.copytree(evaluated / "predictions", pred)
+    # A confident, consistent case named to come first: the page's script must sort it below the flagged ones
+    first = json.loads(sorted(pred.glob("*_report.json"))[0].read_text())
+    first.update(mask="aaa_clean_mask.nii.gz", volumes_ml={"brain": 1000.0, "lateral_ventricles": 25.0}, warnings=[])
+    first["grade"] = first["biomarker"]["grade"] = "moderate"
+    first["probabilities"] = {g: 0.9 if g == first["grade"] else 0.05 for g in first["probabilities"]}
+    (pred / "aaa_clean_report.json").write_text(json.dumps(first))
+    review = tmp_path / "review"
+    code, _, err = run_cli(["export", str(pred), "--out", str(review)], capsys)
+    assert code == 0, err
+    num_cases = len(list(pred.glob("*_report.json")))
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=5000",
+    ]
+    url = (review / "index.html").resolve().as_uri()
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    assert attrs.get("rows") == str(num_cases), attrs
+    assert attrs.get("images") == attrs.get("images-loaded") == str(num_cases), attrs
+    order = [int(n) for n in re.findall(r'<tr data-name="[^"]+" data-flags="(\d+)"', dom)]
+    assert len(order) == num_cases and order == sorted(order, reverse=True) and order[-1] == 0  # sorted by flags
+    shot = review / "screenshot.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.shape == (1000, 1400) and img.std() > 10  # something was drawn
+    print(f"screenshot: {shot}")
+
+
+def test_label_files_name_and_colour_every_label(evaluated):
+    pred = evaluated / "predictions"
+    labels = json.loads(next(pred.glob("*_report.json")).read_text())["labels"]
+    snap = [ln for ln in (pred / "labels.itksnap.txt").read_text().splitlines() if not ln.startswith("#")]
+    ctbl = (pred / "labels.ctbl").read_text().splitlines()
+    assert ctbl[0].startswith("# Color table file")  # the header 3D Slicer reads as a discrete table
+    rows = [ln.split() for ln in ctbl if not ln.startswith("#")]
+    assert [(int(r[0]), r[1]) for r in rows] == [(int(k), v) for k, v in labels.items()]
+    assert [tuple(int(v) for v in r[2:5]) for r in rows] == PALETTE[: len(rows)]
+    assert [ln.split('"')[1] for ln in snap] == list(labels.values())
+
+
+def test_onnx_export_matches_pytorch(tiny_run, tmp_path, capsys):
+    import onnx
+    import onnxruntime
+    import torch
+
+    from segkit.infer import load_model
+
+    out = tmp_path / "onnx"
+    code, stdout, err = run_cli(["export", "--format", "onnx", "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 0, err
+    info = json.loads((out / "onnx.json").read_text())
+    assert set(info["max_abs_diff"]) == {"mask_logits", "slice_features", "grade_logits"}
+    onnx.checker.check_model(str(out / "model.onnx"))
+    net, cfg, _ = load_model(tiny_run, "cpu")
+    x = torch.randn(3, cfg.in_channels, 48, 80, generator=torch.Generator().manual_seed(1))  # not the export shape
+    with torch.no_grad():
+        logits, feats = net(x)
+        grade = net.pool_grade(feats, 1)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got_logits, got_feats = session.run(["mask_logits", "slice_features"], {"image": x.numpy()})
+    np.testing.assert_allclose(got_logits, logits.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got_feats, feats.numpy(), atol=1e-4, rtol=1e-4)
+    head = onnxruntime.InferenceSession(str(out / "grade_head.onnx"), providers=["CPUExecutionProvider"])
+    (got_grade,) = head.run(None, {"slice_features": feats.numpy()[None]})
+    np.testing.assert_allclose(got_grade, grade.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_export_bad_input_gets_one_line_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["export", str(empty), "--out", str(tmp_path / "r")], "no predictions"),
+        (["export", str(tmp_path / "missing"), "--out", str(tmp_path / "r")], "not a folder"),
+        (["export", str(empty), "--format", "pdf", "--out", str(tmp_path / "r")], "unknown export format"),
+        (["export", "--out", str(tmp_path / "r")], "needs PRED_DIR"),
+        (["export", str(empty), "--format", "dicom-seg", "--out", str(tmp_path / "r")], "no predictions"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_dicom_seg_export_needs_a_dicom_source(evaluated, tmp_path, capsys):
+    code, _, err = run_cli(
+        ["export", str(evaluated / "predictions"), "--format", "dicom-seg", "--out", str(tmp_path / "s")], capsys
+    )
+    assert code == 2 and "no prediction was made from a DICOM series" in err
