@@ -86,8 +86,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     grade_loss_weight: float = 0.5
+    grade_lr_scale: float = 10.0  # grade head learning rate = lr * this
     patience: int = 10  # epochs without val improvement before stopping
-    monitor: str = "val_score"  # "val_dice" or "val_score" (mean of val Dice and grade accuracy)
+    monitor: str = "val_dice"  # "val_dice" or "val_score" (mean of val Dice and grade accuracy)
     amp: str = "auto"  # "auto", "bf16", "fp16", "off"
     seed: int = 0
     device: str = "auto"

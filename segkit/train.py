@@ -203,7 +203,11 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
     val = load_cases(val_cases, cfg, "loading val")
     ensure_dir(run_dir)
     net = build_model(cfg).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    head = list(net.grade_head.parameters())
+    body = [p for p in net.parameters() if all(p is not h for h in head)]
+    # The grade head gets one label per case, a few per step: it learns at a higher rate.
+    groups = [{"params": body}, {"params": head, "lr": cfg.train.lr * cfg.train.grade_lr_scale}]
+    opt = torch.optim.Adam(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs, eta_min=cfg.train.lr * 0.02)
     state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
     if resume:
