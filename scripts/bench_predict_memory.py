@@ -36,7 +36,17 @@ def main() -> None:
         nib.save(nib.Nifti1Image(vol, affine), str(t / "ct.nii.gz"))
         del vol
         env = {**os.environ, "SEGKIT_HOME": str(t / "home")}
-        cmd = [sys.executable, "-m", "segkit.cli", "predict", str(t / "ct.nii.gz"), "--model", model, "--out", str(t / "out")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "segkit.cli",
+            "predict",
+            str(t / "ct.nii.gz"),
+            "--model",
+            model,
+            "--out",
+            str(t / "out"),
+        ]
         t0 = time.time()
         subprocess.run(cmd, check=True, env=env)
         wall = time.time() - t0

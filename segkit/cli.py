@@ -94,9 +94,10 @@ def train(
         _say(f"interrupted: {run_dir}/last.pt holds the last complete epoch; continue with --resume")
         raise typer.Exit(130) from None
     best = summary["best"]
+    nan = float("nan")
     _say(
         f"done: {summary['epochs']} epochs in {run_dir}; best epoch {best.get('epoch')}: "
-        f"val Dice {best.get('val_dice', float('nan')):.4f}, val grade acc {best.get('val_grade_acc', float('nan')):.3f}"
+        f"val Dice {best.get('val_dice', nan):.4f}, val grade acc {best.get('val_grade_acc', nan):.3f}"
     )
 
 

@@ -157,11 +157,7 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, num_bins: 
     total = sum(bins["count"])
     if total == 0:
         return float("nan")
-    gaps = [
-        n * abs(a - c)
-        for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True)
-        if n
-    ]
+    gaps = [n * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True) if n]
     return float(sum(gaps) / total)
 
 
@@ -182,9 +178,7 @@ def _auc_ovr(
     return auc, reasons
 
 
-def grading_metrics(
-    y_true: np.ndarray, probs: np.ndarray, grades: tuple[str, ...]
-) -> dict[str, Any]:
+def grading_metrics(y_true: np.ndarray, probs: np.ndarray, grades: tuple[str, ...]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, per-class/macro P/R/F1, one-vs-rest AUC, confusion, ECE.
 
     Macro precision/recall/F1 follow scikit-learn over all grades (zero_division=0): a grade with
@@ -202,12 +196,8 @@ def grading_metrics(
         raise ValueError(f"y_true holds grades outside 0..{num_grades - 1}")
     y_pred = probs.argmax(axis=1)
     labels = list(range(num_grades))
-    prec, rec, f1, sup = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    mp, mr, mf, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average="macro", zero_division=0
-    )
+    prec, rec, f1, sup = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected here
         warnings.simplefilter("ignore", UserWarning)
         bal = balanced_accuracy_score(y_true, y_pred)

@@ -22,7 +22,9 @@ class GradeHead(nn.Module):
 
     def __init__(self, in_features: int, num_fractions: int, hidden: int, num_grades: int, dropout: float) -> None:
         super().__init__()
-        self.encoder_path = nn.Sequential(nn.LayerNorm(in_features), nn.Dropout(dropout), nn.Linear(in_features, hidden))
+        self.encoder_path = nn.Sequential(
+            nn.LayerNorm(in_features), nn.Dropout(dropout), nn.Linear(in_features, hidden)
+        )
         self.fraction_path = nn.Linear(num_fractions, hidden)
         self.out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_grades))
 

@@ -93,12 +93,8 @@ def build_report(
         "healthy_false_positive_ml": _healthy_fp(rows, labels, grades[0]),
         "grading": grading,
         "agreement": {
-            "classifier_vs_biomarker": grade_agreement(
-                col("grade_pred"), col("grade_biomarker"), grades
-            ),
-            "biomarker_vs_truth": grade_agreement(
-                col("grade_true"), col("grade_biomarker"), grades
-            ),
+            "classifier_vs_biomarker": grade_agreement(col("grade_pred"), col("grade_biomarker"), grades),
+            "biomarker_vs_truth": grade_agreement(col("grade_true"), col("grade_biomarker"), grades),
         },
     }
 
@@ -112,16 +108,11 @@ def _ci(values: list | np.ndarray, num_samples: int) -> dict[str, Any]:
 
 def _seg_summary(rows: list[dict], name: str, num_samples: int) -> dict[str, Any]:
     """Per-label means with CIs, plus the cases in each empty category."""
-    out: dict[str, Any] = {
-        m: _ci([r.get(f"{m}_{name}") for r in rows], num_samples) for m in SEG_SUMMARY
-    }
-    present = [
-        r.get(f"dice_{name}") for r in rows if r.get(f"empty_{name}") not in ("both", "truth")
-    ]
+    out: dict[str, Any] = {m: _ci([r.get(f"{m}_{name}") for r in rows], num_samples) for m in SEG_SUMMARY}
+    present = [r.get(f"dice_{name}") for r in rows if r.get(f"empty_{name}") not in ("both", "truth")]
     out["dice_truth_present"] = _ci(present, num_samples)
     out["empty"] = {
-        kind: [str(r.get("case")) for r in rows if r.get(f"empty_{name}") == kind]
-        for kind in ("both", "truth", "pred")
+        kind: [str(r.get("case")) for r in rows if r.get(f"empty_{name}") == kind] for kind in ("both", "truth", "pred")
     }
     return out
 
@@ -131,9 +122,7 @@ def _healthy_fp(rows: list[dict], labels: tuple[str, ...], healthy: str) -> dict
     cases = [r for r in rows if r.get("grade_true") == healthy]
     out: dict[str, Any] = {"grade": healthy, "num_cases": len(cases), "labels": {}}
     for name in labels[1:]:
-        fp = [
-            float(r[f"vol_fp_ml_{name}"]) for r in cases if r.get(f"vol_fp_ml_{name}") is not None
-        ]
+        fp = [float(r[f"vol_fp_ml_{name}"]) for r in cases if r.get(f"vol_fp_ml_{name}") is not None]
         out["labels"][name] = {
             "mean": float(np.mean(fp)) if fp else None,
             "max": float(np.max(fp)) if fp else None,
@@ -142,9 +131,7 @@ def _healthy_fp(rows: list[dict], labels: tuple[str, ...], healthy: str) -> dict
     return out
 
 
-def per_case_columns(
-    rows: list[dict], grades: tuple[str, ...], labels: tuple[str, ...]
-) -> list[str]:
+def per_case_columns(rows: list[dict], grades: tuple[str, ...], labels: tuple[str, ...]) -> list[str]:
     """per_case.csv columns: fixed order first, then any extra keys the rows carry."""
     base = ["case"] + [f"{m}_{name}" for name in labels[1:] for m in SEG_COLUMNS]
     base += ["biomarker_true", "biomarker_pred", "grade_true", "grade_pred", "grade_biomarker"]
@@ -202,9 +189,7 @@ def _mean_ci(s: dict[str, Any], digits: int = 3) -> str:
         return "undefined (no defined values)"
     if s["n"] == 1:
         return f"{_num(s['mean'], digits)} (single case, no interval)"
-    return (
-        f"{_num(s['mean'], digits)} ({_num(s['ci_low'], digits)} to {_num(s['ci_high'], digits)})"
-    )
+    return f"{_num(s['mean'], digits)} ({_num(s['ci_low'], digits)} to {_num(s['ci_high'], digits)})"
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -251,18 +236,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Segmentation", ""]
     head = ["Label", "Dice", "IoU", "HD95 (mm)", "ASSD (mm)", nsd, "Volume pred − true (mL)"]
     body = [
-        [name]
-        + [_mean_ci(s[m], 2 if m in ("hd95", "assd", "vol_diff_ml") else 3) for m in SEG_SUMMARY]
+        [name] + [_mean_ci(s[m], 2 if m in ("hd95", "assd", "vol_diff_ml") else 3) for m in SEG_SUMMARY]
         for name, s in report["segmentation"].items()
     ]
     lines += _table(head, body)
     lines += [
         "",
         "Dice over cases where the label is present in the truth (both-empty cases left "
-        "out): "
-        + "; ".join(
-            f"{k} {_mean_ci(s['dice_truth_present'])}" for k, s in report["segmentation"].items()
-        ),
+        "out): " + "; ".join(f"{k} {_mean_ci(s['dice_truth_present'])}" for k, s in report["segmentation"].items()),
         "",
     ]
 
@@ -283,8 +264,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "![Dice by case](dice_by_case.png)",
         "",
-        "Per-case values: `per_case.csv` (blank = undefined). Machine-readable summary: "
-        "`report.json`.",
+        "Per-case values: `per_case.csv` (blank = undefined). Machine-readable summary: `report.json`.",
         "",
     ]
     return "\n".join(lines)
@@ -326,8 +306,7 @@ def _empty_section(report: dict[str, Any]) -> list[str]:
     lines += _table(head, body) + [""]
     fp = report["healthy_false_positive_ml"]
     lines += [
-        f"False-positive volume (predicted outside the true label) in the {fp['num_cases']} "
-        f"{fp['grade']} cases:",
+        f"False-positive volume (predicted outside the true label) in the {fp['num_cases']} {fp['grade']} cases:",
         "",
     ]
     body = [
@@ -351,9 +330,7 @@ def _grading_section(g: dict[str, Any]) -> list[str]:
         for k, v in g["per_class"].items()
     ]
     m = g["macro"]
-    body.append(
-        ["**macro**", _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), str(g["num_cases"])]
-    )
+    body.append(["**macro**", _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), str(g["num_cases"])])
     lines += _table(["Grade", "Precision (PPV)", "Recall (sensitivity)", "F1", "Support"], body)
     lines += [
         "",
@@ -363,14 +340,9 @@ def _grading_section(g: dict[str, Any]) -> list[str]:
         "Confusion matrix (rows: actual grade, columns: predicted grade):",
         "",
     ]
-    body = [
-        [f"**{a}**"] + [str(c) for c in row] for a, row in zip(grades, g["confusion"], strict=True)
-    ]
+    body = [[f"**{a}**"] + [str(c) for c in row] for a, row in zip(grades, g["confusion"], strict=True)]
     lines += _table(["Actual \\ Predicted"] + grades, body) + [""]
-    body = [
-        [k, _num(v) if v is not None else f"undefined ({g['auc_undefined'][k]})"]
-        for k, v in g["auc_ovr"].items()
-    ]
+    body = [[k, _num(v) if v is not None else f"undefined ({g['auc_undefined'][k]})"] for k, v in g["auc_ovr"].items()]
     body.append(["**macro**", _auc_macro(g)])
     lines += ["ROC-AUC, each grade against the rest:", ""]
     lines += _table(["Grade", "ROC-AUC"], body) + [""]
@@ -418,10 +390,7 @@ def _agreement_section(agreement: dict[str, Any]) -> list[str]:
         ]
     a = agreement["classifier_vs_biomarker"]
     if a.get("table"):
-        body = [
-            [f"**{k}**"] + [str(c) for c in row]
-            for k, row in zip(a["grades"], a["table"], strict=True)
-        ]
+        body = [[f"**{k}**"] + [str(c) for c in row] for k, row in zip(a["grades"], a["table"], strict=True)]
         lines += ["Rows: classifier grade; columns: biomarker grade.", ""]
         lines += _table(["Classifier \\ Biomarker"] + a["grades"], body) + [""]
     return lines
@@ -478,9 +447,7 @@ def plot_confusion(grading: dict[str, Any] | None, grades: tuple[str, ...]) -> F
     return fig
 
 
-def plot_roc(
-    y_true: np.ndarray, probs: np.ndarray, grades: tuple[str, ...], grading: dict[str, Any] | None
-) -> Figure:
+def plot_roc(y_true: np.ndarray, probs: np.ndarray, grades: tuple[str, ...], grading: dict[str, Any] | None) -> Figure:
     """One-vs-rest ROC curve per grade with AUC in the legend; undefined grades noted, not drawn."""
     fig = _figure(5.6, 5.4)
     ax = fig.add_subplot()
@@ -599,9 +566,7 @@ def plot_dice_by_case(rows: list[dict], labels: tuple[str, ...]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
         if n <= 40:
-            ax.set_xticks(
-                range(n), [str(rows[i].get("case")) for i in order], rotation=90, fontsize=8
-            )
+            ax.set_xticks(range(n), [str(rows[i].get("case")) for i in order], rotation=90, fontsize=8)
         else:
             ax.set_xticks([])
     axes[-1].set_xlabel("Case (sorted by Dice, worst first)")

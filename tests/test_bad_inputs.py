@@ -56,7 +56,8 @@ def test_broken_dataset_is_refused_by_train_and_evaluate(kind, phantom_ventricle
     if kind in ("missing_grade",):
         return  # evaluate of a split without that case is fine
     code, _, err = run_cli(
-        ["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "all", "--out", str(tmp_path / "ev")], capsys
+        ["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "all", "--out", str(tmp_path / "ev")],
+        capsys,
     )
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
 

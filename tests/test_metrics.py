@@ -29,9 +29,7 @@ LABELS = ("background", "organ")
 GRADES = ("healthy", "moderate", "severe")
 
 
-def cube(
-    shape: tuple[int, int, int], start: int, side: int, shift: int = 0, axis: int = 0
-) -> np.ndarray:
+def cube(shape: tuple[int, int, int], start: int, side: int, shift: int = 0, axis: int = 0) -> np.ndarray:
     """A uint8 mask with a cube of `side` voxels at `start`, moved by `shift` along `axis`."""
     m = np.zeros(shape, dtype=np.uint8)
     sl = [slice(start, start + side)] * 3
@@ -121,10 +119,7 @@ def test_dice_per_label_matches_monai_dicemetric():
         p[p == num_classes - 1] = 0  # the last label is predicted nowhere: Dice 0
         if num_classes == 4:
             t[t == 2], p[p == 2] = 0, 0  # label 2 absent from both: Dice 1
-        oh = [
-            torch.nn.functional.one_hot(torch.from_numpy(a), num_classes).permute(3, 0, 1, 2)[None]
-            for a in (p, t)
-        ]
+        oh = [torch.nn.functional.one_hot(torch.from_numpy(a), num_classes).permute(3, 0, 1, 2)[None] for a in (p, t)]
         ref = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(*oh)
         iou = compute_iou(*oh, include_background=False, ignore_empty=False)
         assert np.allclose(dice_per_label(p, t, num_classes), ref[0].numpy())
@@ -159,9 +154,7 @@ def test_grading_metrics_match_sklearn():
         assert pc["support"] == s[i]
         assert g["auc_ovr"][name] == pytest.approx(roc_auc_score(y == i, probs[:, i]))
     mp, mr, mf, _ = precision_recall_fscore_support(y, pred, average="macro")
-    assert (g["macro"]["precision"], g["macro"]["recall"], g["macro"]["f1"]) == pytest.approx(
-        (mp, mr, mf)
-    )
+    assert (g["macro"]["precision"], g["macro"]["recall"], g["macro"]["f1"]) == pytest.approx((mp, mr, mf))
     assert g["auc_macro"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
     assert g["auc_macro_over"] == list(GRADES) and g["auc_undefined"] == {}
     assert g["confusion"] == confusion_matrix(y, pred).tolist()
@@ -234,9 +227,7 @@ def test_grade_agreement_matches_sklearn_kappa_and_counts_undefined():
     kept = [0, 1, 2, 4, 5]
     assert r["num_undefined"] == 1 and r["num_compared"] == 5
     assert r["agreement"] == pytest.approx(3 / 5)
-    assert r["kappa"] == pytest.approx(
-        cohen_kappa_score([a[i] for i in kept], [b[i] for i in kept])
-    )
+    assert r["kappa"] == pytest.approx(cohen_kappa_score([a[i] for i in kept], [b[i] for i in kept]))
     assert np.array(r["table"]).sum() == 5
 
 
