@@ -62,8 +62,9 @@ def load_model(model: str | Path | None, device: str = "auto") -> tuple[SegGrade
 @torch.no_grad()
 def predict_preprocessed(
     net: SegGrader, volume: np.ndarray, cfg: Config, batch: int = 16
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Normalised model-grid volume (X, Y, Z) -> class probs (K, X, Y, Z) and grade probs (G,)."""
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """Normalised model-grid volume (X, Y, Z) -> class probs (K, X, Y, Z), grade probs (G,),
+    and the volume's pooled slice features (F + K,) that the grade head read."""
     dev = next(net.parameters()).device
     num_z = volume.shape[2]
     probs = torch.empty((cfg.num_classes, *volume.shape), dtype=torch.float32)
@@ -81,8 +82,9 @@ def predict_preprocessed(
     organ = [cfg.task.labels.index(n) for n in cfg.task.denominator]
     has_organ = probs[organ].sum(0).amax(dim=(0, 1)) > 0.5  # (Z,)
     chosen = slice_feats[has_organ] if has_organ.any() else slice_feats
-    grade_logits = net.pool_grade(chosen.to(dev), 1)
-    return probs, torch.softmax(grade_logits.float(), 1)[0].cpu().numpy()
+    pooled = chosen.mean(dim=0)
+    grade_logits = net.pool_grade(pooled[None].to(dev), 1)
+    return probs, torch.softmax(grade_logits.float(), 1)[0].cpu().numpy(), pooled
 
 
 def _autocast(dev: torch.device, amp: str) -> torch.autocast:
@@ -110,7 +112,7 @@ def predict_volume(net: SegGrader, cfg: Config, vol: Volume) -> Prediction:
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
         return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), warnings)
     pre, grid = preprocess_image(vol.data, vol.affine, cfg)
-    probs, grade_p = predict_preprocessed(net, pre, cfg)
+    probs, grade_p, _ = predict_preprocessed(net, pre, cfg)
     mask = probs_to_mask(probs, grid)
     grades = cfg.task.grades
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}

@@ -148,7 +148,7 @@ def evaluate(net: SegGrader, cases: list[CaseData], cfg: Config) -> dict[str, fl
     net.eval()
     dices, correct, nll = [], 0, 0.0
     for c in cases:
-        probs, grade_p = predict_preprocessed(net, c.image, cfg)
+        probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
         dices.append(dice_per_label(probs.argmax(0).numpy().astype(np.uint8), c.label, cfg.num_classes))
         correct += int(grade_p.argmax() == c.grade)
         nll += -float(np.log(max(grade_p[c.grade], 1e-8)))
@@ -159,6 +159,53 @@ def evaluate(net: SegGrader, cases: list[CaseData], cfg: Config) -> dict[str, fl
     out["val_grade_loss"] = nll / len(cases)
     out["val_score"] = (out["val_dice"] + out["val_grade_acc"]) / 2
     return out
+
+
+def refit_grade_head(net: SegGrader, cases: list[CaseData], cfg: Config, steps: int = 1000) -> None:
+    """Refit the grade head on whole-volume pooled features of the training cases.
+
+    During joint training the head sees a few slices per case; predict pools every organ
+    slice. This last step fits the head on exactly what predict will feed it (the encoder
+    and masks are frozen), one vector per training volume.
+    """
+    net.eval()
+    pooled = torch.stack([predict_preprocessed(net, c.image, cfg)[2] for c in cases])  # (N, F + K)
+    y = torch.tensor([c.grade for c in cases])
+    dev = next(net.parameters()).device
+    pooled, y = pooled.to(dev), y.to(dev)
+    weights = grade_class_weights(y.tolist(), len(cfg.task.grades)).to(dev)
+    opt = torch.optim.Adam(net.grade_head.parameters(), lr=cfg.train.lr * 3, weight_decay=1e-2)
+    torch.manual_seed(cfg.train.seed)
+    net.grade_head.train()
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(net.pool_grade(pooled, len(cases)), y, weight=weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+
+
+def _finish_grade_head(net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, run_dir: Path) -> None:
+    """Refit best.pt's grade head on whole training volumes; record val grade accuracy before/after."""
+    ck = load_checkpoint(run_dir / "best.pt")
+    net.load_state_dict(ck["model"])
+    before = evaluate(net, val, cfg)
+    refit_grade_head(net, train, cfg)
+    after = evaluate(net, val, cfg)
+    ck["model"] = net.state_dict()
+    ck["grade_head_refit"] = {
+        "train_volumes": len(train),
+        "val_grade_acc_before": before["val_grade_acc"],
+        "val_grade_acc_after": after["val_grade_acc"],
+        "val_grade_loss_before": before["val_grade_loss"],
+        "val_grade_loss_after": after["val_grade_loss"],
+    }
+    save_checkpoint(run_dir / "best.pt", ck)
+    atomic_write_text(run_dir / "grade_head.json", json.dumps(ck["grade_head_refit"], indent=2))
+    log.info(
+        "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f",
+        len(train), before["val_grade_acc"], after["val_grade_acc"],
+    )
 
 
 def run_info(cfg: Config) -> dict[str, Any]:
@@ -247,6 +294,8 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
         _log_epoch(run_dir, state["history"], writer, row, improved)
     if writer is not None:
         writer.close()
+    if state["history"]:
+        _finish_grade_head(net, train, val, cfg, run_dir)
     write_curves(state["history"], run_dir / "curves.png")
     best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
     return {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best}
