@@ -97,7 +97,8 @@ def train(
     nan = float("nan")
     _say(
         f"done: {summary['epochs']} epochs in {run_dir}; best epoch {best.get('epoch')}: "
-        f"val Dice {best.get('val_dice', nan):.4f}, val grade acc {best.get('val_grade_acc', nan):.3f}"
+        f"val Dice {best.get('val_dice', nan):.4f}, "
+        f"val grade acc {summary['grade_head'].get('val_grade_acc_after', nan):.3f} (after the grade head refit)"
     )
 
 

@@ -185,7 +185,9 @@ def refit_grade_head(net: SegGrader, cases: list[CaseData], cfg: Config, steps: 
     net.eval()
 
 
-def _finish_grade_head(net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, run_dir: Path) -> None:
+def _finish_grade_head(
+    net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, run_dir: Path
+) -> dict[str, Any]:
     """Refit best.pt's grade head on whole training volumes; record val grade accuracy before/after."""
     ck = load_checkpoint(run_dir / "best.pt")
     net.load_state_dict(ck["model"])
@@ -204,8 +206,11 @@ def _finish_grade_head(net: SegGrader, train: list[CaseData], val: list[CaseData
     atomic_write_text(run_dir / "grade_head.json", json.dumps(ck["grade_head_refit"], indent=2))
     log.info(
         "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f",
-        len(train), before["val_grade_acc"], after["val_grade_acc"],
+        len(train),
+        before["val_grade_acc"],
+        after["val_grade_acc"],
     )
+    return ck["grade_head_refit"]
 
 
 def run_info(cfg: Config) -> dict[str, Any]:
@@ -294,11 +299,10 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
         _log_epoch(run_dir, state["history"], writer, row, improved)
     if writer is not None:
         writer.close()
-    if state["history"]:
-        _finish_grade_head(net, train, val, cfg, run_dir)
+    refit = _finish_grade_head(net, train, val, cfg, run_dir) if state["history"] else {}
     write_curves(state["history"], run_dir / "curves.png")
     best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
-    return {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best}
+    return {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best, "grade_head": refit}
 
 
 def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
