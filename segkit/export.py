@@ -63,12 +63,27 @@ def write_label_descriptions(folder: Path, labels: tuple[str, ...]) -> None:
 
 def _planes(image: np.ndarray, mask: np.ndarray, affine: np.ndarray):
     """Axial, coronal, sagittal slices through the mask's centre, oriented for display (RAS)."""
-    from segkit.transforms import to_canonical
+    import nibabel as nib
 
-    img, _ = to_canonical(image, affine)
-    msk, _ = to_canonical(mask, affine)
-    fg = np.argwhere(msk > 0)
-    c = fg.mean(0).round().astype(int) if len(fg) else np.array(msk.shape) // 2
+    from segkit.transforms import RAS
+
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+    img = nib.orientations.apply_orientation(image, ornt)  # views: no copy of a CT-sized volume
+    msk = nib.orientations.apply_orientation(mask, ornt)
+    fg = msk > 0
+    if fg.any():  # centre of mass from the three marginals, without listing every voxel
+        c = (
+            np.array(
+                [
+                    np.average(np.arange(n), weights=fg.sum(axis=tuple(a for a in range(3) if a != i)))
+                    for i, n in enumerate(fg.shape)
+                ]
+            )
+            .round()
+            .astype(int)
+        )
+    else:
+        c = np.array(msk.shape) // 2
     # imshow shows row 0 at the top: transpose so anterior/superior point up, radiological L/R kept as R on left
     return [
         ("axial", np.rot90(img[:, :, c[2]]), np.rot90(msk[:, :, c[2]])),
@@ -88,7 +103,7 @@ def write_overlay(
     from matplotlib.patches import Patch
 
     planes = _planes(image, mask, affine)
-    lo, hi = np.percentile(image, [1, 99.5])
+    lo, hi = np.percentile(image[::2, ::2, ::2], [1, 99.5])  # display window; a subsample is plenty
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), facecolor="black")
     for ax, (name, img, msk) in zip(axes, planes, strict=True):
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")

@@ -12,8 +12,8 @@ from segkit.config import TaskConfig
 
 def label_volumes_ml(mask: np.ndarray, voxel_ml: float, labels: tuple[str, ...]) -> dict[str, float]:
     """Volume in mL of every non-background label."""
-    counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(labels))
-    return {name: float(counts[i] * voxel_ml) for i, name in enumerate(labels) if i > 0}
+    # one count per label: no int64 copy of a CT-sized mask
+    return {name: float(np.count_nonzero(mask == i) * voxel_ml) for i, name in enumerate(labels) if i > 0}
 
 
 def biomarker_value(volumes_ml: dict[str, float], task: TaskConfig) -> float | None:
@@ -33,7 +33,11 @@ def grade_from_biomarker(value: float | None, task: TaskConfig) -> str | None:
 
 def lesion_components(mask: np.ndarray, label_index: int, voxel_ml: float) -> dict[str, Any]:
     """Count and sizes (mL, largest first) of the 26-connected components of one label."""
-    comp, n = connected_components(mask == label_index, connectivity=3, return_num=True)
+    where = np.nonzero(mask == label_index)
+    if not where[0].size:
+        return {"count": 0, "sizes_ml": []}
+    box = tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)  # label only the lesions' box
+    comp, n = connected_components(mask[box] == label_index, connectivity=3, return_num=True)
     sizes = np.bincount(comp.ravel())[1:] * voxel_ml if n else np.zeros(0)
     return {"count": int(n), "sizes_ml": [round(float(s), 3) for s in sorted(sizes, reverse=True)]}
 

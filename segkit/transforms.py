@@ -116,7 +116,7 @@ def preprocess_image(data: np.ndarray, affine: np.ndarray, cfg: Config) -> tuple
     """Input image -> normalised volume on the model grid (X, Y, Z), and the grid to invert."""
     grid = plan_grid(data.shape, affine, cfg.preprocess)
     canon, _ = to_canonical(data, affine)
-    resized = resize(canon.astype(np.float32), grid.model_shape).numpy()
+    resized = resize(canon.astype(np.float32, copy=False), grid.model_shape).numpy()
     return normalize(resized, cfg.task.modality, cfg.preprocess), grid
 
 
