@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import InputError, OutputError
-from segkit.io import atomic_write, atomic_write_text
+from segkit.io import atomic_write, atomic_write_text, voxel_sizes
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,14 @@ def _planes(image: np.ndarray, mask: np.ndarray, affine: np.ndarray):
         )
     else:
         c = np.array(msk.shape) // 2
-    # imshow shows row 0 at the top: transpose so anterior/superior point up, radiological L/R kept as R on left
+    sp = [0.0, 0.0, 0.0]  # voxel size along each RAS axis, so thick slices are drawn to scale
+    for i, (axis, _flip) in enumerate(ornt):
+        sp[int(axis)] = voxel_sizes(affine)[i]
+    # imshow shows row 0 at the top: rot90 puts anterior/superior up; aspect = row mm / column mm
     return [
-        ("axial", np.rot90(img[:, :, c[2]]), np.rot90(msk[:, :, c[2]])),
-        ("coronal", np.rot90(img[:, c[1], :]), np.rot90(msk[:, c[1], :])),
-        ("sagittal", np.rot90(img[c[0], :, :]), np.rot90(msk[c[0], :, :])),
+        ("axial", np.rot90(img[:, :, c[2]]), np.rot90(msk[:, :, c[2]]), sp[1] / sp[0]),
+        ("coronal", np.rot90(img[:, c[1], :]), np.rot90(msk[:, c[1], :]), sp[2] / sp[0]),
+        ("sagittal", np.rot90(img[c[0], :, :]), np.rot90(msk[c[0], :, :]), sp[2] / sp[1]),
     ]
 
 
@@ -105,14 +108,14 @@ def write_overlay(
     planes = _planes(image, mask, affine)
     lo, hi = np.percentile(image[::2, ::2, ::2], [1, 99.5])  # display window; a subsample is plenty
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), facecolor="black")
-    for ax, (name, img, msk) in zip(axes, planes, strict=True):
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    for ax, (name, img, msk, aspect) in zip(axes, planes, strict=True):
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect=aspect)
         rgba = np.zeros((*msk.shape, 4))
         for i in range(1, len(labels)):
             rgba[msk == i] = (*np.array(label_color(i)) / 255, 0.35)
             if (msk == i).any():
                 ax.contour(msk == i, levels=[0.5], colors=[np.array(label_color(i)) / 255], linewidths=0.8)
-        ax.imshow(rgba, interpolation="nearest")
+        ax.imshow(rgba, interpolation="nearest", aspect=aspect)
         ax.set_title(name, color="white", fontsize=10)
         ax.axis("off")
     handles = [Patch(color=_rgb01(label_color(i)), label=n) for i, n in enumerate(labels) if i]
