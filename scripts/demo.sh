@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
+stamp() { echo "[demo] $1 done at +$(( $(date +%s) - t0 )) s"; }
 bash scripts/setup.sh
+stamp "setup"
 export NO_ALBUMENTATIONS_UPDATE=1
 SK=.venv/bin/segkit
 DATA=${DATA:-data/ventricle}
@@ -17,11 +19,13 @@ mkdir -p "$OUT"
 if [ ! -f "$DATA/dataset.json" ]; then
   echo "[demo] building $CASES ventricle cases in $DATA"
   $SK data make ventricle --out "$DATA" --cases "$CASES" --seed 0
+  stamp "dataset"
 fi
 $SK data show "$DATA" --out "$OUT/ventricle_montage.png"
 
 echo "[demo] training (configs/ventricle.yaml) into $RUN"
 $SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" "$@"
+stamp "training"
 
 echo "[demo] predicting one held-out case"
 case=$(.venv/bin/python -c "import json,sys; d=json.load(open('$DATA/dataset.json')); print(d['split']['test'][0])")
