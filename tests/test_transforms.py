@@ -118,3 +118,47 @@ def test_intensity_augmentation_leaves_the_mask_alone():
     mask = (rng.random((32, 32)) > 0.5).astype(np.uint8)
     img, msk = augment_slice(image, mask, build_augment(aug, seed=3))
     assert np.array_equal(msk, mask) and not np.allclose(img, image) and np.isfinite(img).all()
+
+
+class _ThresholdNet(torch.nn.Module):
+    """Stands in for the U-Net: foreground where the (normalised) centre slice is bright."""
+
+    num_classes = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        centre = x[:, x.shape[1] // 2 : x.shape[1] // 2 + 1]
+        logits = torch.cat([-centre, centre], 1) * 10 + self.w
+        return logits, torch.zeros(x.shape[0], 4)
+
+    def pool_grade(self, feats: torch.Tensor, num_cases: int) -> torch.Tensor:
+        return torch.zeros(num_cases, 3)
+
+
+@pytest.mark.parametrize("name", [*GEOMETRIES, "qform-only", "sform-only"])
+def test_predict_puts_a_blob_at_the_same_world_position(name, tmp_path):
+    """End to end through read_volume and predict_volume: the mask sits where the blob is in mm."""
+    from conftest import write_nifti
+
+    from segkit.infer import predict_volume
+    from segkit.io import read_volume
+
+    affine = GEOMETRIES.get(name, GEOMETRIES["oblique"] if name == "sform-only" else GEOMETRIES["LPS"])
+    shape = (40, 36, 24) if name != "anisotropic" else (60, 60, 10)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    target = affine[:3, :3] @ (np.array(shape) / 2 + [3, -2, 1]) + affine[:3, 3]
+    blob = np.linalg.norm(world - target, axis=-1) < 9.0
+    image = (np.where(blob, 100.0, 0.0) + np.random.default_rng(0).normal(0, 1, shape)).astype(np.float32)
+    path = write_nifti(tmp_path / "blob.nii.gz", image, affine, qform=name != "sform-only", sform=name != "qform-only")
+    vol = read_volume(path)
+    assert np.allclose(vol.affine, affine)
+    cfg = Config(task=Config().task.__class__(labels=("background", "blob"), numerator=("blob",), denominator=("blob",)))
+    pred = predict_volume(_ThresholdNet(), cfg, vol)  # type: ignore[arg-type]
+    mask = pred.mask > 0
+    assert mask.shape == shape
+    assert np.linalg.norm(world[mask].mean(0) - world[blob].mean(0)) < 0.5 * np.abs(affine[:3, :3]).sum(0).max()
+    assert 2 * (mask & blob).sum() / (mask.sum() + blob.sum()) > 0.8
