@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from conftest import GEOMETRIES
 
-from segkit.config import AugmentConfig, Config, PreprocessConfig
+from segkit.config import AugmentConfig, Config, PreprocessConfig, TaskConfig
 from segkit.transforms import (
     augment_slice,
     build_augment,
@@ -156,7 +156,8 @@ def test_predict_puts_a_blob_at_the_same_world_position(name, tmp_path):
     path = write_nifti(tmp_path / "blob.nii.gz", image, affine, qform=name != "sform-only", sform=name != "qform-only")
     vol = read_volume(path)
     assert np.allclose(vol.affine, affine)
-    cfg = Config(task=Config().task.__class__(labels=("background", "blob"), numerator=("blob",), denominator=("blob",)))
+    blob_task = TaskConfig(labels=("background", "blob"), numerator=("blob",), denominator=("blob",))
+    cfg = Config(task=blob_task)
     pred = predict_volume(_ThresholdNet(), cfg, vol)  # type: ignore[arg-type]
     mask = pred.mask > 0
     assert mask.shape == shape
