@@ -98,8 +98,15 @@ def train(
     _say(
         f"done: {summary['epochs']} epochs in {run_dir}; best epoch {best.get('epoch')}: "
         f"val Dice {best.get('val_dice', nan):.4f}, "
-        f"val grade acc {summary['grade_head'].get('val_grade_acc_after', nan):.3f} (after the grade head refit)"
+        f"val grade acc {_final_grade_acc(summary['grade_head'], best):.3f}"
     )
+
+
+def _final_grade_acc(refit: dict, best: dict) -> float:
+    """Val grade accuracy of the saved best.pt: after the refit when it was kept."""
+    if refit.get("kept"):
+        return float(refit["val_grade_acc_after"])
+    return float(best.get("val_grade_acc", float("nan")))
 
 
 @app.command()

@@ -194,8 +194,14 @@ def _finish_grade_head(
     before = evaluate(net, val, cfg)
     refit_grade_head(net, train, cfg)
     after = evaluate(net, val, cfg)
-    ck["model"] = net.state_dict()
+    # keep the refit only if the val grade loss (smoother than accuracy on a few cases) improves
+    kept = after["val_grade_loss"] < before["val_grade_loss"]
+    if kept:
+        ck["model"] = net.state_dict()
+    else:
+        net.load_state_dict(ck["model"])
     ck["grade_head_refit"] = {
+        "kept": kept,
         "train_volumes": len(train),
         "val_grade_acc_before": before["val_grade_acc"],
         "val_grade_acc_after": after["val_grade_acc"],
@@ -205,10 +211,13 @@ def _finish_grade_head(
     save_checkpoint(run_dir / "best.pt", ck)
     atomic_write_text(run_dir / "grade_head.json", json.dumps(ck["grade_head_refit"], indent=2))
     log.info(
-        "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f",
+        "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f, loss %.3f -> %.3f (%s)",
         len(train),
         before["val_grade_acc"],
         after["val_grade_acc"],
+        before["val_grade_loss"],
+        after["val_grade_loss"],
+        "kept" if kept else "discarded: val grade loss did not improve",
     )
     return ck["grade_head_refit"]
 
