@@ -11,10 +11,10 @@ import numpy as np
 from tqdm import tqdm
 
 from segkit import __version__
-from segkit.data.msd import read_dataset
+from segkit.data.msd import read_case, read_dataset
 from segkit.errors import InputError
+from segkit.export import write_label_descriptions
 from segkit.infer import load_model, predict_volume, write_prediction
-from segkit.io import check_same_grid, label_array, read_volume
 from segkit.measure import measure
 from segkit.metrics import segmentation_metrics
 from segkit.report import write_evaluation
@@ -40,10 +40,7 @@ def evaluate_split(
     grades = cfg.task.grades
     rows, probs, y_true = [], [], []
     for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
-        vol = read_volume(case.image)
-        lab = read_volume(case.label, kind="label")  # type: ignore[arg-type]
-        check_same_grid(vol, lab)
-        truth = label_array(lab, cfg.task.labels)
+        vol, truth = read_case(case, cfg.task.labels)
         pred = predict_volume(net, cfg, vol)
         write_prediction(pred, vol, out / "predictions", cfg, info)
         row: dict[str, Any] = {"case": case.case_id}
@@ -58,6 +55,7 @@ def evaluate_split(
         rows.append(row)
         probs.append(p)
         y_true.append(grades.index(case.grade) if case.grade in grades else -1)
+    write_label_descriptions(out / "predictions", cfg.task.labels)
     meta = {
         "model": info["checkpoint"],
         "epoch": info["epoch"],

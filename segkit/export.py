@@ -65,9 +65,9 @@ def _planes(image: np.ndarray, mask: np.ndarray, affine: np.ndarray):
     """Axial, coronal, sagittal slices through the mask's centre, oriented for display (RAS)."""
     import nibabel as nib
 
-    from segkit.transforms import RAS
+    from segkit.transforms import canonical_ornt
 
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+    ornt = canonical_ornt(affine)
     img = nib.orientations.apply_orientation(image, ornt)  # views: no copy of a CT-sized volume
     msk = nib.orientations.apply_orientation(mask, ornt)
     fg = msk > 0

@@ -73,7 +73,7 @@ def predict_preprocessed(
         z = np.arange(z0, min(num_z, z0 + batch))
         x = torch.from_numpy(context_stack(volume, z, cfg.preprocess.context_slices)).to(dev)
         x, (h, w) = pad_to_multiple(x)  # (N, C, H, W)
-        with _autocast(dev, cfg.train.amp):
+        with autocast(dev, cfg.train.amp):
             logits, f = net(x)
         probs[:, :, :, z0 : z0 + len(z)] = torch.softmax(logits.float()[:, :, :h, :w], 1).permute(1, 2, 3, 0).cpu()
         feats.append(f.float().cpu())
@@ -87,7 +87,8 @@ def predict_preprocessed(
     return probs, torch.softmax(grade_logits.float(), 1)[0].cpu().numpy(), pooled
 
 
-def _autocast(dev: torch.device, amp: str) -> torch.autocast:
+def autocast(dev: torch.device, amp: str) -> torch.autocast:
+    """Autocast context for the config's amp setting (a no-op in fp32)."""
     dtype = amp_dtype(dev, amp)
     return torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -149,7 +150,7 @@ def input_name(path: Path) -> str:
 
 def write_prediction(pred: Prediction, vol: Volume, out: Path, cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
     """Write <name>_mask.nii.gz, <name>_report.json and <name>_overlay.png; return the report."""
-    from segkit.export import write_label_descriptions, write_overlay
+    from segkit.export import write_overlay
 
     name = input_name(vol.path)
     mask_path = out / f"{name}_mask.nii.gz"
@@ -179,21 +180,24 @@ def write_prediction(pred: Prediction, vol: Volume, out: Path, cfg: Config, info
     if bio["value"] is not None:
         title += f"  ({bio['name']} {bio['value']:.4f})"
     write_overlay(vol.data, pred.mask, vol.affine, cfg.task.labels, overlay_path, title)
-    write_label_descriptions(out, cfg.task.labels)
     atomic_write_text(report_path, json.dumps(report, indent=2))
     return report
 
 
 def predict_paths(path: Path, model: str | Path | None, out: Path, device: str = "auto") -> list[dict[str, Any]]:
     """segkit predict: every input volume (or the DICOM series) -> mask, report, overlay in `out`."""
+    from segkit.export import write_label_descriptions
+
     files = list_inputs(path)
+    last = None
     for f in files:  # check every input before writing anything
         check_not_input(out / f"{input_name(f)}_mask.nii.gz", [f])
-        read_input(f)
+        last = read_input(f)
     net, cfg, info = load_model(model, device)
     reports = []
     for f in files:
-        vol = read_input(f)
+        vol = last if f == files[-1] else read_input(f)  # the last one (or only one) is read once
         pred = predict_volume(net, cfg, vol)
         reports.append(write_prediction(pred, vol, out, cfg, info))
+    write_label_descriptions(out, cfg.task.labels)
     return reports

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from segkit import __version__
 from segkit.checkpoint import load_checkpoint, record_latest_run, save_checkpoint
 from segkit.config import Config, config_to_dict, write_config
-from segkit.data.msd import Case, read_dataset
+from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import CheckpointError, InputError
-from segkit.infer import amp_dtype, pick_device, predict_preprocessed
-from segkit.io import atomic_write, atomic_write_text, check_same_grid, ensure_dir, label_array, read_volume
+from segkit.infer import amp_dtype, autocast, pick_device, predict_preprocessed
+from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.metrics import dice_per_label
 from segkit.models import SegGrader, build_model, num_parameters
@@ -51,11 +51,9 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
     target = [cfg.task.labels.index(n) for n in cfg.task.numerator]
     out = []
     for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        img = read_volume(case.image)
-        lab = read_volume(case.label, kind="label")  # type: ignore[arg-type]
-        check_same_grid(img, lab)
+        img, truth = read_case(case, cfg.task.labels)
         image, grid = preprocess_image(img.data, img.affine, cfg)
-        label = preprocess_label(label_array(lab, cfg.task.labels), grid)
+        label = preprocess_label(truth, grid)
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))
         target_z = np.flatnonzero(np.isin(label, target).any(axis=(0, 1)))
         grade = cfg.task.grades.index(case.grade) if case.grade else 0
@@ -128,7 +126,7 @@ def train_one_epoch(
     for _ in bar:
         x, y, g = sample_batch(cases, cfg, rng, aug)
         x, y, g = x.to(dev), y.to(dev), g.to(dev)
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(dev, cfg.train.amp):
             logits, feats = net(x)
             grade_logits = net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
         total, seg, grd = loss_fn(logits, y, grade_logits, g)

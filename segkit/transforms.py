@@ -42,9 +42,14 @@ class Grid:
         )
 
 
+def canonical_ornt(affine: np.ndarray) -> np.ndarray:
+    """nibabel orientation transform from an affine's voxel axes to the closest RAS axes."""
+    return nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+
+
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reorient an array to the closest RAS axes; returns (array, input->RAS ornt)."""
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+    ornt = canonical_ornt(affine)
     return np.ascontiguousarray(nib.orientations.apply_orientation(data, ornt)), ornt
 
 
@@ -58,7 +63,7 @@ def from_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 def plan_grid(shape: tuple[int, ...], affine: np.ndarray, pre: PreprocessConfig) -> Grid:
     """Plan the canonical and model grids for an input of this shape and affine."""
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), RAS)
+    ornt = canonical_ornt(affine)
     sizes = voxel_sizes(affine)
     canon_shape = [0, 0, 0]
     canon_spacing = [0.0, 0.0, 0.0]

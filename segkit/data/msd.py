@@ -12,7 +12,7 @@ import numpy as np
 from segkit import __version__
 from segkit.config import TaskConfig
 from segkit.errors import InputError
-from segkit.io import atomic_write_text, write_volume
+from segkit.io import Volume, atomic_write_text, check_same_grid, label_array, read_volume, write_volume
 
 SPLITS = ("train", "val", "test")
 
@@ -47,6 +47,16 @@ class Dataset:
         if name not in SPLITS:
             raise InputError(f"unknown split {name!r}; valid splits: all, {', '.join(SPLITS)}")
         return [c for c in self.cases if c.split == name]
+
+
+def read_case(case: Case, labels: tuple[str, ...]) -> tuple[Volume, np.ndarray]:
+    """A case's image and its label as uint8, checked to share the image's grid and label set."""
+    img = read_volume(case.image)
+    if case.label is None:
+        raise InputError(f"{case.image}: case {case.case_id} has no label; add one to dataset.json")
+    lab = read_volume(case.label, kind="label")
+    check_same_grid(img, lab)
+    return img, label_array(lab, labels)
 
 
 def make_split(
