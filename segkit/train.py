@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import logging
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from segkit import __version__
-from segkit.checkpoint import load_checkpoint, record_latest_run, save_checkpoint
+from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import Config, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import CheckpointError, InputError
@@ -123,7 +125,8 @@ def train_one_epoch(
     bar = tqdm(
         range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not sys.stderr.isatty()
     )
-    for _ in bar:
+    for step in bar:
+        _pause_if_asked(epoch, step)
         x, y, g = sample_batch(cases, cfg, rng, aug)
         x, y, g = x.to(dev), y.to(dev), g.to(dev)
         with autocast(dev, cfg.train.amp):
@@ -138,6 +141,20 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{total.item():.3f}")
     m = sums / cfg.train.steps_per_epoch
     return {"train_loss": m[0], "train_seg_loss": m[1], "train_grade_loss": m[2]}
+
+
+def _pause_if_asked(epoch: int, step: int) -> None:
+    """Hold at a step boundary when $SEGKIT_PAUSE_AT is "EPOCH:STEP" (1-based epoch, 0-based step).
+
+    Crash tests interrupt training at a point they control: the trainer says on stderr that it
+    holds, then waits for a signal, so a test never races the clock.
+    """
+    want = os.environ.get("SEGKIT_PAUSE_AT", "")
+    if want != f"{epoch + 1}:{step}":
+        return
+    print(f"segkit: paused at epoch {epoch + 1} step {step} (SEGKIT_PAUSE_AT)", file=sys.stderr, flush=True)
+    while True:
+        signal.pause()  # SIGINT raises KeyboardInterrupt here; SIGKILL ends the process
 
 
 @torch.no_grad()
@@ -273,7 +290,6 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
         state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
     write_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / "run.json", json.dumps(run_info(cfg), indent=2))
-    record_latest_run(run_dir)
     weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
     loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
     log.info(
