@@ -1,7 +1,13 @@
-"""DICOM in and out: one image series as a Volume (pydicom), a mask as a DICOM SEG that references it (highdicom)."""
+"""DICOM in and out: one image series as a Volume (pydicom), a mask as a DICOM SEG that references it (highdicom).
+
+Reads what PACS exports: single-frame slices or one enhanced multi-frame object, compressed transfer
+syntaxes (decoded by the pydicom plugins pylibjpeg-openjpeg, pyjpegls, python-gdcm, Pillow), anonymised
+files with empty attributes, folders holding several series (pick one by SeriesInstanceUID).
+"""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,23 +20,61 @@ from segkit.errors import InputError
 from segkit.io import Volume, atomic_write
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient space is LPS; NIfTI world space is RAS
+MAX_TILT_DEG = 0.1  # slices stacked further off their normal than this are a gantry-tilted (sheared) series
 
-# Segment codes (SNOMED CT, via pydicom's code dictionary) for the built-in labels; other names get a private code.
-LABEL_CODES: dict[str, tuple[str, str]] = {
-    "brain": ("AnatomicalStructure", "Brain"),
-    "lateral_ventricles": ("AnatomicalStructure", "LateralVentricle"),
-    "liver": ("AnatomicalStructure", "Liver"),
-    "cyst": ("MorphologicallyAbnormalStructure", "Cyst"),
-    "tumour": ("MorphologicallyAbnormalStructure", "Neoplasm"),
+# SNOMED CT (value, scheme, meaning) of the segment category and type of each built-in label, as DICOM
+# CID 7150 (category) and CID 7151 (type) list them; other label names get Tissue and a private code.
+ANATOMY = ("91723000", "SCT", "Anatomical Structure")
+ABNORMAL = ("49755003", "SCT", "Morphologically Abnormal Structure")
+LABEL_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
+    "brain": (ANATOMY, ("12738006", "SCT", "Brain")),
+    "lateral_ventricles": (ANATOMY, ("66720007", "SCT", "Lateral Ventricle")),
+    "liver": (ANATOMY, ("10200004", "SCT", "Liver")),
+    "cyst": (ABNORMAL, ("367643001", "SCT", "Cyst")),
+    "tumour": (ABNORMAL, ("108369006", "SCT", "Neoplasm")),
 }
+OTHER_CODE = ("85756007", "SCT", "Tissue")
+
+# Objects in a series folder that are not slices of the image volume: skipped when reading.
+NOT_IMAGES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "PLAN"}
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+# Patient and study attributes a SEG copies from its source (Type 2: may be empty, must be present).
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 @dataclass(frozen=True)
 class DicomSeries:
-    """A series read as a Volume, plus its slices' datasets in volume order (datasets[k] is data[:, :, k])."""
+    """A series read as a Volume, plus the source instances the SEG references (datasets without pixel data).
+
+    Single-frame slices: datasets[k] is slice data[:, :, k]. One multi-frame instance: datasets is [it]
+    and frames[k] is the (0-based) frame that holds slice k.
+    """
 
     volume: Volume
-    datasets: list[Any]  # pydicom Datasets without pixel data, sorted along the slice normal
+    datasets: list[Any]
+    frames: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """Where one 2-D frame sits in patient space (LPS mm), and how to scale its stored values."""
+
+    position: np.ndarray  # (3,) centre of the first pixel
+    orientation: np.ndarray  # (6,) row direction, then column direction
+    spacing: tuple[float, float]  # between rows, between columns (mm)
+    size: tuple[int, int]  # rows, columns
+    thickness: float
+    rescale: tuple[float, float]  # slope, intercept
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -49,44 +93,19 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def read_dicom_series(folder: str | Path) -> Volume:
-    """A folder holding one DICOM image series -> Volume (RAS affine, rescaled intensities, path = the folder)."""
-    return read_series(folder).volume
+def read_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
+    """A folder's DICOM image series (the one there, or the one with SeriesInstanceUID `series`) -> Volume."""
+    return read_series(folder, series).volume
 
 
-def read_series(folder: str | Path) -> DicomSeries:
-    """Read the one image series in a folder; none, several or inconsistent slices raise InputError."""
+def list_series(folder: str | Path) -> dict[str, list[tuple[Path, Any]]]:
+    """Image files of a folder (and its subfolders) by SeriesInstanceUID: {uid: [(path, header), ...]}."""
     import pydicom
 
     folder = Path(folder)
-    headers = _series_headers(folder)
-    slices = []
-    for path, hdr in headers:
-        try:
-            ds = pydicom.dcmread(path)
-            pixels = ds.pixel_array
-        except Exception as e:  # compressed syntaxes without a decoder, truncated files
-            raise InputError(f"{path}: cannot decode the pixel data ({str(e)[:100]}); convert the series") from None
-        if pixels.ndim != 2:
-            raise InputError(f"{path}: pixel data of shape {pixels.shape}; segkit reads single-frame greyscale slices")
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append((hdr, (pixels.astype(np.float32) * slope + intercept).T))  # (rows, cols) -> (X, Y)
-    affine, order = _geometry(folder, [h for h, _ in slices])
-    data = np.stack([slices[k][1] for k in order], axis=-1).astype(np.float32)  # (X, Y, Z)
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    vol = Volume(data=data, affine=affine, header=img.header, path=folder)
-    return DicomSeries(volume=vol, datasets=[slices[k][0] for k in order])
-
-
-def _series_headers(folder: Path) -> list[tuple[Path, Any]]:
-    """(path, header) of every image slice of the folder's one series."""
-    import pydicom
-
     if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; pass a folder holding one DICOM series")
-    series: dict[str, list[tuple[Path, Any]]] = {}
+        raise InputError(f"{folder}: not a folder; pass a folder holding a DICOM series")
+    found: dict[str, list[tuple[Path, Any]]] = {}
     for path in _files(folder):
         if not is_dicom_file(path):
             continue
@@ -94,50 +113,204 @@ def _series_headers(folder: Path) -> list[tuple[Path, Any]]:
             hdr = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:
             continue  # not DICOM after all (a stray .dcm name); other files are ignored too
-        # Image slices only: SEG, RTSTRUCT, SR and DICOMDIR files have no per-file plane position.
-        if "ImagePositionPatient" not in hdr or "ImageOrientationPatient" not in hdr or "Rows" not in hdr:
+        _fill_from_file_meta(hdr)
+        # Image slices only: SEG, RTSTRUCT, SR, presentation states and DICOMDIR are not part of the volume
+        if "Rows" not in hdr or str(hdr.get("Modality", "")) in NOT_IMAGES or hdr.get("SOPClassUID") == SEG_SOP_CLASS:
             continue
-        if int(hdr.get("NumberOfFrames", 1) or 1) > 1:
-            raise InputError(f"{path}: multi-frame DICOM is not supported; convert the series to NIfTI")
-        series.setdefault(str(hdr.get("SeriesInstanceUID", "")), []).append((path, hdr))
-    if not series:
+        found.setdefault(str(hdr.get("SeriesInstanceUID", "") or ""), []).append((path, hdr))
+    return found
+
+
+def describe_series(uid: str, files: list[tuple[Path, Any]]) -> str:
+    """'UID (description, N slices)' of one series, for messages that let the user pick one."""
+    hdr = files[0][1]
+    name = str(hdr.get("SeriesDescription", "") or "") or f"series {hdr.get('SeriesNumber', '') or '?'}"
+    num = sum(_num_frames(h) for _, h in files)
+    return f"{uid or '(no SeriesInstanceUID)'} ({name}, {num} slice{'s' * (num != 1)})"
+
+
+def _pick_series(folder: Path, series: str | None) -> tuple[str, list[tuple[Path, Any]]]:
+    found = list_series(folder)
+    if not found:
         raise InputError(f"{folder}: holds no DICOM image series (and no .nii/.nii.gz files); check the folder")
-    if len(series) > 1:
-        names = ", ".join(f"{_series_name(v[0][1])} ({len(v)} files)" for v in series.values())
-        raise InputError(f"{folder}: holds {len(series)} DICOM series ({names}); put each series in its own folder")
-    return next(iter(series.values()))
+    listing = "; ".join(describe_series(uid, files) for uid, files in found.items())
+    if series is not None:
+        if series not in found:
+            raise InputError(f"{folder}: no series with SeriesInstanceUID {series}; it holds: {listing}")
+        return series, found[series]
+    if len(found) > 1:
+        raise InputError(f"{folder}: holds {len(found)} DICOM series; pick one with --series UID: {listing}")
+    return next(iter(found.items()))
 
 
-def _series_name(hdr: Any) -> str:
-    return str(hdr.get("SeriesDescription", "") or f"series {hdr.get('SeriesNumber', '?')}")
+def read_series(folder: str | Path, series: str | None = None) -> DicomSeries:
+    """Read one image series of a folder; none, several (without `series`) or inconsistent slices raise InputError."""
+    folder = Path(folder)
+    uid, files = _pick_series(folder, series)
+    multi = [(p, h) for p, h in files if _num_frames(h) > 1 or "PerFrameFunctionalGroupsSequence" in h]
+    if multi and len(files) > 1:
+        raise InputError(
+            f"{folder}: series {uid} has {len(files)} files, {len(multi)} of them multi-frame; "
+            "segkit reads one multi-frame object or a set of single-frame slices: split the series"
+        )
+    if multi:
+        path, hdr = multi[0]
+        planes = [_frame_plane(path, hdr, i) for i in range(_num_frames(hdr))]
+        pixels = list(_decode(path, len(planes)))
+        headers = [hdr]
+    else:
+        planes = [_slice_plane(path, hdr) for path, hdr in files]
+        pixels = [_decode(path, 1)[0] for path, _ in files]
+        headers = [h for _, h in files]
+    affine, order = _geometry(folder, planes)
+    slices = [(pixels[k].astype(np.float32) * planes[k].rescale[0] + planes[k].rescale[1]).T for k in order]
+    data = np.stack(slices, axis=-1).astype(np.float32)  # (X, Y, Z): (cols, rows) per slice
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    vol = Volume(data=data, affine=affine, header=img.header, path=folder, series_uid=uid or None)
+    if multi:
+        return DicomSeries(volume=vol, datasets=headers, frames=[int(k) for k in order])
+    return DicomSeries(volume=vol, datasets=[headers[k] for k in order])
 
 
-def _geometry(folder: Path, headers: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """RAS voxel-to-world affine of the stacked slices, and the slice order along the normal."""
-    first = headers[0]
-    iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
-    row_dir, col_dir = iop[:3], iop[3:]
-    for h in headers:
-        same_plane = np.allclose(np.asarray(h.ImageOrientationPatient, float), iop, atol=1e-4)
-        same_grid = (h.Rows, h.Columns) == (first.Rows, first.Columns)
-        if not (same_plane and same_grid and np.allclose(h.PixelSpacing, first.PixelSpacing, atol=1e-4)):
+def _num_frames(hdr: Any) -> int:
+    try:
+        return max(1, int(hdr.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _fill_from_file_meta(hdr: Any) -> None:
+    """Anonymisers empty SOPClassUID/SOPInstanceUID; the file meta holds the same UIDs (PS3.10 7.1)."""
+    meta = getattr(hdr, "file_meta", None)
+    for attr in ("SOPClassUID", "SOPInstanceUID"):
+        if not hdr.get(attr) and meta is not None and meta.get(f"MediaStorage{attr}"):
+            setattr(hdr, attr, meta.get(f"MediaStorage{attr}"))
+
+
+def _required(ds: Any, name: str, path: Path, where: str = "") -> Any:
+    """ds.name, or InputError naming the missing (or empty) attribute."""
+    value = ds.get(name) if ds is not None else None
+    if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
+        raise InputError(
+            f"{path}: {name}{where} is missing or empty (anonymised?); segkit needs it to place the slices "
+            "in 3-D: re-export the series with it kept, or convert the series to NIfTI"
+        )
+    return value
+
+
+def _rescale(ds: Any) -> tuple[float, float]:
+    return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+
+
+def _slice_plane(path: Path, hdr: Any) -> _Plane:
+    """Geometry of a single-frame slice (Image Plane module)."""
+    spacing = _required(hdr, "PixelSpacing", path)
+    return _Plane(
+        position=np.asarray(_required(hdr, "ImagePositionPatient", path), dtype=np.float64),
+        orientation=np.asarray(_required(hdr, "ImageOrientationPatient", path), dtype=np.float64),
+        spacing=(float(spacing[0]), float(spacing[1])),
+        size=(int(hdr.Rows), int(hdr.Columns)),
+        thickness=float(hdr.get("SpacingBetweenSlices", 0) or hdr.get("SliceThickness", 0) or 0),
+        rescale=_rescale(hdr),
+    )
+
+
+def _frame_plane(path: Path, hdr: Any, i: int) -> _Plane:
+    """Geometry of frame i of an enhanced (or legacy-converted) multi-frame object (functional groups)."""
+    per = hdr.get("PerFrameFunctionalGroupsSequence")
+    shared = hdr.get("SharedFunctionalGroupsSequence")
+    if not per:
+        raise InputError(
+            f"{path}: multi-frame DICOM without per-frame positions (PerFrameFunctionalGroupsSequence); "
+            "segkit reads enhanced CT/MR objects or single-frame slices: convert the series to NIfTI"
+        )
+
+    def group(name: str) -> Any:  # a functional group macro: this frame's, else the shared one
+        for seq in (per[i] if i < len(per) else None, shared[0] if shared else None):
+            if seq is not None and seq.get(name):
+                return seq.get(name)[0]
+        return None
+
+    position, orientation, measures = (
+        group("PlanePositionSequence"),
+        group("PlaneOrientationSequence"),
+        group("PixelMeasuresSequence"),
+    )
+    where = f" (frame {i + 1})"
+    spacing = _required(measures, "PixelSpacing", path, where)
+    transform = group("PixelValueTransformationSequence")
+    return _Plane(
+        position=np.asarray(_required(position, "ImagePositionPatient", path, where), dtype=np.float64),
+        orientation=np.asarray(_required(orientation, "ImageOrientationPatient", path, where), dtype=np.float64),
+        spacing=(float(spacing[0]), float(spacing[1])),
+        size=(int(hdr.Rows), int(hdr.Columns)),
+        thickness=float(measures.get("SpacingBetweenSlices", 0) or measures.get("SliceThickness", 0) or 0),
+        rescale=_rescale(transform if transform is not None else hdr),
+    )
+
+
+def _decode(path: Path, num_frames: int) -> np.ndarray:
+    """The stored pixel values of a file's frames, (F, rows, cols), whatever the transfer syntax."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        syntax = ds.file_meta.TransferSyntaxUID.name if "TransferSyntaxUID" in ds.file_meta else "unknown syntax"
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise InputError(
+                f"{path}: colour image ({ds.get('PhotometricInterpretation', '?')}); "
+                "segkit reads greyscale CT/MR slices"
+            )
+        pixels = ds.pixel_array
+    except InputError:
+        raise
+    except Exception as e:  # no decoder for the syntax, truncated or damaged pixel data
+        hint = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise InputError(
+            f"{path}: cannot decode its pixel data ({hint}); reinstall segkit's decoders "
+            "(pip install pylibjpeg pylibjpeg-openjpeg pyjpegls python-gdcm) or convert the series"
+        ) from None
+    pixels = pixels[None] if pixels.ndim == 2 else pixels  # one frame comes as (rows, cols)
+    if pixels.ndim != 3 or pixels.shape[0] != num_frames:
+        raise InputError(f"{path}: {syntax} pixel data holds {pixels.shape[0]} frames, its header {num_frames}")
+    return pixels
+
+
+def _geometry(folder: Path, planes: list[_Plane]) -> tuple[np.ndarray, np.ndarray]:
+    """RAS voxel-to-world affine of the stacked frames, and the frame order along the slice normal."""
+    first = planes[0]
+    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+    for p in planes:
+        same_plane = np.allclose(p.orientation, first.orientation, atol=1e-4)
+        same_grid = p.size == first.size and np.allclose(p.spacing, first.spacing, atol=1e-4)
+        if not (same_plane and same_grid):
             raise InputError(f"{folder}: slices differ in orientation, size or pixel spacing; not one 3-D volume")
     normal = np.cross(row_dir, col_dir)
-    pos = np.array([h.ImagePositionPatient for h in headers], dtype=np.float64)  # (Z, 3) LPS mm
+    pos = np.array([p.position for p in planes])  # (Z, 3) LPS mm
     order = np.argsort(pos @ normal, kind="stable")
     pos = pos[order]
     if len(pos) > 1:
-        steps = np.diff(pos, axis=0)
         step = (pos[-1] - pos[0]) / (len(pos) - 1)
         gap = float(np.linalg.norm(step))
         if gap < 1e-3:
             raise InputError(f"{folder}: several slices share one position (repeated acquisitions?); keep one")
-        if np.abs(steps - step).max() > max(0.01 * gap, 1e-3):
-            raise InputError(f"{folder}: slices are not evenly spaced (missing or extra slices?); check the series")
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(float(step @ normal)) / gap))))
+        if tilt > MAX_TILT_DEG:
+            raise InputError(
+                f"{folder}: slices are stacked {tilt:.1f} degrees off their normal (gantry tilt); segkit needs "
+                "an untilted stack: convert it with tilt correction (e.g. dcm2niix) and predict the NIfTI"
+            )
+        gaps = np.diff(pos @ normal)
+        if np.abs(gaps - gaps.mean()).max() > max(0.01 * gap, 1e-3):
+            raise InputError(
+                f"{folder}: slice spacing varies from {gaps.min():.3g} to {gaps.max():.3g} mm (missing or extra "
+                "slices?); segkit needs evenly spaced slices: check the series or resample it to NIfTI"
+            )
     else:
-        thick = float(first.get("SpacingBetweenSlices", 0) or first.get("SliceThickness", 0) or 1.0)
-        step = normal * thick
-    row_spacing, col_spacing = (float(s) for s in first.PixelSpacing)  # between rows, between columns
+        step = normal * (first.thickness or 1.0)
+    row_spacing, col_spacing = first.spacing  # between rows, between columns
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_spacing  # array axis 0 runs along a row (column index)
     lps[:3, 1] = col_dir * row_spacing  # array axis 1 runs down a column (row index)
@@ -146,14 +319,31 @@ def _geometry(folder: Path, headers: list[Any]) -> tuple[np.ndarray, np.ndarray]
     return LPS_TO_RAS @ lps, order
 
 
-def _segment_codes(name: str) -> tuple[Any, Any]:
-    from pydicom.sr.codedict import codes
-    from pydicom.sr.coding import Code
+def segment_codes(name: str) -> tuple[Any, Any]:
+    """(category, type) CodedConcepts of a label's segment: SNOMED CT for the built-in labels."""
+    from highdicom.sr import CodedConcept
 
-    if name in LABEL_CODES:
-        category, kind = LABEL_CODES[name]
-        return getattr(codes.SCT, category), getattr(codes.SCT, kind)
-    return codes.SCT.Tissue, Code(name[:16], "99SEGKIT", name.replace("_", " "))
+    category, kind = LABEL_CODES.get(name, (OTHER_CODE, (name[:16], "99SEGKIT", name.replace("_", " "))))
+    return CodedConcept(*category), CodedConcept(*kind)
+
+
+def _seg_sources(series: DicomSeries) -> list[Any]:
+    """Copies of the source instances with what a SEG needs from them present (or one line saying what is not)."""
+    sources = []
+    for ds in series.datasets:
+        ds = copy.deepcopy(ds)  # a shallow copy would share its elements with the series
+        where = Path(str(getattr(ds, "filename", "") or series.volume.path))
+        for name in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+            if not ds.get(name):
+                raise InputError(
+                    f"{where}: {name} is missing or empty; a DICOM SEG must reference it: "
+                    "re-export the series with its UIDs kept (anonymisers can keep or remap them)"
+                )
+        for name in TYPE2_COPIED:  # an anonymiser may drop these; the SEG must carry them, empty is allowed
+            if name not in ds:
+                setattr(ds, name, "")
+        sources.append(ds)
+    return sources
 
 
 def write_dicom_seg(
@@ -174,7 +364,7 @@ def write_dicom_seg(
     )
     segments = []
     for number, name in enumerate(labels[1:], start=1):
-        category, kind = _segment_codes(name)
+        category, kind = segment_codes(name)
         segments.append(
             hd.seg.SegmentDescription(
                 segment_number=number,
@@ -187,14 +377,20 @@ def write_dicom_seg(
                 tracking_id=name,
             )
         )
-    frames = np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0))  # (Z, rows, cols): frame k is slice k
+    slices = mask.astype(np.uint8).transpose(2, 1, 0)  # (Z, rows, cols): slice k of the volume
+    if series.frames is None:
+        frames = np.ascontiguousarray(slices)  # frame k references datasets[k]
+    else:
+        frames = np.zeros((len(series.frames), *slices.shape[1:]), np.uint8)  # in the source's frame order
+        frames[series.frames] = slices
+    sources = _seg_sources(series)
     seg = hd.seg.Segmentation(
-        source_images=series.datasets,
+        source_images=sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments,
         series_instance_uid=hd.UID(),
-        series_number=int(series.datasets[0].get("SeriesNumber", 0) or 0) + 1000,
+        series_number=_series_number(sources[0]) + 1000,
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="segkit",
@@ -208,32 +404,8 @@ def write_dicom_seg(
     return out
 
 
-def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> list[Path]:
-    """out/<name>_seg.dcm for each prediction made from a DICOM series (or the one series given by --dicom)."""
-    from segkit.export import read_predictions
-    from segkit.io import read_volume
-
-    pred_dir, reports = read_predictions(pred_dir)
-    if dicom is not None:
-        chosen = [r for r in reports if Path(str(r.get("input"))).name == Path(dicom).name] or reports
-        if len(chosen) != 1:
-            raise InputError(
-                f"{pred_dir}: holds {len(reports)} predictions and none is named after {Path(dicom).name}; "
-                "pass a predictions folder with one case, or drop --dicom to use each report's input"
-            )
-        pairs = [(chosen[0], Path(dicom))]
-    else:
-        pairs = [(r, Path(r["input"])) for r in reports if r.get("input") and Path(r["input"]).is_dir()]
-        if not pairs:
-            raise InputError(
-                f"{pred_dir}: no prediction was made from a DICOM series folder (or it has moved); "
-                "predict a DICOM folder, or pass --dicom SERIES_DIR"
-            )
-    written = []
-    for report, folder in pairs:
-        mask = read_volume(pred_dir / report["mask"], kind="mask")
-        labels = tuple(report["labels"][k] for k in sorted(report["labels"], key=int))
-        series = read_series(folder)
-        out_path = Path(out) / f"{report['name']}_seg.dcm"
-        written.append(write_dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path))
-    return written
+def _series_number(ds: Any) -> int:
+    try:
+        return int(ds.get("SeriesNumber", 0) or 0)
+    except (TypeError, ValueError):
+        return 0

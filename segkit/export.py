@@ -1,4 +1,4 @@
-"""Review exports: overlays, label descriptors (ITK-SNAP, 3D Slicer), the HTML review page, DICOM SEG, ONNX."""
+"""Review exports: the HTML review page, DICOM SEG, ONNX (overlays and label files come from segkit.render)."""
 
 from __future__ import annotations
 
@@ -17,117 +17,14 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import InputError, OutputError
-from segkit.io import atomic_write, atomic_write_text, voxel_sizes
+from segkit.io import atomic_write, atomic_write_text
+from segkit.render import label_color
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("html", "dicom-seg", "onnx")
 TINY_ML = 0.1  # a graded structure smaller than this (mL) is more likely noise than anatomy
 ONNX_OPSET = 17
-
-# One colour per label index (RGB 0-255); background first.
-PALETTE = [
-    (0, 0, 0),
-    (255, 196, 0),
-    (0, 200, 255),
-    (255, 64, 64),
-    (120, 255, 120),
-    (200, 120, 255),
-]
-
-
-def label_color(index: int) -> tuple[int, int, int]:
-    """Colour of a label index (cycles past the palette)."""
-    return PALETTE[index] if index < len(PALETTE) else PALETTE[1 + (index - 1) % (len(PALETTE) - 1)]
-
-
-def _rgb01(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
-    return (rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
-
-
-def write_label_descriptions(folder: Path, labels: tuple[str, ...]) -> None:
-    """labels.itksnap.txt (ITK-SNAP label description) and labels.ctbl (3D Slicer colour table)."""
-    snap = [
-        "# ITK-SNAP Label Description File",
-        "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
-    ]
-    ctbl = ["# Color table file labels.ctbl (3D Slicer)", f"# {len(labels)} values"]
-    for i, name in enumerate(labels):
-        r, g, b = label_color(i)
-        alpha, vis = (0, 0) if i == 0 else (1, 1)
-        snap.append(f'{i:5d} {r:5d} {g:4d} {b:4d} {alpha:6d} {vis:4d} {vis:3d}    "{name}"')
-        ctbl.append(f"{i} {name} {r} {g} {b} {0 if i == 0 else 255}")
-    atomic_write_text(Path(folder) / "labels.itksnap.txt", "\n".join(snap) + "\n")
-    atomic_write_text(Path(folder) / "labels.ctbl", "\n".join(ctbl) + "\n")
-
-
-def _planes(image: np.ndarray, mask: np.ndarray, affine: np.ndarray):
-    """Axial, coronal, sagittal slices through the mask's centre, oriented for display (RAS)."""
-    import nibabel as nib
-
-    from segkit.transforms import canonical_ornt
-
-    ornt = canonical_ornt(affine)
-    img = nib.orientations.apply_orientation(image, ornt)  # views: no copy of a CT-sized volume
-    msk = nib.orientations.apply_orientation(mask, ornt)
-    fg = msk > 0
-    if fg.any():  # centre of mass from the three marginals, without listing every voxel
-        c = (
-            np.array(
-                [
-                    np.average(np.arange(n), weights=fg.sum(axis=tuple(a for a in range(3) if a != i)))
-                    for i, n in enumerate(fg.shape)
-                ]
-            )
-            .round()
-            .astype(int)
-        )
-    else:
-        c = np.array(msk.shape) // 2
-    sp = [0.0, 0.0, 0.0]  # voxel size along each RAS axis, so thick slices are drawn to scale
-    for i, (axis, _flip) in enumerate(ornt):
-        sp[int(axis)] = voxel_sizes(affine)[i]
-    # imshow shows row 0 at the top: rot90 puts anterior/superior up; aspect = row mm / column mm
-    return [
-        ("axial", np.rot90(img[:, :, c[2]]), np.rot90(msk[:, :, c[2]]), sp[1] / sp[0]),
-        ("coronal", np.rot90(img[:, c[1], :]), np.rot90(msk[:, c[1], :]), sp[2] / sp[0]),
-        ("sagittal", np.rot90(img[c[0], :, :]), np.rot90(msk[c[0], :, :]), sp[2] / sp[1]),
-    ]
-
-
-def write_overlay(
-    image: np.ndarray, mask: np.ndarray, affine: np.ndarray, labels: tuple[str, ...], out: Path, title: str
-) -> None:
-    """Three-plane overlay PNG of a mask on its image (masks as coloured fills with outlines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    planes = _planes(image, mask, affine)
-    lo, hi = np.percentile(image[::2, ::2, ::2], [1, 99.5])  # display window; a subsample is plenty
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), facecolor="black")
-    for ax, (name, img, msk, aspect) in zip(axes, planes, strict=True):
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect=aspect)
-        rgba = np.zeros((*msk.shape, 4))
-        for i in range(1, len(labels)):
-            rgba[msk == i] = (*np.array(label_color(i)) / 255, 0.35)
-            if (msk == i).any():
-                ax.contour(msk == i, levels=[0.5], colors=[np.array(label_color(i)) / 255], linewidths=0.8)
-        ax.imshow(rgba, interpolation="nearest", aspect=aspect)
-        ax.set_title(name, color="white", fontsize=10)
-        ax.axis("off")
-    handles = [Patch(color=_rgb01(label_color(i)), label=n) for i, n in enumerate(labels) if i]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white")
-    fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-
-    def save(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", dpi=90, facecolor="black")
-
-    atomic_write(Path(out), save)
-    plt.close(fig)
 
 
 def check_format(fmt: str) -> str:
@@ -156,6 +53,38 @@ def read_predictions(pred_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     if not reports:
         raise InputError(f"{pred_dir}: no predictions (*_report.json) found; run segkit predict --out {pred_dir} first")
     return pred_dir, reports
+
+
+def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> list[Path]:
+    """out/<name>_seg.dcm for each prediction made from a DICOM series (or the one series given by --dicom)."""
+    from segkit.dicom import list_series, read_series, write_dicom_seg
+    from segkit.io import read_volume
+
+    pred_dir, reports = read_predictions(pred_dir)
+    if dicom is not None:
+        chosen = [r for r in reports if Path(str(r.get("input"))).name == Path(dicom).name] or reports
+        if len(chosen) != 1:
+            raise InputError(
+                f"{pred_dir}: holds {len(reports)} predictions and none is named after {Path(dicom).name}; "
+                "pass a predictions folder with one case, or drop --dicom to use each report's input"
+            )
+        pairs = [(chosen[0], Path(dicom))]
+    else:
+        pairs = [(r, Path(r["input"])) for r in reports if r.get("input") and Path(r["input"]).is_dir()]
+        if not pairs:
+            raise InputError(
+                f"{pred_dir}: no prediction was made from a DICOM series folder (or it has moved); "
+                "predict a DICOM folder, or pass --dicom SERIES_DIR"
+            )
+    written = []
+    for report, folder in pairs:
+        mask = read_volume(pred_dir / report["mask"], kind="mask")
+        labels = tuple(report["labels"][k] for k in sorted(report["labels"], key=int))
+        uid = report.get("series_uid")  # the predicted series, when the folder (still) holds it
+        series = read_series(folder, uid if uid in list_series(folder) else None)
+        out_path = Path(out) / f"{report['name']}_seg.dcm"
+        written.append(write_dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path))
+    return written
 
 
 def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float = TINY_ML) -> list[str]:
@@ -339,7 +268,8 @@ ul{margin:4px 0 0;padding-left:16px;font-size:12px}li{white-space:nowrap}
 <div class="controls"><label><input type="checkbox" id="only"> flagged only</label> · click a column to sort ·
 labels: $legend</div></header>
 <table><thead><tr><th data-key=flags class=desc>Case · flags</th><th data-key=grade>Grade</th>
-<th data-key=bio>Biomarker · volumes</th>$dice_head<th>Axial · coronal · sagittal</th></tr></thead>
+<th data-key=bio>Biomarker · volumes</th>$dice_head
+<th>Axial · coronal · sagittal <small>(patient's right on the image's left)</small></th></tr></thead>
 <tbody>
 $rows
 </tbody></table>

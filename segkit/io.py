@@ -30,6 +30,7 @@ class Volume:
     affine: np.ndarray  # (4, 4) voxel -> world (RAS+, mm)
     header: nib.Nifti1Header
     path: Path
+    series_uid: str | None = None  # SeriesInstanceUID when read from a DICOM folder
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -166,24 +167,62 @@ def label_array(lab: Volume, labels: tuple[str, ...]) -> np.ndarray:
     return lab.data.astype(np.uint8)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run write(tmp) on a temp file in path's folder, fsync it, then rename it onto path."""
-    path = Path(path)
+def _temp_beside(path: Path) -> Path:
+    """A new empty temp file in path's folder, named after it (hidden), with the usual permissions."""
     folder = ensure_dir(path.parent)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
     os.close(fd)
-    tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    return Path(tmp_name)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run write(tmp) on a temp file in path's folder, fsync it, then rename it onto path."""
+    path = Path(path)
+    tmp = _temp_beside(path)
     try:
         write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_all(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write files as one set: each write(tmp) to a temp file beside its path, all renamed only when all succeeded.
+
+    On any failure every temp file (and any file of the set already renamed) is removed, then the error raised;
+    an OSError (disk full, no permission) as OutputError.
+    """
+    temps: list[tuple[Path, Path]] = []
+    done: list[Path] = []
+    try:
+        for path, write in writes:
+            temps.append((_temp_beside(Path(path)), Path(path)))
+            write(temps[-1][0])
+            _fsync(temps[-1][0])
+        for tmp, path in temps:
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException as e:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        for path in done:
+            path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and temps:
+            raise OutputError(
+                f"{temps[-1][1]}: cannot write it ({e.strerror or e}); nothing of its set was kept: "
+                "free some space or choose another --out"
+            ) from None
         raise
 
 

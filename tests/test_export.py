@@ -13,61 +13,20 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import rotation, run_cli
+from conftest import ct_like, rotation, run_cli, write_dicom_series
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from segkit.dicom import read_series, write_dicom_seg
-from segkit.export import PALETTE, review_flags
+from segkit.export import review_flags
 from segkit.io import write_volume
+from segkit.render import PALETTE
 
 OBLIQUE_LPS = np.eye(4)
 OBLIQUE_LPS[:3, :3] = rotation(2, 25) @ rotation(0, 10) @ np.diag([-0.8, -0.9, 2.5])  # L and P flipped, oblique
 OBLIQUE_LPS[:3, 3] = [10.0, -20.0, 30.0]
 # Slices stacked against the slice normal: the reader must reverse them and still keep every voxel in place.
 REVERSED = np.array([[-1.0, 0, 0, 5], [0, 1.2, 0, -3], [0, 0, 3.0, 7], [0, 0, 0, 1]])
-
-
-def write_dicom_series(
-    folder: Path, data: np.ndarray, affine: np.ndarray, description: str = "axial"
-) -> dict[int, str]:
-    """(X, Y, Z) HU array + RAS affine -> one CT file per slice, opaque names, shuffled; returns {z: SOP UID}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    size = np.linalg.norm(lps[:3, :3], axis=0)
-    series, frame, study = generate_uid(), generate_uid(), generate_uid()
-    uids = {}
-    for k in np.random.default_rng(0).permutation(data.shape[2]):
-        uid = uids[int(k)] = generate_uid()
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", "P0", "19700101", "O"
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", "A1"
-        ds.ReferringPhysicianName, ds.Manufacturer = "", "test"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = "CT", 3, int(k) + 1, description
-        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*(lps[:3, 0] / size[0]), *(lps[:3, 1] / size[1]))]
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in (lps @ [0, 0, k, 1])[:3]]
-        ds.PixelSpacing = [f"{size[1]:.6f}", f"{size[0]:.6f}"]  # between rows, between columns
-        ds.SliceThickness = f"{size[2]:.6f}"
-        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = "0.5", "-1024"
-        ds.PixelData = np.round((data[:, :, k].T + 1024) / 0.5).astype(np.int16).tobytes()
-        ds.save_as(folder / f"IM{uid[-10:]}", enforce_file_format=True)
-    return uids
-
-
-def ct_like(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """A bright ellipsoid in soft tissue, in half-HU steps (exactly representable with slope 0.5)."""
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
-    body = np.where((grid**2).sum(0) < 0.6, 60.0, -1000.0)
-    noise = np.random.default_rng(seed).normal(0, 10, shape)
-    return np.round((body + noise) * 2) / 2
 
 
 @pytest.mark.filterwarnings("ignore:The DICOM readers are highly experimental")

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from segkit.data.msd import Case, Dataset, read_dataset  # noqa: E402
 from segkit.io import atomic_write, read_volume  # noqa: E402
+from segkit.render import draw_view, slice_view  # noqa: E402
 from segkit.tasks import TASKS  # noqa: E402
 
 COLOURS = ("#00000000", "#2ca02c", "#ff3030", "#ff00ff", "#00bfff", "#ffa500")
@@ -55,16 +56,11 @@ def _slice_through(lab: np.ndarray, targets: list[int], axis: int) -> int:
     return lab.shape[axis] // 2
 
 
-def _panel(ax: Any, img: np.ndarray, lab: np.ndarray, aspect: float, window: tuple[float, float], n: int) -> None:
-    """One slice (R-L horizontal, flipped to radiological view) with a contour per label."""
-    img, lab = img[::-1], lab[::-1]
-    ax.imshow(img.T, cmap="gray", origin="lower", vmin=window[0], vmax=window[1], aspect=aspect)
-    for k in range(1, n):
-        m = (lab == k).T.astype(float)
-        if m.any():
-            ax.contour(m, levels=[0.5], colors=[COLOURS[k % len(COLOURS)]], linewidths=0.8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+def _panel(
+    ax: Any, plane: str, img: np.ndarray, lab: np.ndarray, zooms: tuple[float, float, float], window: Any, n: int
+) -> None:
+    """One RAS slice as radiologists read it (segkit.render): a contour per label, orientation letters."""
+    draw_view(ax, slice_view(plane, img, lab, zooms), window, [COLOURS[k % len(COLOURS)] for k in range(n)], fill=0)
 
 
 def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
@@ -92,8 +88,8 @@ def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
         y = _slice_through(lab, targets, 1)
         r, c = divmod(i, per_row)
         ax_a, ax_c = axes[r, 2 * c], axes[r, 2 * c + 1]
-        _panel(ax_a, img[:, :, z], lab[:, :, z], zooms[1] / zooms[0], window, len(ds.labels))
-        _panel(ax_c, img[:, y, :], lab[:, y, :], zooms[2] / zooms[0], window, len(ds.labels))
+        _panel(ax_a, "axial", img[:, :, z], lab[:, :, z], zooms, window, len(ds.labels))
+        _panel(ax_c, "coronal", img[:, y, :], lab[:, y, :], zooms, window, len(ds.labels))
         ax_a.axis("on")
         ax_c.axis("on")
         row = rows_by_case.get(case.case_id, {})

@@ -1,0 +1,93 @@
+"""Predict writes each case's mask, report and overlay as a set; a folder run goes on past a failed case."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import run_cli, write_nifti
+
+import segkit.infer
+from segkit.errors import OutputError
+from segkit.io import write_all
+
+LABEL_FILES = {"labels.itksnap.txt", "labels.ctbl"}
+
+
+def case_files(name: str) -> set[str]:
+    return {f"{name}_mask.nii.gz", f"{name}_report.json", f"{name}_overlay.png"}
+
+
+def brain_like(shape=(24, 24, 8), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape).astype(np.float32) * 100
+
+
+def test_write_all_leaves_nothing_when_one_write_fails(tmp_path):
+    (tmp_path / "old_b.txt").write_text("from an earlier run")
+
+    def boom(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OutputError, match="b.txt: cannot write it"):
+        write_all([(tmp_path / "a.txt", lambda t: t.write_text("a")), (tmp_path / "b.txt", boom)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old_b.txt"]  # no a.txt, no temp files
+    write_all([(tmp_path / "a.txt", lambda t: t.write_text("a")), (tmp_path / "b.txt", lambda t: t.write_text("b"))])
+    assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "b.txt").read_text() == "b"
+
+
+def test_folder_run_reports_failed_cases_goes_on_and_exits_2(tiny_run, tmp_path, capsys, caplog, monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, name in enumerate(("a", "b", "c")):
+        write_nifti(inputs / f"{name}.nii.gz", brain_like(seed=i), np.diag([1.5, 1.5, 3.0, 1.0]))
+    (inputs / "d.nii.gz").write_text("not an image")  # unreadable: fails before the model loads
+    real = segkit.infer.write_overlay
+
+    def overlay_fails_for_b(image, mask, affine, labels, out, title):
+        if title.startswith("b:"):
+            Path(out).write_bytes(b"\x89PNG half")  # a partial file, as a crash mid-write leaves it
+            raise RuntimeError("overlay drawing crashed")
+        real(image, mask, affine, labels, out, title)
+
+    monkeypatch.setattr(segkit.infer, "write_overlay", overlay_fails_for_b)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.ERROR):
+        code, stdout, err = run_cli(["predict", str(inputs), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert {p.name for p in out.iterdir()} == case_files("a") | case_files("c") | LABEL_FILES  # nothing of b, d
+    assert "a.nii.gz: grade" in stdout and "c.nii.gz: grade" in stdout and "b.nii.gz" not in stdout
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(lines) == 2, lines  # one line per failed input
+    assert any("b.nii.gz: RuntimeError: overlay drawing crashed" in ln for ln in lines), lines
+    assert any("d.nii.gz" in ln and "not a readable NIfTI" in ln for ln in lines), lines
+    assert err.strip().splitlines() == [
+        f"segkit: error: 2 of 4 inputs failed (b.nii.gz, d.nii.gz); nothing written for them, the others are in {out}"
+    ]
+
+
+def test_single_input_failure_is_one_line_and_leaves_no_files(tiny_run, tmp_path, capsys, monkeypatch):
+    src = write_nifti(tmp_path / "x.nii.gz", brain_like(), np.eye(4))
+
+    def no_overlay(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segkit.infer, "write_overlay", no_overlay)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
+    assert "x_overlay.png: cannot write it" in err and not any(out.iterdir())
+
+
+@pytest.mark.parametrize("shape", [(484, 300, 1), (40, 32, 2)], ids=["one-slice", "two-slices"])
+def test_thin_nifti_predicts_with_a_drawable_overlay(tiny_run, tmp_path, capsys, shape):
+    src = write_nifti(tmp_path / "thin.nii.gz", brain_like(shape), np.diag([0.7, 0.7, 4.0, 1.0]))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert {p.name for p in out.iterdir()} == case_files("thin") | LABEL_FILES
+    assert nib.load(out / "thin_mask.nii.gz").shape == shape
+    assert (out / "thin_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
