@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ import numpy as np
 import torch
 
 from segkit.errors import CheckpointError
-from segkit.io import atomic_write, atomic_write_text
+from segkit.io import atomic_write
+from segkit.tasks import TASKS
 
 
 def plain(value: Any) -> Any:
@@ -57,29 +60,55 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def segkit_home() -> Path:
-    """Where segkit keeps its own small state (the latest run); $SEGKIT_HOME overrides."""
-    return Path(os.environ.get("SEGKIT_HOME", Path.home() / ".segkit"))
+def weights_dir() -> Path:
+    """Folder of the shipped models (<task>.pt + <task>.md): segkit/weights, or $SEGKIT_WEIGHTS_DIR."""
+    env = os.environ.get("SEGKIT_WEIGHTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent / "weights"
 
 
-def record_latest_run(run_dir: Path) -> None:
-    """Remember run_dir as the default model for predict/evaluate."""
-    atomic_write_text(segkit_home() / "latest_run", str(Path(run_dir).resolve()) + "\n")
+@dataclass(frozen=True)
+class ModelRef:
+    """The checkpoint a command uses and where it came from."""
+
+    kind: str  # "shipped" (segkit/weights/<task>.pt) or "checkpoint" (a run folder or .pt the user named)
+    name: str  # shipped: the task name; checkpoint: the --model value as given
+    path: Path
 
 
-def resolve_checkpoint(model: str | Path | None) -> Path:
-    """A run folder (its best.pt), a .pt file, or None for the latest recorded run."""
+def resolve_model(model: str | Path | None) -> ModelRef:
+    """A shipped model name (ventricle, liver-cyst), a run folder (its best.pt) or a .pt file."""
+    names = ", ".join(TASKS)
     if model is None:
-        rec = segkit_home() / "latest_run"
-        if not rec.is_file():
-            raise CheckpointError("no --model given and no latest run recorded; train one with segkit train")
-        model = rec.read_text().strip()
+        raise CheckpointError(f"no --model given; pass a run folder, a .pt checkpoint or a shipped model ({names})")
+    # An exact shipped name always means the shipped model (a folder of that name: ./ventricle).
+    if str(model) in TASKS:
+        path = weights_dir() / f"{model}.pt"
+        if not path.is_file():
+            raise CheckpointError(
+                f"shipped {model} model not installed ({path} is missing); pass --model RUN_DIR, "
+                f"or train one with `segkit train --config configs/{model}.yaml`"
+            )
+        return ModelRef("shipped", str(model), path)
     p = Path(model)
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
-                return p / name
+                return ModelRef("checkpoint", str(model), p / name)
         raise CheckpointError(f"{p}: run folder holds no best.pt or last.pt; train it first")
     if not p.exists():
-        raise CheckpointError(f"{p}: model not found; pass a run folder or a .pt checkpoint")
-    return p
+        raise CheckpointError(f"{p}: model not found; pass a run folder, a .pt checkpoint or a shipped model ({names})")
+    return ModelRef("checkpoint", str(model), p)
+
+
+def resolve_checkpoint(model: str | Path | None) -> Path:
+    """The checkpoint file of a --model value (see resolve_model)."""
+    return resolve_model(model).path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

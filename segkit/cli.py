@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="U-Net segmen
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect datasets.")
 app.add_typer(data_app, name="data")
 
-TASKS_HELP = "ventricle or liver-cyst"
+TASKS_HELP = "ventricle, ventricle-real (real T1 images, for evaluation) or liver-cyst"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -38,9 +38,6 @@ def data_make(
     phantom: Annotated[bool, typer.Option(help="Procedural phantoms instead of real anatomy (tests).")] = False,
 ) -> None:
     """Build a default dataset: imagesTr/, labelsTr/, dataset.json with grades and splits."""
-    from segkit.tasks import get_task
-
-    get_task(task)
     if phantom:
         from segkit.data.phantom import make_phantom
 
@@ -112,26 +109,45 @@ def _final_grade_acc(refit: dict, best: dict) -> float:
 @app.command()
 def predict(
     path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume, a folder of them, or a DICOM series folder.")],
-    model: Annotated[str | None, typer.Option(help="Run folder or .pt (default: latest run).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Run folder, .pt, or shipped model (ventricle, liver-cyst); default: shipped, by modality."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    series: Annotated[
+        str | None, typer.Option(help="DICOM folder with several series: the SeriesInstanceUID to predict.")
+    ] = None,
 ) -> None:
-    """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay."""
+    """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay; warnings."""
     from segkit.infer import predict_paths
 
-    for r in predict_paths(path, model, out, device):
+    reports, failed = predict_paths(path, model, out, device, series)
+    used = reports[0]["model"]
+    _say(f"model: {used['kind']} {used['name']} ({used['checkpoint']})")
+    for r in reports:
         bio = r["biomarker"]
         value = "n/a" if bio["value"] is None else f"{bio['value']:.4f}"
         probs = " ".join(f"{k}={v:.2f}" for k, v in r["probabilities"].items())
-        _say(f"{Path(r['input']).name}: grade {r['grade']} ({probs}); {bio['name']} {value} -> {out / r['mask']}")
+        name = Path(r["input"]).name
+        _say(f"{name}: grade {r['grade']} ({probs}); {bio['name']} {value} -> {out / r['mask']}")
+        for w in r["warnings"]:
+            _say(f"warning: {name}: {w}")
+    if failed is not None:
+        raise failed  # a folder run that went on past failed inputs still exits 2
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str | None, typer.Option(help="Run folder or .pt (default: latest run).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Run folder, .pt, or shipped model name; default: the shipped model of the dataset's task."),
+    ] = None,
     data: Annotated[Path, typer.Option(help="Dataset folder with dataset.json.")] = Path("data/ventricle"),
     split: Annotated[str, typer.Option(help="test, val, train or all.")] = "test",
-    out: Annotated[Path | None, typer.Option(help="Report folder (default RUN_DIR/eval-<split>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default RUN_DIR/eval-<split>; shipped model: eval-<split>).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
@@ -169,7 +185,7 @@ def export(
     if pred_dir is None:
         raise InputError(f"--format {fmt} needs PRED_DIR, the --out folder of segkit predict or evaluate")
     if fmt == "dicom-seg":
-        from segkit.dicom import export_dicom_seg
+        from segkit.export import export_dicom_seg
 
         for path in export_dicom_seg(pred_dir, out, dicom):
             _say(f"wrote {path}")

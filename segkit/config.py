@@ -27,6 +27,10 @@ class TaskConfig:
     numerator: tuple[str, ...] = ("lateral_ventricles",)
     denominator: tuple[str, ...] = ("brain", "lateral_ventricles")
     thresholds: tuple[float, ...] = (0.02, 0.04)
+    # Human range in mL, [low, high], of volume(denominator labels) and volume(numerator labels):
+    # a measured volume outside it is a warning. Empty: no check (old checkpoints lack these keys).
+    denominator_range_ml: tuple[float, ...] = ()
+    numerator_range_ml: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class TrainConfig:
     grade_loss_weight: float = 0.5
     grade_lr_scale: float = 10.0  # grade head learning rate = lr * this
     patience: int = 10  # epochs without val improvement before stopping
+    val_cases: int = 0  # validate on this many val cases, evenly spread (first and last kept); 0 = all
     monitor: str = "val_dice"  # "val_dice" or "val_score" (mean of val Dice and grade accuracy)
     amp: str = "auto"  # "auto", "bf16", "fp16", "off"
     seed: int = 0
@@ -102,6 +107,9 @@ class EvalConfig:
     nsd_tolerance_mm: float = 2.0
     bootstrap: int = 1000
     low_confidence: float = 0.6  # a grade probability below this flags the case for review
+    # Mean top-class probability over the voxels the model calls foreground; below this the
+    # network is unsure over the structure (often a scan unlike its training data): a warning.
+    min_confidence_fg: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -262,6 +270,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"biomarker label {name!r} is not in task.labels {list(t.labels)}")
     if len(t.thresholds) != len(t.grades) - 1 or list(t.thresholds) != sorted(t.thresholds):
         raise ConfigError("task.thresholds must be increasing, one fewer than task.grades")
+    for key in ("denominator_range_ml", "numerator_range_ml"):
+        r = getattr(t, key)
+        if r and (len(r) != 2 or not 0 <= r[0] < r[1]):
+            raise ConfigError(f"task.{key} must be [] or [low, high] mL with 0 <= low < high, not {list(r)}")
     if cfg.train.monitor not in ("val_dice", "val_score"):
         raise ConfigError("train.monitor must be val_dice or val_score")
     if cfg.train.amp not in ("auto", "bf16", "fp16", "off"):

@@ -13,11 +13,12 @@ from tqdm import tqdm
 from segkit import __version__
 from segkit.data.msd import read_case, read_dataset
 from segkit.errors import InputError
-from segkit.export import write_label_descriptions
 from segkit.infer import load_model, predict_volume, write_prediction
 from segkit.measure import measure
 from segkit.metrics import segmentation_metrics
+from segkit.render import write_label_descriptions
 from segkit.report import write_evaluation
+from segkit.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +26,26 @@ log = logging.getLogger(__name__)
 def evaluate_split(
     model: str | Path | None, data: Path, split: str, out: Path | None, device: str = "auto"
 ) -> dict[str, Any]:
-    """Score one split of a dataset; writes predictions/ and the report files into out."""
+    """Score one split of a dataset (model None: its task's shipped model); writes predictions/ and reports into out."""
     ds = read_dataset(data)
     cases = ds.split(split)
     if not cases:
         raise InputError(f"{data}: the {split} split has no cases; pick another --split")
+    if model is None:
+        if ds.task not in TASKS:
+            raise InputError(
+                f"{data}/dataset.json: task {ds.task!r} has no shipped model ({', '.join(TASKS)}); pass --model"
+            )
+        model = ds.task
     net, cfg, info = load_model(model, device)
     if tuple(ds.labels) != cfg.task.labels:
         raise InputError(
             f"{data}: dataset labels {list(ds.labels)} differ from the model's {list(cfg.task.labels)}; "
             "evaluate a model trained for this task"
         )
-    out = Path(out) if out else Path(info["checkpoint"]).parent / f"eval-{split}"
+    if out is None:  # never into the installed package's weights folder
+        out = Path(f"eval-{split}") if info["kind"] == "shipped" else Path(info["checkpoint"]).parent / f"eval-{split}"
+    out = Path(out)
     grades = cfg.task.grades
     rows, probs, y_true = [], [], []
     for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
@@ -58,6 +67,8 @@ def evaluate_split(
     write_label_descriptions(out / "predictions", cfg.task.labels)
     meta = {
         "model": info["checkpoint"],
+        "model_kind": info["kind"],
+        "model_sha256": info["sha256"],
         "epoch": info["epoch"],
         "arch": info["arch"],
         "dataset": str(Path(data).resolve()),

@@ -12,15 +12,37 @@ import numpy as np
 import torch
 
 from segkit import __version__
-from segkit.checkpoint import load_checkpoint, resolve_checkpoint
+from segkit.checkpoint import ModelRef, file_sha256, load_checkpoint, resolve_model
+from segkit.checks import (
+    confidence_warnings,
+    foreground_confidence,
+    grade_warnings,
+    guess_modality,
+    modality_warnings,
+    volume_warnings,
+)
 from segkit.config import Config, config_from_dict
-from segkit.errors import CheckpointError, InputError
-from segkit.io import Volume, atomic_write_text, check_not_input, is_nifti, read_volume, stem, write_volume
+from segkit.errors import CheckpointError, InputError, SegkitError
+from segkit.io import (
+    Volume,
+    atomic_write_text,
+    check_not_input,
+    ensure_dir,
+    is_nifti,
+    read_volume,
+    stem,
+    write_all,
+    write_volume,
+)
 from segkit.measure import measure
 from segkit.models import SegGrader, build_model
+from segkit.render import write_label_descriptions, write_overlay
 from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
 
 log = logging.getLogger(__name__)
+
+# The shipped model predict uses when no --model is given, by the scan's modality (see guess_modality).
+DEFAULT_MODELS = {"MRI": "ventricle", "CT": "liver-cyst"}
 
 
 @dataclass
@@ -43,11 +65,31 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def load_model(model: str | Path | None, device: str = "auto") -> tuple[SegGrader, Config, dict[str, Any]]:
-    """Checkpoint (or run folder, or latest run) -> eval-mode model, its config, checkpoint info."""
-    path = resolve_checkpoint(model)
+def shipped_model_for(image: np.ndarray) -> str:
+    """The shipped model for a scan given without --model: CT (values below -500 HU) -> liver-cyst, else ventricle."""
+    return DEFAULT_MODELS[guess_modality(image)]
+
+
+def default_model(path: Path, names: set[str]) -> ModelRef:
+    """The one shipped model that shipped_model_for picked for every input; mixed CT and MRI need --model."""
+    if len(names) != 1:
+        raise InputError(f"{path}: holds both CT and MRI scans; predict them separately or pass --model")
+    name = names.pop()
+    try:
+        return resolve_model(name)
+    except CheckpointError as e:
+        why = f"no --model given, so {path.name} gets the shipped model for its modality"
+        raise CheckpointError(f"{why}: {e}") from None
+
+
+def load_model(model: str | Path | ModelRef | None, device: str = "auto") -> tuple[SegGrader, Config, dict[str, Any]]:
+    """Shipped name, run folder or .pt -> eval-mode model, its config, and what was loaded (for reports)."""
+    ref = model if isinstance(model, ModelRef) else resolve_model(model)
+    path = ref.path
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
+    if ref.kind == "shipped" and cfg.task.name != ref.name:
+        raise CheckpointError(f"{path}: holds a {cfg.task.name} model, not {ref.name}; replace the file")
     net = build_model(cfg)
     try:
         net.load_state_dict(state["model"])
@@ -55,7 +97,14 @@ def load_model(model: str | Path | None, device: str = "auto") -> tuple[SegGrade
         raise CheckpointError(f"{path}: weights do not match the config inside ({str(e)[:120]})") from None
     dev = pick_device(device)
     net.to(dev).eval()
-    info = {"checkpoint": str(path.resolve()), "epoch": state.get("epoch"), "arch": cfg.model.arch}
+    info = {
+        "kind": ref.kind,
+        "name": ref.name,
+        "checkpoint": str(path.resolve()),
+        "epoch": state.get("epoch"),
+        "arch": cfg.model.arch,
+        "sha256": file_sha256(path)[:16],
+    }
     return net, cfg, info
 
 
@@ -106,18 +155,26 @@ def amp_dtype(dev: torch.device, amp: str) -> torch.dtype | None:
 
 
 def predict_volume(net: SegGrader, cfg: Config, vol: Volume) -> Prediction:
-    """Predict one volume: mask on its own grid, grade, measurements."""
-    warnings: list[str] = []
+    """Predict one volume: mask on its own grid, grade, measurements, and warnings when unsure."""
     if float(vol.data.max()) == float(vol.data.min()):
-        warnings.append("constant volume: no image content, mask left empty and no grade given")
+        warning = "constant volume: no image content, mask left empty and no grade given"
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
-        return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), warnings)
+        return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [warning])
     pre, grid = preprocess_image(vol.data, vol.affine, cfg)
     probs, grade_p, _ = predict_preprocessed(net, pre, cfg)
+    confidence = foreground_confidence(probs)
     mask = probs_to_mask(probs, grid)
     grades = cfg.task.grades
+    grade = grades[int(grade_p.argmax())]
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}
-    return Prediction(mask, grades[int(grade_p.argmax())], probs_d, measure(mask, vol.voxel_ml, cfg.task), warnings)
+    m = measure(mask, vol.voxel_ml, cfg.task)
+    warnings = [
+        *modality_warnings(vol.data, cfg.task.modality),
+        *volume_warnings(m["volumes_ml"], cfg.task),
+        *confidence_warnings(confidence, cfg.eval.min_confidence_fg),
+        *grade_warnings(grade, probs_d, m["biomarker"], cfg.eval.low_confidence),
+    ]
+    return Prediction(mask, grade, probs_d, m, warnings)
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -131,28 +188,30 @@ def list_inputs(path: Path) -> list[Path]:
         if files:
             return files
         if holds_dicom(path):
-            return [path]  # one series; read_dicom_series refuses none or several
+            return [path]  # one series (or --series); read_dicom_series refuses none or several
         raise InputError(f"{path}: folder holds no .nii or .nii.gz files and no DICOM series")
     return [path]
 
 
-def read_input(path: Path) -> Volume:
-    """A NIfTI file or a DICOM series folder -> Volume."""
+def read_input(path: Path, series: str | None = None) -> Volume:
+    """A NIfTI file or a DICOM folder (its one series, or the one with SeriesInstanceUID `series`) -> Volume."""
     from segkit.dicom import read_dicom_series
 
-    return read_dicom_series(path) if path.is_dir() else read_volume(path)
+    return read_dicom_series(path, series) if path.is_dir() else read_volume(path)
 
 
-def input_name(path: Path) -> str:
-    """Output name of an input: the file name without .nii/.nii.gz, or the DICOM series folder's name."""
-    return path.name if path.is_dir() else stem(path)
+def input_name(path: Path, series: str | None = None) -> str:
+    """Output name of an input: the file name without .nii/.nii.gz, or the DICOM folder's name (+ _UID if picked)."""
+    if not path.is_dir():
+        return stem(path)
+    return f"{path.name}_{series}" if series else path.name
 
 
-def write_prediction(pred: Prediction, vol: Volume, out: Path, cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
-    """Write <name>_mask.nii.gz, <name>_report.json and <name>_overlay.png; return the report."""
-    from segkit.export import write_overlay
-
-    name = input_name(vol.path)
+def write_prediction(
+    pred: Prediction, vol: Volume, out: Path, cfg: Config, info: dict[str, Any], name: str | None = None
+) -> dict[str, Any]:
+    """Write <name>_mask.nii.gz, _report.json and _overlay.png as one set (all or none); return the report."""
+    name = name or input_name(vol.path)
     mask_path = out / f"{name}_mask.nii.gz"
     report_path = out / f"{name}_report.json"
     overlay_path = out / f"{name}_overlay.png"
@@ -174,30 +233,91 @@ def write_prediction(pred: Prediction, vol: Volume, out: Path, cfg: Config, info
         "segkit_version": __version__,
         "warnings": pred.warnings,
     }
-    write_volume(mask_path, pred.mask, vol.affine, vol.header)
+    if vol.series_uid:
+        report["series_uid"] = vol.series_uid  # export --format dicom-seg finds the series again by it
     title = f"{name}: {pred.grade or 'no grade'}"
     bio = pred.measurements["biomarker"]
     if bio["value"] is not None:
         title += f"  ({bio['name']} {bio['value']:.4f})"
-    write_overlay(vol.data, pred.mask, vol.affine, cfg.task.labels, overlay_path, title)
-    atomic_write_text(report_path, json.dumps(report, indent=2))
+    labels = cfg.task.labels
+    write_all(  # the report last: export reads a case by its report
+        [
+            (mask_path, lambda t: write_volume(t, pred.mask, vol.affine, vol.header)),
+            (overlay_path, lambda t: write_overlay(vol.data, pred.mask, vol.affine, labels, t, title)),
+            (report_path, lambda t: atomic_write_text(t, json.dumps(report, indent=2))),
+        ]
+    )
     return report
 
 
-def predict_paths(path: Path, model: str | Path | None, out: Path, device: str = "auto") -> list[dict[str, Any]]:
-    """segkit predict: every input volume (or the DICOM series) -> mask, report, overlay in `out`."""
-    from segkit.export import write_label_descriptions
+def predict_paths(
+    path: Path, model: str | Path | None, out: Path, device: str = "auto", series: str | None = None
+) -> tuple[list[dict[str, Any]], SegkitError | None]:
+    """segkit predict: every input volume (or DICOM series) -> mask, report, overlay in `out` (model None: shipped).
 
+    Each case's files land together or not at all. A folder run goes on past a case that fails (one logged
+    line each) and returns the error that names them with the reports; a single input's error is raised.
+    """
     files = list_inputs(path)
+    if series is not None and not (len(files) == 1 and files[0].is_dir()):
+        raise InputError(f"{path}: --series picks a series of a DICOM folder; this is not one, drop --series")
+    names = {f: input_name(f, series) for f in files}
+    for f in files:  # refuse to overwrite any input before writing anything
+        check_not_input(out / f"{names[f]}_mask.nii.gz", [f])
+    failed: list[Path] = []
+    readable: list[Path] = []
     last = None
-    for f in files:  # check every input before writing anything
-        check_not_input(out / f"{input_name(f)}_mask.nii.gz", [f])
-        last = read_input(f)
-    net, cfg, info = load_model(model, device)
+    picks: set[str] = set()
+    for f in files:  # read every input before loading the model: a shipped model is picked by modality
+        try:
+            vol = read_input(f, series)
+            pick = shipped_model_for(vol.data) if model is None else None
+        except SegkitError as e:
+            _case_failed(f, e, failed, len(files))
+            continue
+        readable.append(f)
+        last = vol
+        if pick is not None:
+            picks.add(pick)
+    if not readable:
+        raise _failures(failed, files, out)
+    net, cfg, info = load_model(model if model is not None else default_model(path, picks), device)
+    ensure_dir(out)
     reports = []
-    for f in files:
-        vol = last if f == files[-1] else read_input(f)  # the last one (or only one) is read once
-        pred = predict_volume(net, cfg, vol)
-        reports.append(write_prediction(pred, vol, out, cfg, info))
-    write_label_descriptions(out, cfg.task.labels)
-    return reports
+    for f in readable:
+        try:
+            vol = last if f == readable[-1] and last else read_input(f, series)  # the last one is read once
+            pred = predict_volume(net, cfg, vol)
+            reports.append(write_prediction(pred, vol, out, cfg, info, names[f]))
+        except Exception as e:  # a folder run goes on; write_prediction left nothing of this case behind
+            _case_failed(f, e, failed, len(files))
+    if reports:
+        write_label_descriptions(out, cfg.task.labels)
+    error = _failures(failed, files, out) if failed else None
+    if error is not None and not reports:
+        raise error
+    return reports, error
+
+
+def _case_failed(f: Path, e: Exception, failed: list[Path], num_inputs: int) -> None:
+    """Record (and log, one line) a failed case of a folder run; a single input's error is raised as it is."""
+    if num_inputs == 1:
+        raise e
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if not isinstance(e, SegkitError):
+        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+        log.debug("%s failed", f, exc_info=e)
+    if f.name not in text:
+        text = f"{f.name}: {text}"
+    log.error("segkit: error: %s (nothing written for it)", text)
+    failed.append(f)
+
+
+def _failures(failed: list[Path], files: list[Path], out: Path) -> InputError:
+    """The one-line error that ends a folder run in which some inputs failed."""
+    names = ", ".join(f.name for f in files if f in failed)
+    if len(failed) == len(files):
+        return InputError(f"all {len(files)} inputs failed ({names}); see the lines above, nothing was written")
+    return InputError(
+        f"{len(failed)} of {len(files)} inputs failed ({names}); nothing written for them, the others are in {out}"
+    )

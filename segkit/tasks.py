@@ -15,6 +15,8 @@ TASKS: dict[str, TaskConfig] = {
         numerator=("lateral_ventricles",),
         denominator=("brain", "lateral_ventricles"),
         thresholds=(0.02, 0.04),
+        denominator_range_ml=(900.0, 2100.0),  # whole brain, ventricles included
+        numerator_range_ml=(3.0, 250.0),  # lateral ventricles
     ),
     "liver-cyst": TaskConfig(
         name="liver-cyst",
@@ -25,6 +27,7 @@ TASKS: dict[str, TaskConfig] = {
         numerator=("cyst",),
         denominator=("liver", "cyst", "tumour"),
         thresholds=(0.015, 0.05),
+        denominator_range_ml=(600.0, 4500.0),  # whole liver, lesions included
     ),
 }
 

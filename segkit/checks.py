@@ -1,0 +1,95 @@
+"""Checks on one prediction: each returns warnings, short sentences a clinician can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.config import TaskConfig
+
+AIR_HU = -500.0  # CT air is about -1000 HU; MRI intensities are not negative to this extent
+
+
+def guess_modality(image: np.ndarray) -> str:
+    """CT if the image holds values below -500 (air in Hounsfield units), else MRI."""
+    return "CT" if float(np.nanmin(image)) < AIR_HU else "MRI"
+
+
+def modality_warnings(image: np.ndarray, modality: str) -> list[str]:
+    """Warn when the intensities do not look like the modality the model was trained on."""
+    if guess_modality(image) == modality:
+        return []
+    if modality == "MRI":
+        return [
+            f"image holds CT-like values below {AIR_HU:.0f} (air in HU) but the model was trained on MRI: "
+            "results are unreliable; check the scan is an MRI or use a CT model"
+        ]
+    return [
+        f"image holds no values below {AIR_HU:.0f} HU (no air) but the model was trained on CT: "
+        "results are unreliable; check the scan is a CT in Hounsfield units or use an MRI model"
+    ]
+
+
+def foreground_confidence(probs: torch.Tensor) -> float | None:
+    """Mean top-class probability over the voxels whose top class is not background; None if none."""
+    top, cls = probs.max(dim=0)  # probs: (K, X, Y, Z) on the model grid
+    fg = cls > 0
+    return float(top[fg].mean()) if bool(fg.any()) else None
+
+
+def confidence_warnings(confidence: float | None, threshold: float) -> list[str]:
+    """Warn when the network is unsure over the structure it segmented (see foreground_confidence)."""
+    if confidence is None or confidence >= threshold:
+        return []
+    return [
+        f"network unsure over the structure (mean probability {confidence:.2f}, below {threshold:.2f}): "
+        "the scan may differ from the training data; review the mask before using the volumes"
+    ]
+
+
+def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]:
+    """Warn when the organ is missing, or a measured volume is outside the task's human range."""
+    organ = "+".join(task.denominator)
+    den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
+    if den <= 0:
+        return [
+            f"no {organ} found, so no biomarker: check that the scan covers the {organ} "
+            f"and that it is a {task.modality} scan this {task.name} model fits"
+        ]
+    num = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
+    out = []
+    for name, value, bounds in (
+        (organ, den, task.denominator_range_ml),
+        ("+".join(task.numerator), num, task.numerator_range_ml),
+    ):
+        if bounds and not bounds[0] <= value <= bounds[1]:
+            side = "below" if value < bounds[0] else "above"
+            out.append(
+                f"{name} volume {value:.1f} mL is {side} the human range {bounds[0]:g}-{bounds[1]:g} mL: "
+                "check the mask for missed or extra tissue and the scan's voxel spacing"
+            )
+    return out
+
+
+def grade_warnings(
+    grade: str | None, grade_probs: dict[str, float], biomarker: dict[str, Any], low_confidence: float
+) -> list[str]:
+    """Warn when the grade is unsure (top probability below low_confidence) or contradicts the biomarker."""
+    if grade is None:
+        return []
+    out = []
+    top = grade_probs.get(grade, 1.0)
+    if top < low_confidence:
+        out.append(
+            f"low-confidence grade: {grade} has probability {top:.2f} (below {low_confidence:.2f}); "
+            "have a reader confirm the grade"
+        )
+    implied = biomarker.get("grade")
+    if implied is not None and implied != grade:
+        out.append(
+            f"grade {grade} disagrees with the {biomarker['name']} of {biomarker['value']:.4f}, which means "
+            f"{implied}: check the mask, then decide the grade"
+        )
+    return out

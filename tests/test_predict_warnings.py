@@ -1,0 +1,138 @@
+"""Warnings when a result is unsure: grade vs biomarker, low confidence, volumes, inputs unlike the training data."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT, run_cli, write_nifti
+
+from segkit.checks import (
+    confidence_warnings,
+    foreground_confidence,
+    grade_warnings,
+    guess_modality,
+    modality_warnings,
+    volume_warnings,
+)
+from segkit.config import TaskConfig, config_from_dict, config_to_dict, load_config
+from segkit.errors import ConfigError
+from segkit.tasks import TASKS
+
+VENTRICLE, LIVER = TASKS["ventricle"], TASKS["liver-cyst"]
+PROBS = {"healthy": 0.8, "moderate": 0.15, "severe": 0.05}
+
+
+def biomarker(grade: str | None, value: float | None = 0.01) -> dict:
+    return {"name": "ventricle_ratio", "value": value, "grade": grade}
+
+
+def test_grade_that_disagrees_with_the_biomarker_warns():
+    (w,) = grade_warnings("healthy", PROBS, biomarker("severe", 0.05), 0.6)
+    assert "grade healthy disagrees with the ventricle_ratio of 0.0500, which means severe" in w
+    assert grade_warnings("healthy", PROBS, biomarker("healthy"), 0.6) == []
+    assert grade_warnings("healthy", PROBS, biomarker(None, None), 0.6) == []  # no organ: volume_warnings says so
+
+
+def test_low_grade_probability_warns():
+    probs = {"healthy": 0.45, "moderate": 0.35, "severe": 0.2}
+    (w,) = grade_warnings("healthy", probs, biomarker("healthy"), 0.6)
+    assert w.startswith("low-confidence grade: healthy has probability 0.45 (below 0.60)")
+    assert grade_warnings("healthy", {**probs, "healthy": 0.6}, biomarker("healthy"), 0.6) == []  # "below" is strict
+    assert len(grade_warnings("healthy", probs, biomarker("severe"), 0.6)) == 2
+    assert grade_warnings(None, {}, biomarker(None, None), 0.6) == []  # constant volume: no grade to doubt
+
+
+def test_volume_outside_the_human_range_warns():
+    assert volume_warnings({"brain": 1200.0, "lateral_ventricles": 25.0}, VENTRICLE) == []
+    (w,) = volume_warnings({"brain": 400.0, "lateral_ventricles": 10.0}, VENTRICLE)
+    assert w.startswith("brain+lateral_ventricles volume 410.0 mL is below the human range 900-2100 mL")
+    (w,) = volume_warnings({"brain": 1300.0, "lateral_ventricles": 300.0}, VENTRICLE)
+    assert w.startswith("lateral_ventricles volume 300.0 mL is above the human range 3-250 mL")
+    assert len(volume_warnings({"brain": 2500.0, "lateral_ventricles": 1.0}, VENTRICLE)) == 2
+    # the whole liver is liver + cyst + tumour; a liver without cysts is healthy, not out of range
+    assert volume_warnings({"liver": 1500.0, "cyst": 0.0, "tumour": 0.0}, LIVER) == []
+    assert volume_warnings({"liver": 500.0, "cyst": 80.0, "tumour": 40.0}, LIVER) == []
+    (w,) = volume_warnings({"liver": 4000.0, "cyst": 600.0, "tumour": 0.0}, LIVER)
+    assert "liver+cyst+tumour volume 4600.0 mL is above" in w
+    # a task without ranges (e.g. an old checkpoint's config) checks nothing
+    assert volume_warnings({"brain": 5.0, "lateral_ventricles": 0.01}, TaskConfig()) == []
+
+
+def test_nothing_of_the_organ_found_warns():
+    (w,) = volume_warnings({"brain": 0.0, "lateral_ventricles": 0.0}, VENTRICLE)
+    assert w.startswith("no brain+lateral_ventricles found, so no biomarker") and "MRI" in w
+    (w,) = volume_warnings(
+        {"liver": 0.0, "cyst": 0.0, "tumour": 0.0}, dataclasses.replace(LIVER, denominator_range_ml=())
+    )
+    assert w.startswith("no liver+cyst+tumour found")
+
+
+def test_modality_unlike_the_training_data_warns():
+    mri = np.random.default_rng(0).normal(300, 50, (8, 8, 8)).clip(0)
+    ct = np.where(np.arange(8)[:, None, None] < 2, -1000.0, 40.0) * np.ones((8, 8, 8))
+    assert (guess_modality(mri), guess_modality(ct)) == ("MRI", "CT")
+    assert modality_warnings(mri, "MRI") == [] and modality_warnings(ct, "CT") == []
+    (w,) = modality_warnings(ct, "MRI")
+    assert "CT-like values below -500" in w and "trained on MRI" in w
+    (w,) = modality_warnings(mri, "CT")
+    assert "no values below -500 HU" in w and "trained on CT" in w
+
+
+def test_foreground_confidence_is_the_mean_top_probability_where_the_model_sees_tissue():
+    # 4 voxels, 3 classes: one confident background voxel (ignored), three foreground voxels
+    probs = torch.tensor(
+        [
+            [0.9, 0.1, 0.3, 0.0],  # background
+            [0.05, 0.6, 0.6, 0.2],  # brain
+            [0.05, 0.3, 0.1, 0.8],  # ventricles
+        ]
+    ).reshape(3, 2, 2, 1)
+    assert foreground_confidence(probs) == pytest.approx((0.6 + 0.6 + 0.8) / 3)
+    assert foreground_confidence(torch.tensor([[0.7, 0.9], [0.3, 0.1]]).reshape(2, 2, 1, 1)) is None
+    (w,) = confidence_warnings(0.62, 0.75)
+    assert w.startswith("network unsure over the structure (mean probability 0.62, below 0.75)")
+    assert confidence_warnings(0.9, 0.75) == [] and confidence_warnings(None, 0.75) == []
+
+
+def test_configs_hold_the_tasks_ranges_and_old_checkpoints_still_load():
+    for name, task in TASKS.items():
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg.task == task, name
+        assert cfg.eval.min_confidence_fg == 0.75
+    old = config_to_dict(load_config(ROOT / "configs" / "ventricle.yaml"))
+    for section, key in (
+        ("task", "denominator_range_ml"),
+        ("task", "numerator_range_ml"),
+        ("eval", "min_confidence_fg"),
+    ):
+        del old[section][key]
+    cfg = config_from_dict(old)
+    assert (
+        cfg.task.denominator_range_ml == () and cfg.task.numerator_range_ml == () and cfg.eval.min_confidence_fg == 0.75
+    )
+    for bad in ("[900]", "[2100, 900]", "[-1, 5]"):
+        with pytest.raises(ConfigError, match="denominator_range_ml"):
+            load_config(ROOT / "configs" / "ventricle.yaml", [f"task.denominator_range_ml={bad}"])
+    assert (
+        load_config(ROOT / "configs" / "ventricle.yaml", ["task.numerator_range_ml=[]"]).task.numerator_range_ml == ()
+    )
+    assert yaml.safe_load((ROOT / "configs" / "liver-cyst.yaml").read_text())["task"]["numerator_range_ml"] == []
+
+
+def test_predict_puts_warnings_in_the_report_and_on_the_console(tiny_run, tmp_path, capsys):
+    # a CT-like scan given to the MRI ventricle model
+    data = np.random.default_rng(0).normal(300, 60, (24, 20, 14)).astype(np.float32)
+    data[:, :3] = -1000.0
+    src = write_nifti(tmp_path / "ct.nii.gz", data, np.diag([4.0, 4.0, 6.0, 1.0]))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 0, err
+    warnings = json.loads((out / "ct_report.json").read_text())["warnings"]
+    assert any("trained on MRI" in w for w in warnings)
+    # every warning is on the console, one line each, after the case's result line
+    lines = stdout.splitlines()
+    assert [ln for ln in lines if ln.startswith("warning:")] == [f"warning: ct.nii.gz: {w}" for w in warnings]
+    assert lines.index(f"warning: ct.nii.gz: {warnings[0]}") > next(i for i, ln in enumerate(lines) if "grade" in ln)
