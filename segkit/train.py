@@ -275,6 +275,8 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
         raise InputError(
             f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)})"
         )
+    if 0 < cfg.train.val_cases < len(val_cases):  # evenly spread: every grade, and the real images listed last
+        val_cases = [val_cases[int(i)] for i in np.linspace(0, len(val_cases) - 1, cfg.train.val_cases).round()]
     train = load_cases(train_cases, cfg, "loading train")  # every case checked before any output
     val = load_cases(val_cases, cfg, "loading val")
     ensure_dir(run_dir)

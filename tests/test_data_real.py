@@ -70,7 +70,8 @@ def _check_geometry_and_grades(root: Path, task_name: str) -> None:
         meas = measure(lab.data.astype(np.uint8), lab.voxel_ml, task)
         assert meas["biomarker"]["value"] == pytest.approx(row["biomarker"], abs=1e-6)
         assert row["grade"] == meas["biomarker"]["grade"] == grade_from_biomarker(row["biomarker"], task)
-        assert row["spacing"] == pytest.approx(list(img.spacing), abs=1e-3)
+        if "spacing" in row:  # drawn cases record their grid (the real val image keeps its own)
+            assert row["spacing"] == pytest.approx(list(img.spacing), abs=1e-3)
     assert {c.grade for c in ds.cases} == set(task.grades)  # 3 cases: one per grade
 
 
@@ -90,19 +91,22 @@ def test_ventricles_lie_inside_the_brain_with_csf_contrast(ventricle_ds: Path) -
         vent, brain = lab.data == 2, lab.data == 1
         assert vent.sum() > 0
         assert not (ndi.binary_dilation(vent, iterations=2) & (lab.data == 0)).any()
-        # the mask sits on CSF: dark on T1 and FLAIR, bright on T2
-        darker = img.data[vent].mean() < img.data[brain].mean()
-        assert darker == (row["contrast"] != "T2")
+        # the mask sits on CSF: dark on T1 and FLAIR, bright on T2 (random draws may be either)
+        if row["contrast"] in ("T1", "T2", "FLAIR"):
+            darker = img.data[vent].mean() < img.data[brain].mean()
+            assert darker == (row["contrast"] != "T2")
 
 
 @needs_brain
 def test_brain_keeps_its_anatomical_extent_in_world_space(ventricle_ds: Path) -> None:
-    for _ds, _row, _img, lab in _cases(ventricle_ds):
+    for _ds, row, _img, lab in _cases(ventricle_ds):
+        if row.get("fov_cut"):
+            continue  # the field of view cuts into this head on purpose
         idx = np.argwhere(lab.data > 0)
         world = idx @ lab.affine[:3, :3].T + lab.affine[:3, 3]
         lr, ap, si = np.ptp(world, axis=0)
-        # ICBM152 brain: ~145 mm left-right, ~180 mm front-back, ~155 mm down to the brainstem cut;
-        # a transposed or mis-scaled affine breaks these, random warps (+-10 %, +-12 deg) do not
+        # adult brains: ~145 mm left-right, ~180 mm front-back, ~155 mm down to the brainstem cut;
+        # a transposed or mis-scaled affine breaks these, random warps (+-15 %, +-15 deg) do not
         assert ap > lr and 110 < lr < 200 and 140 < ap < 240 and 110 < si < 220
 
 

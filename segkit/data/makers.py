@@ -1,4 +1,4 @@
-"""Registry of the built-in dataset makers: `segkit data make {ventricle,liver-cyst}`."""
+"""Registry of the built-in dataset makers: `segkit data make {ventricle,ventricle-real,liver-cyst}`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from pathlib import Path
 
 from segkit.data.liver import make_liver_cyst
 from segkit.data.ventricle import make_ventricle
+from segkit.data.ventricle_real import make_ventricle_real
 from segkit.errors import ConfigError
 
-MAKERS: dict[str, Callable[..., Path]] = {"ventricle": make_ventricle, "liver-cyst": make_liver_cyst}
+MAKERS: dict[str, Callable[..., Path]] = {
+    "ventricle": make_ventricle,
+    "ventricle-real": make_ventricle_real,  # real T1 images for evaluation only
+    "liver-cyst": make_liver_cyst,
+}
 
 
 def make_dataset(task: str, out: Path, cases: int, seed: int) -> Path:

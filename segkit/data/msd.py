@@ -91,8 +91,15 @@ def write_dataset_json(
     seed: int,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write dataset.json; records hold case, grade, biomarker (and anything else per case)."""
-    split = make_split([r["case"] for r in records], [r["grade"] for r in records], seed)
+    """Write dataset.json; records hold case, grade, biomarker (and anything else per case).
+
+    Records that carry their own "split" (e.g. split by subject) keep it; otherwise the split is
+    drawn per case, stratified by grade.
+    """
+    if all("split" in r for r in records):
+        split = {r["case"]: r["split"] for r in records}
+    else:
+        split = make_split([r["case"] for r in records], [r["grade"] for r in records], seed)
     training = []
     for r in records:
         row = {"image": f"./imagesTr/{r['case']}.nii.gz", "label": f"./labelsTr/{r['case']}.nii.gz"}

