@@ -35,7 +35,7 @@ def main() -> None:
         affine = np.diag([-0.75, -0.75, 1.0, 1.0])  # LPS-like, 0.75 mm in-plane, 1 mm slices
         nib.save(nib.Nifti1Image(vol, affine), str(t / "ct.nii.gz"))
         del vol
-        env = {**os.environ, "SEGKIT_HOME": str(t / "home")}
+        env = dict(os.environ)
         cmd = [
             sys.executable,
             "-m",

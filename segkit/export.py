@@ -111,7 +111,10 @@ def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float =
             v = volumes.get(name, 0.0)
             if v < tiny_ml:
                 flags.append(f"no {name}" if v == 0 else f"tiny {name} {v:.3f} mL")
-    flags += [f"warning: {w}" for w in report.get("warnings") or []]
+    # predict's own low-confidence and disagreement warnings are the two flags above (this page's
+    # threshold may differ): list every other warning
+    dup = ("low-confidence grade", f"grade {grade} disagrees")
+    flags += [f"warning: {w}" for w in report.get("warnings") or [] if not str(w).startswith(dup)]
     return flags
 
 

@@ -23,12 +23,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _segkit_home(tmp_path_factory, monkeypatch):
-    """Never touch the user's ~/.segkit: each test session records runs in a temp home."""
-    monkeypatch.setenv("SEGKIT_HOME", str(tmp_path_factory.getbasetemp() / "segkit_home"))
-
-
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run `segkit ARGS` in-process; returns (exit code, stdout, stderr)."""
     from segkit.cli import main
@@ -62,7 +56,6 @@ def tiny_run(tmp_path_factory, phantom_ventricle) -> Path:
     from segkit.train import fit
 
     run = tmp_path_factory.mktemp("run")
-    os.environ["SEGKIT_HOME"] = str(tmp_path_factory.getbasetemp() / "segkit_home")
     cfg = load_config(ROOT / "configs" / "ventricle.yaml", TINY)
     fit(cfg, phantom_ventricle, run)
     return run

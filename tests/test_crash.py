@@ -26,9 +26,9 @@ def _train_cmd(data: Path, run: Path, epochs: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "SEGKIT_PAUSE_AT"}
-    return {**env, "SEGKIT_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", **extra}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
 def _wait_for_pause(proc: subprocess.Popen) -> bytes:
@@ -47,7 +47,7 @@ def test_killed_training_resumes_from_the_last_complete_epoch(phantom_ventricle,
     run = tmp_path / "run"
     proc = subprocess.Popen(
         _train_cmd(phantom_ventricle, run, 3),
-        env=_env(tmp_path, SEGKIT_PAUSE_AT="2:3"),  # hold in the middle of epoch 2
+        env=_env(SEGKIT_PAUSE_AT="2:3"),  # hold in the middle of epoch 2
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -62,7 +62,7 @@ def test_killed_training_resumes_from_the_last_complete_epoch(phantom_ventricle,
         assert proc.returncode == -signal.SIGKILL
     assert not list(run.glob(".*tmp*")), "a checkpoint was left half-written"
     assert load_checkpoint(run / "last.pt")["epoch"] == 1  # epoch 2 was cut mid-way
-    res = subprocess.run(_train_cmd(phantom_ventricle, run, 3, "--resume"), env=_env(tmp_path), capture_output=True)
+    res = subprocess.run(_train_cmd(phantom_ventricle, run, 3, "--resume"), env=_env(), capture_output=True)
     assert res.returncode == 0, res.stderr.decode()[-2000:]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
