@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "segkit_version")
 
 
+def _round(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
 def summarise(report_path: Path) -> dict:
     """The figures of one `segkit evaluate` report.json (and its per_case.csv)."""
     r = json.loads(report_path.read_text())
@@ -29,11 +33,11 @@ def summarise(report_path: Path) -> dict:
     dice_cols = [c for c in rows[0] if c.startswith("dice_")] if rows else []
     return {
         "report": str(report_path),
-        "data": r["meta"].get("dataset"),
+        "data": Path(str(r["meta"].get("dataset"))).name,
         "split": r["meta"].get("split"),
         "num_cases": r["num_cases"],
-        "dice_mean": {k: round(v["dice"]["mean"], 4) for k, v in r["segmentation"].items()},
-        "hd95_mean_mm": {k: round(v["hd95"]["mean"], 2) for k, v in r["segmentation"].items() if v.get("hd95")},
+        "dice_mean": {k: _round(v["dice"]["mean"], 4) for k, v in r["segmentation"].items()},
+        "hd95_mean_mm": {k: _round(v["hd95"]["mean"], 2) for k, v in r["segmentation"].items()},
         "grade_accuracy": g.get("accuracy"),
         "grade_auc_macro": g.get("auc_macro"),
         "per_case": [
@@ -48,6 +52,74 @@ def summarise(report_path: Path) -> dict:
     }
 
 
+def _fmt(v: object) -> str:
+    return "n/a" if v is None or v == "" else f"{float(v):.3f}"
+
+
+def model_card(f: dict, ck: dict) -> str:
+    """The model card: what the model is, how it was made, what it measured, what it is not for."""
+    cfg = ck["config"]
+    refit = f.get("grade_head_refit") or {}
+    best = ck.get("best")
+    lines = [
+        f"# Model card: shipped `{f['task']}` model (`segkit/weights/{f['weights']}`)",
+        "",
+        f"- SHA-256 (first 16): `{f['sha256_16']}`; best epoch {f['epoch']} of {cfg['train']['epochs']} "
+        f"(selected on {cfg['train']['monitor']} = {_fmt(best)}); arch `{cfg['model']['arch']}`, "
+        f"channels {cfg['model']['channels']}, spacing {cfg['preprocess']['spacing']} mm, 2.5-D "
+        f"({2 * cfg['preprocess']['context_slices'] + 1} slices in).",
+        f"- Made by `bash scripts/train_shipped.sh {f['task']}` (seed {cfg['train']['seed']}, config "
+        f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases 240 --seed 0`, split by "
+        "subject for ventricles; see the data card). Wall time on 2 CPU cores: dataset "
+        f"{f['data_seconds']} s, training {f['train_seconds']} s.",
+        "- Labels: "
+        + ", ".join(f"{i} {n}" for i, n in enumerate(cfg["task"]["labels"]))
+        + "; grades: "
+        + ", ".join(cfg["task"]["grades"])
+        + f" by {cfg['task']['biomarker']} thresholds {cfg['task']['thresholds']}.",
+        "",
+        "## Measured (segkit evaluate; real images first)",
+        "",
+    ]
+    for e in sorted(f["evaluations"], key=lambda e: "real" not in str(e["data"])):
+        lines += [
+            f"**{e['data']}** (split `{e['split']}`, {e['num_cases']} cases): mean Dice "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in e["dice_mean"].items())
+            + "; HD95 (mm) "
+            + ", ".join(f"{k} {v}" for k, v in e["hd95_mean_mm"].items())
+            + f"; grade accuracy {_fmt(e['grade_accuracy'])}, macro AUC {_fmt(e['grade_auc_macro'])}.",
+            "",
+            "| case | true grade | predicted grade | "
+            + " | ".join(k for k in e["per_case"][0] if k.startswith("dice_"))
+            + " |",
+            "|---|---|---|" + "---|" * sum(k.startswith("dice_") for k in e["per_case"][0]),
+        ]
+        for c in e["per_case"]:
+            dice = " | ".join(_fmt(v) for k, v in c.items() if k.startswith("dice_"))
+            lines.append(f"| {c['case']} | {c['grade_true']} | {c['grade_pred']} | {dice} |")
+        lines.append("")
+    if f.get("limits"):
+        lines += ["## Known limits (repeated as a warning in every report.json)", ""]
+        lines += [f"- {x}" for x in f["limits"]] + [""]
+    lines += [
+        "## Grade head",
+        "",
+        f"Val grade accuracy of the jointly trained head: {_fmt(refit.get('val_grade_acc_before'))} "
+        f"(val grade loss {_fmt(refit.get('val_grade_loss_before'))}; ln 3 = 1.099 is chance). After the post-hoc "
+        f"refit on {refit.get('train_volumes')} whole training volumes: {_fmt(refit.get('val_grade_acc_after'))} "
+        f"(loss {_fmt(refit.get('val_grade_loss_after'))}); the refit was "
+        f"{'kept' if refit.get('kept') else 'discarded'} (kept only when it lowers the val grade loss).",
+        "",
+        "## Intended use and limits",
+        "",
+        "Research and education only; not a medical device; no clinical claims. Trained on synthetic images drawn "
+        "from real label maps; measured on a few real images (population templates). Check every mask "
+        "(the overlay and the warnings in report.json) before using a volume or grade.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("task")
@@ -55,12 +127,13 @@ def main() -> None:
     ap.add_argument("reports", type=Path, nargs="+")
     ap.add_argument("--data-seconds", type=int, default=None)
     ap.add_argument("--train-seconds", type=int, default=None)
+    ap.add_argument("--limit", action="append", default=[], help="a measured weakness every prediction repeats")
     a = ap.parse_args()
     ck = load_checkpoint(a.run / "best.pt")
     if ck["config"]["task"]["name"] != a.task:
         raise SystemExit(f"{a.run}: a {ck['config']['task']['name']} model, not {a.task}")
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
-    save_checkpoint(out, {k: ck[k] for k in KEEP if k in ck})
+    save_checkpoint(out, {**{k: ck[k] for k in KEEP if k in ck}, "limits": a.limit})
     figures = {
         "task": a.task,
         "weights": out.name,
@@ -69,9 +142,11 @@ def main() -> None:
         "data_seconds": a.data_seconds,
         "train_seconds": a.train_seconds,
         "grade_head_refit": ck.get("grade_head_refit"),
+        "limits": a.limit,
         "evaluations": [summarise(p) for p in a.reports],
     }
     (out.with_suffix(".json")).write_text(json.dumps(figures, indent=1) + "\n")
+    (out.with_suffix(".md")).write_text(model_card(figures, ck))
     print(json.dumps({k: v for k, v in figures.items() if k != "evaluations"}, indent=1))
     for e in figures["evaluations"]:
         print(e["data"], e["split"], e["num_cases"], "cases: Dice", e["dice_mean"], "grade acc", e["grade_accuracy"])

@@ -105,6 +105,8 @@ def load_model(model: str | Path | ModelRef | None, device: str = "auto") -> tup
         "arch": cfg.model.arch,
         "sha256": file_sha256(path)[:16],
     }
+    if state.get("limits"):  # measured weaknesses a shipped model declares: every report repeats them
+        info["limits"] = [str(x) for x in state["limits"]]
     return net, cfg, info
 
 
@@ -231,7 +233,7 @@ def write_prediction(
         "labels": {str(i): n for i, n in enumerate(cfg.task.labels)},
         "model": info,
         "segkit_version": __version__,
-        "warnings": pred.warnings,
+        "warnings": [*pred.warnings, *info.get("limits", [])],
     }
     if vol.series_uid:
         report["series_uid"] = vol.series_uid  # export --format dicom-seg finds the series again by it

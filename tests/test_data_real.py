@@ -90,7 +90,10 @@ def test_ventricles_lie_inside_the_brain_with_csf_contrast(ventricle_ds: Path) -
     for _ds, row, img, lab in _cases(ventricle_ds):
         vent, brain = lab.data == 2, lab.data == 1
         assert vent.sum() > 0
-        assert not (ndi.binary_dilation(vent, iterations=2) & (lab.data == 0)).any()
+        # inside the brain: (almost) no ventricle voxel touches the background, unless the field of view cuts it
+        if not row.get("fov_cut"):
+            outside = ~ndi.binary_fill_holes(lab.data > 0)  # background outside the brain, not small islands in it
+            assert not (vent & ndi.binary_dilation(outside)).any()
         # the mask sits on CSF: dark on T1 and FLAIR, bright on T2 (random draws may be either)
         if row["contrast"] in ("T1", "T2", "FLAIR"):
             darker = img.data[vent].mean() < img.data[brain].mean()
@@ -107,7 +110,7 @@ def test_brain_keeps_its_anatomical_extent_in_world_space(ventricle_ds: Path) ->
         lr, ap, si = np.ptp(world, axis=0)
         # adult brains: ~145 mm left-right, ~180 mm front-back, ~155 mm down to the brainstem cut;
         # a transposed or mis-scaled affine breaks these, random warps (+-15 %, +-15 deg) do not
-        assert ap > lr and 110 < lr < 200 and 140 < ap < 240 and 110 < si < 220
+        assert ap > lr and 110 < lr < 200 and 140 < ap < 260 and 110 < si < 270  # brainstem included
 
 
 @needs_liver
@@ -135,7 +138,8 @@ def test_liver_lies_on_the_patients_right(liver_ds: Path) -> None:
 def test_same_seed_gives_identical_arrays(ventricle_ds: Path, liver_ds: Path, tmp_path: Path) -> None:
     for name, root, prefix in (("ventricle", ventricle_ds, "ventricle"), ("liver-cyst", liver_ds, "liver")):
         again = tmp_path / name
-        make_dataset(name, again, cases=1, seed=SEED)  # case 0 depends on (seed, 0) only
+        # liver: case 0 depends on (seed, 0) only; ventricle: on the seed and the case count (split plan)
+        make_dataset(name, again, cases=1 if name == "liver-cyst" else 3, seed=SEED)
         for sub in ("imagesTr", "labelsTr"):
             a = read_volume(root / sub / f"{prefix}_000.nii.gz")
             b = read_volume(again / sub / f"{prefix}_000.nii.gz")

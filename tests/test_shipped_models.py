@@ -1,0 +1,54 @@
+"""The shipped models: they load, name their task, and still segment a real image as measured.
+
+A regression guard on the committed weights: the real-image Dice may not fall more than a few
+points below what the model card reports (segkit/weights/<task>.json, written by
+scripts/ship_model.py from `segkit evaluate` on the real-image set).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segkit.checkpoint import weights_dir
+from segkit.infer import load_model, predict_volume
+from segkit.io import read_volume
+from segkit.metrics import dice_per_label
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "segkit" / "weights"
+
+
+def test_every_shipped_model_has_its_card_and_figures():
+    for pt in SHIPPED.glob("*.pt"):
+        assert (SHIPPED / f"{pt.stem}.md").is_file(), f"{pt.name} has no model card"
+        figures = json.loads((SHIPPED / f"{pt.stem}.json").read_text())
+        assert figures["task"] == pt.stem and figures["evaluations"]
+
+
+@pytest.mark.skipif(not (SHIPPED / "ventricle.pt").is_file(), reason="no shipped ventricle model in this checkout")
+@pytest.mark.skipif(importlib.util.find_spec("nilearn") is None, reason="nilearn not installed")
+def test_shipped_ventricle_model_segments_a_real_t1_as_its_card_says(monkeypatch, tmp_path):
+    from segkit.data.ventricle_real import real_case
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    assert weights_dir() == SHIPPED
+    net, cfg, info = load_model("ventricle", "cpu")
+    assert cfg.task.name == "ventricle" and info["kind"] == "shipped"
+    figures = json.loads((SHIPPED / "ventricle.json").read_text())
+    real = next(e for e in figures["evaluations"] if "ventricle-real" in str(e["data"]))
+    card = next(float(c["dice_lateral_ventricles"]) for c in real["per_case"] if c["case"] == "icbm2009a_t1")
+
+    t1, label, affine = real_case("icbm2009a_t1")
+    from conftest import write_nifti
+
+    vol = read_volume(write_nifti(tmp_path / "t1.nii.gz", t1, affine))
+    pred = predict_volume(net, cfg, vol)
+    dice = dice_per_label(pred.mask, label, cfg.num_classes)
+    assert pred.mask.shape == t1.shape
+    assert dice[1] >= card - 0.02, f"lateral-ventricle Dice {dice[1]:.3f}, model card says {card:.3f}"
+    assert np.isfinite(dice).all()
