@@ -2,7 +2,7 @@
 # The main job on a fresh machine: set up; build the real-image ventricle set and a small ventricle
 # dataset of unseen-subject draws; measure the SHIPPED ventricle model on both (real images first);
 # predict one real T1; then train a short model of your own and measure it the same way.
-#   bash scripts/demo.sh                 (about 15 min on 2 CPU cores)
+#   bash scripts/demo.sh                 (about 20 min on 2 CPU cores)
 #   SKIP_TRAIN=1 bash scripts/demo.sh    (only the shipped model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ $SK predict "$REAL/imagesTr/icbm2009a_t1.nii.gz" --out "$OUT/predict"
 stamp "shipped model"
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
-  echo "[demo] training a short model of your own ($EPOCHS epochs; the shipped one had 40) into $RUN"
+  echo "[demo] training a short model of your own ($EPOCHS epochs of 40 steps; the shipped one had 28 of 100) into $RUN"
   $SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" --epochs "$EPOCHS" --set train.steps_per_epoch=40
   $SK evaluate --model "$RUN" --data "$REAL" --split test --out "$OUT/own-real"
   $SK evaluate --model "$RUN" --data "$DATA" --split test --out "$OUT/own-test"
