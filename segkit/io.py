@@ -22,6 +22,11 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MAX_VOXELS = 1024**3  # a header claiming more than this is treated as corrupt
 
 
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume in millilitres of one voxel of a grid with this (4, 4) affine."""
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+
+
 @dataclass(frozen=True)
 class Volume:
     """A 3-D image in its own voxel grid: data (X, Y, Z), the voxel-to-world affine, its header."""
@@ -40,7 +45,7 @@ class Volume:
     @property
     def voxel_ml(self) -> float:
         """Volume of one voxel in millilitres."""
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        return voxel_volume_ml(self.affine)
 
 
 def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:

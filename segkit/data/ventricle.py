@@ -24,6 +24,7 @@ from scipy import ndimage as ndi
 from segkit.data import synth
 from segkit.data.msd import SPLITS, write_case, write_dataset_json
 from segkit.errors import InputError
+from segkit.io import voxel_volume_ml
 from segkit.measure import measure
 from segkit.tasks import TASKS
 
@@ -193,7 +194,7 @@ def draw_case(
     if slice_axis is not None:
         img, label = synth.slab_average(img, slice_axis, m), synth.slab_centre(label, slice_axis, m)
     img = _artefacts(rng, img)
-    meas = measure(label, float(abs(np.linalg.det(grid.affine[:3, :3]))) / 1000.0, TASK)
+    meas = measure(label, voxel_volume_ml(grid.affine), TASK)
     record = {
         "subject": subject,
         "grade": meas["biomarker"]["grade"],
@@ -272,15 +273,9 @@ def _real_val_case(out: Path) -> dict[str, Any]:
 
     It is one of the three images of `segkit data make ventricle-real`; reports say so.
     """
-    from segkit.data.ventricle_real import IMAGES, real_case
+    from segkit.data.ventricle_real import write_real_case
 
-    name = "mni152_fsl_t1_brain"
-    t1, label, affine = real_case(name)
-    write_case(out, f"real_{name}", t1, label, affine)
-    meas = measure(label, float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0, TASK)
-    bio = meas["biomarker"]
-    return {"case": f"real_{name}", "split": "val", "subject": name, "grade": bio["grade"],
-            "biomarker": bio["value"], "contrast": "T1 (real)", "description": IMAGES[name][2]}  # fmt: skip
+    return write_real_case(out, "mni152_fsl_t1_brain", "real_mni152_fsl_t1_brain", "val")
 
 
 def sources() -> list[dict[str, str]]:

@@ -22,6 +22,7 @@ from skimage.filters import threshold_multiotsu
 from segkit.data import synth
 from segkit.data.msd import write_case, write_dataset_json
 from segkit.errors import InputError
+from segkit.io import voxel_volume_ml
 from segkit.measure import measure
 from segkit.tasks import TASKS
 
@@ -87,27 +88,30 @@ def real_case(case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t1, label, img.affine
 
 
+def write_real_case(out: Path, name: str, case_id: str, split: str) -> dict[str, Any]:
+    """Write one real image and its label as case_id; returns its dataset.json record."""
+    package, relpath, desc = IMAGES[name]
+    t1, label, affine = real_case(name)
+    write_case(out, case_id, t1, label, affine)
+    bio = measure(label, voxel_volume_ml(affine), TASK)
+    return {
+        "case": case_id,
+        "split": split,
+        "subject": name,
+        "grade": bio["biomarker"]["grade"],
+        "biomarker": bio["biomarker"]["value"],
+        "contrast": "T1 (real)",
+        "description": desc,
+        "source": f"{package} {synth.package_version(package)}: {relpath}",
+        "volumes_ml": bio["volumes_ml"],
+    }
+
+
 def make_ventricle_real(out: Path, cases: int = 0, seed: int = 0) -> Path:
     """Write the real-image set (MSD layout, every case in the test split); cases and seed are unused."""
-    out = Path(out)
-    records = []
-    for case, (package, relpath, desc) in IMAGES.items():
-        t1, label, affine = real_case(case)
-        write_case(out, case, t1, label, affine)
-        meas = measure(label, float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0, TASK)
-        records.append(
-            {
-                "case": case,
-                "split": "test",
-                "grade": meas["biomarker"]["grade"],
-                "biomarker": meas["biomarker"]["value"],
-                "description": desc,
-                "source": f"{package} {synth.package_version(package)}: {relpath}",
-                "volumes_ml": meas["volumes_ml"],
-            }
-        )
+    records = [write_real_case(Path(out), name, name, "test") for name in IMAGES]
     extra: dict[str, Any] = {
         "description": "real T1 MRI (skull-stripped templates) with atlas-derived lateral ventricles; never trained on",
         "card": "data_cards/ventricle.md",
     }
-    return write_dataset_json(out, TASK, records, seed, extra)
+    return write_dataset_json(Path(out), TASK, records, seed, extra)
