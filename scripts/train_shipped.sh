@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:?usage: train_shipped.sh ventricle|liver-cyst [extra segkit train args]}
 shift
-CASES=${CASES:-240}
+CASES=${CASES:-300}
 DATA=${DATA:-data/$TASK}
 RUN=${RUN:-runs/shipped-$TASK}
 bash scripts/setup.sh

@@ -31,7 +31,10 @@ from segkit.tasks import TASKS
 TASK = TASKS["ventricle"]
 ASSETS = Path(__file__).parent / "assets" / "brains"
 LV = (4, 43)  # FreeSurfer Left/Right-Lateral-Ventricle
-BRAIN_MAX = 99  # FreeSurfer labels 1-99 are the brain; the rest are head tissues
+BRAIN_MAX = 99  # FreeSurfer labels 1-99 are the brain; labels >= 500 are head tissues
+# 136/137 and 163/164: thin (1-1.4 mL) structures along the ventricle walls in SynthSeg's maps. They
+# are brain: as background they punched dark holes beside the ventricles of skull-stripped draws.
+BRAIN_EXTRA = (136, 137, 163, 164)
 # Ventricles widen into white matter and deep grey, never into cortex, cerebellum, brainstem or sulcal CSF.
 NO_GROWTH = (3, 42, 7, 46, 8, 47, 15, 16, 24)
 # Subjects held out of training: test and val span small, medium and large native ventricles.
@@ -49,7 +52,7 @@ TISSUE = {
     "deep": (10, 11, 12, 13),
 }
 CONTRASTS = ("random", "T1", "T2", "FLAIR")
-P_CONTRAST = (0.5, 0.2, 0.15, 0.15)  # half the draws are fully random: no contrast is special
+P_CONTRAST = (0.4, 0.3, 0.15, 0.15)  # 40 % fully random: no contrast is special; T1 the commonest scan
 INTENSITY = {  # relative tissue means per contrast: (low, high) of the draw
     "T1": {"csf": (0.05, 0.25), "gm": (0.38, 0.55), "wm": (0.68, 0.92), "deep": (0.50, 0.72)},
     "T2": {"csf": (0.80, 1.00), "gm": (0.42, 0.58), "wm": (0.25, 0.40), "deep": (0.32, 0.48)},
@@ -89,6 +92,11 @@ def read_subject(name: str) -> tuple[np.ndarray, np.ndarray]:
     return table[np.asarray(img.dataobj, dtype=np.uint8)], img.affine
 
 
+def is_brain(fs: np.ndarray) -> np.ndarray:
+    """Voxels of a FreeSurfer label map that belong to the brain (the denominator of the ratio)."""
+    return ((fs > 0) & (fs <= BRAIN_MAX)) | np.isin(fs, BRAIN_EXTRA)
+
+
 def resize_ventricles(fs: np.ndarray, target_voxels: int) -> np.ndarray:
     """Grow (into the nearest growable brain tissue) or shrink (from the wall) the lateral ventricles
     to exactly target_voxels voxels; the brain's own volume (labels 1-99) is unchanged."""
@@ -103,10 +111,10 @@ def resize_ventricles(fs: np.ndarray, target_voxels: int) -> np.ndarray:
     sub, lvs = fs[box].copy(), lv[box]
     if target_voxels > n:
         dist, near = ndi.distance_transform_edt(~lvs, return_indices=True)
-        grow = (sub > 0) & (sub <= BRAIN_MAX) & ~lvs & ~np.isin(sub, NO_GROWTH)
+        grow = is_brain(sub) & ~lvs & ~np.isin(sub, NO_GROWTH)
         cand = np.flatnonzero(grow)
     else:
-        tissue = (sub > 0) & (sub <= BRAIN_MAX) & ~lvs  # the wall: brain tissue, never background
+        tissue = is_brain(sub) & ~lvs  # the wall: brain tissue, never background
         dist, near = ndi.distance_transform_edt(~tissue, return_indices=True)
         cand = np.flatnonzero(lvs)
     order = cand[np.argsort(dist.ravel()[cand], kind="stable")][: abs(target_voxels - n)]
@@ -169,11 +177,11 @@ def draw_case(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """One synthetic scan of a subject: image (X, Y, Z) float32, label uint8, affine, record."""
     fs, src_affine = read_subject(subject)
-    brain = int(((fs > 0) & (fs <= BRAIN_MAX)).sum())
+    brain = int(is_brain(fs).sum())
     fs = resize_ventricles(fs, int(round(target_ratio * brain)))
     stripped = rng.random() < P_STRIPPED
     if stripped:
-        fs = np.where(fs > BRAIN_MAX, 0, fs).astype(np.int16)
+        fs = np.where(is_brain(fs), fs, 0).astype(np.int16)
     nz = np.argwhere(fs > 0)
     corners = src_affine[:3, :3] @ np.stack([nz.min(axis=0), nz.max(axis=0)]).T + src_affine[:3, 3:4]
     grid, slice_axis, thickness, cut_side = _grid(rng, corners.min(axis=1), corners.max(axis=1))
@@ -189,7 +197,7 @@ def draw_case(
     img = mean[lab_fs] + std[lab_fs] * rng.standard_normal(lab_fs.shape, dtype=np.float32)
     img = synth.blur(img, float(rng.uniform(0.4, 1.0)))  # partial volume: the scanner's point spread
     label = np.zeros(lab_fs.shape, dtype=np.uint8)
-    label[(lab_fs > 0) & (lab_fs <= BRAIN_MAX)] = 1
+    label[is_brain(lab_fs)] = 1
     label[np.isin(lab_fs, LV)] = 2
     if slice_axis is not None:
         img, label = synth.slab_average(img, slice_axis, m), synth.slab_centre(label, slice_axis, m)
