@@ -90,7 +90,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     grade_loss_weight: float = 0.5
-    grade_lr_scale: float = 10.0  # grade head learning rate = lr * this
+    grade_lr_scale: float = 1.0  # grade head learning rate = lr * this
     patience: int = 10  # epochs without val improvement before stopping
     val_cases: int = 0  # validate on this many val cases, evenly spread (first and last kept); 0 = all
     monitor: str = "val_dice"  # "val_dice" or "val_score" (mean of val Dice and grade accuracy)

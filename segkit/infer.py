@@ -91,10 +91,7 @@ def load_model(model: str | Path | ModelRef | None, device: str = "auto") -> tup
     if ref.kind == "shipped" and cfg.task.name != ref.name:
         raise CheckpointError(f"{path}: holds a {cfg.task.name} model, not {ref.name}; replace the file")
     net = build_model(cfg)
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the config inside ({str(e)[:120]})") from None
+    load_weights(net, state["model"], path)
     dev = pick_device(device)
     net.to(dev).eval()
     info = {
@@ -108,6 +105,25 @@ def load_model(model: str | Path | ModelRef | None, device: str = "auto") -> tup
     if state.get("limits"):  # measured weaknesses a shipped model declares: every report repeats them
         info["limits"] = [str(x) for x in state["limits"]]
     return net, cfg, info
+
+
+# Layers added after a checkpoint was made, with the value that reproduces that checkpoint's outputs.
+ADDED_LAYERS = ("grade_head.direct.",)  # segkit 2026-11: the linear path from label fractions to grade logits
+
+
+def load_weights(net: SegGrader, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a checkpoint's weights; layers newer than the checkpoint start at zero (the old model, unchanged)."""
+    try:
+        missing, unexpected = net.load_state_dict(weights, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the config inside ({str(e)[:120]})") from None
+    wrong = list(unexpected) + [k for k in missing if not k.startswith(ADDED_LAYERS)]
+    if wrong:
+        raise CheckpointError(f"{path}: weights do not match the config inside ({', '.join(wrong[:3])})")
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for k in missing:
+            params[k].zero_()
 
 
 @torch.no_grad()

@@ -17,7 +17,10 @@ class GradeHead(nn.Module):
     """Volume grade from pooled encoder features plus the volume's log label fractions.
 
     The two inputs have their own first layer: the few fraction numbers carry the biomarker
-    directly and must not be drowned by hundreds of normalised encoder features.
+    directly and must not be drowned by hundreds of normalised encoder features. A linear path
+    from the log fractions straight to the logits adds the biomarker's own thresholds (a log ratio
+    is a difference of log fractions): measured on frozen features, it keeps learning where the
+    hidden path alone settled at the class prior.
     """
 
     def __init__(self, in_features: int, num_fractions: int, hidden: int, num_grades: int, dropout: float) -> None:
@@ -27,10 +30,11 @@ class GradeHead(nn.Module):
         )
         self.fraction_path = nn.Linear(num_fractions, hidden)
         self.out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_grades))
+        self.direct = nn.Linear(num_fractions, num_grades)
 
     def forward(self, pooled: torch.Tensor, log_fractions: torch.Tensor) -> torch.Tensor:
         """(B, F), (B, K) -> (B, G) grade logits."""
-        return self.out(self.encoder_path(pooled) + self.fraction_path(log_fractions))
+        return self.out(self.encoder_path(pooled) + self.fraction_path(log_fractions)) + self.direct(log_fractions)
 
 
 def slice_features(bottleneck: torch.Tensor) -> torch.Tensor:

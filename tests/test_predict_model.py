@@ -138,3 +138,18 @@ def test_evaluate_without_model_uses_the_datasets_shipped_model(tiny_run, phanto
     meta = json.loads((tmp_path / "ev" / "report.json").read_text())["meta"]
     assert meta["model_kind"] == "shipped" and meta["model"] == str((weights / "ventricle.pt").resolve())
     assert meta["model_sha256"] == sha16(weights / "ventricle.pt")
+
+
+def test_checkpoint_older_than_the_grade_heads_direct_path_loads_unchanged(tiny_run, tmp_path):
+    from segkit.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tiny_run / "best.pt")
+    old = {k: v for k, v in state["model"].items() if not k.startswith("grade_head.direct.")}
+    save_checkpoint(tmp_path / "old.pt", {**state, "model": old})
+    net, _, _ = load_model(tmp_path / "old.pt", device="cpu")
+    # zero: the added path contributes nothing, so the grade is the one the old model gave
+    assert not net.grade_head.direct.weight.any() and not net.grade_head.direct.bias.any()
+    broken = {k: v for k, v in old.items() if not k.startswith("grade_head.out.")}
+    save_checkpoint(tmp_path / "broken.pt", {**state, "model": broken})
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(tmp_path / "broken.pt", device="cpu")
