@@ -68,10 +68,11 @@ def model_card(f: dict, ck: dict) -> str:
         f"(selected on {cfg['train']['monitor']} = {_fmt(best)}); arch `{cfg['model']['arch']}`, "
         f"channels {cfg['model']['channels']}, spacing {cfg['preprocess']['spacing']} mm, 2.5-D "
         f"({2 * cfg['preprocess']['context_slices'] + 1} slices in).",
-        f"- Made by `bash scripts/train_shipped.sh {f['task']}` (seed {cfg['train']['seed']}, config "
-        f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases 240 --seed 0`, split by "
-        "subject for ventricles; see the data card). Wall time on 2 CPU cores: dataset "
+        f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config "
+        f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases {f['cases']} "
+        "--seed 0`, split by subject for ventricles; see the data card). Wall time on 2 CPU cores: dataset "
         f"{f['data_seconds']} s, training {f['train_seconds']} s.",
+        *_lineage(f.get("init")),
         "- Labels: "
         + ", ".join(f"{i} {n}" for i, n in enumerate(cfg["task"]["labels"]))
         + "; grades: "
@@ -120,6 +121,17 @@ def model_card(f: dict, ck: dict) -> str:
     return "\n".join(lines)
 
 
+def _lineage(init: dict | None) -> list[str]:
+    """The card line for a fine-tuned model: which weights it started from."""
+    if not init:
+        return ["- Trained from a random initialisation."]
+    return [
+        f"- Fine-tuned: started from `{init['init']}` (epoch {init['epoch']}; sha256 {init.get('sha256_16', '?')}), "
+        f"{init.get('about', 'the previously shipped model')}; layers new to this version started fresh: "
+        f"{', '.join(init['fresh_layers']) or 'none'}."
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("task")
@@ -128,14 +140,25 @@ def main() -> None:
     ap.add_argument("--data-seconds", type=int, default=None)
     ap.add_argument("--train-seconds", type=int, default=None)
     ap.add_argument("--limit", action="append", default=[], help="a measured weakness every prediction repeats")
+    ap.add_argument("--cases", type=int, default=300, help="cases of the dataset build")
+    ap.add_argument("--command", default=None, help="the command that made the model (default train_shipped.sh TASK)")
+    ap.add_argument("--init-about", default=None, help="fine-tuned models: what the starting weights were")
     a = ap.parse_args()
     ck = load_checkpoint(a.run / "best.pt")
     if ck["config"]["task"]["name"] != a.task:
         raise SystemExit(f"{a.run}: a {ck['config']['task']['name']} model, not {a.task}")
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     save_checkpoint(out, {**{k: ck[k] for k in KEEP if k in ck}, "limits": a.limit})
+    init = json.loads((a.run / "run.json").read_text()).get("init")
+    if init:
+        src = Path(init["path"])
+        init["sha256_16"] = hashlib.sha256(src.read_bytes()).hexdigest()[:16] if src.is_file() else None
+        init["about"] = a.init_about
     figures = {
         "task": a.task,
+        "command": a.command or f"bash scripts/train_shipped.sh {a.task}",
+        "cases": a.cases,
+        "init": init,
         "weights": out.name,
         "sha256_16": hashlib.sha256(out.read_bytes()).hexdigest()[:16],
         "epoch": ck["epoch"],

@@ -69,8 +69,14 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<task>).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt.")] = False,
+    init: Annotated[
+        str | None, typer.Option(help="Fine-tune: start from these weights (shipped name, run folder or .pt).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-4.")] = None,
+    nproc: Annotated[
+        int, typer.Option(min=1, help="Processes on this machine (torchrun, DDP): one per GPU, or CPU processes.")
+    ] = 1,
 ) -> None:
     """Train the U-Net and grade head jointly; writes best.pt, last.pt, metrics.csv, curves.png."""
     from segkit.config import load_config
@@ -81,15 +87,23 @@ def train(
     if device is not None:
         overrides.append(f"train.device={device}")
     cfg = load_config(config, overrides)
-    from segkit.train import fit
-
     data_dir = data or Path("data") / cfg.task.name
     run_dir = out or Path("runs") / cfg.task.name
+    if nproc > 1:
+        from segkit.distributed import launch
+
+        args = ["train", "--config", str(config), "--data", str(data_dir), "--out", str(run_dir)]
+        args += [a for o in overrides for a in ("--set", o)] + (["--resume"] if resume else [])
+        raise typer.Exit(launch(nproc, cfg.train.cases_per_batch, args + (["--init", init] if init else [])))
+    from segkit.train import fit
+
     try:
-        summary = fit(cfg, data_dir, run_dir, resume)
+        summary = fit(cfg, data_dir, run_dir, resume, init)
     except KeyboardInterrupt:
         _say(f"interrupted: {run_dir}/last.pt holds the last complete epoch; continue with --resume")
         raise typer.Exit(130) from None
+    if summary["rank"] > 0:  # under torchrun rank 0 speaks for the run
+        return
     best = summary["best"]
     nan = float("nan")
     _say(

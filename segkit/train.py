@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from segkit import __version__
-from segkit.checkpoint import load_checkpoint, save_checkpoint
-from segkit.config import Config, config_to_dict, write_config
+from segkit import __version__, distributed
+from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
-from segkit.errors import CheckpointError, InputError
+from segkit.errors import CheckpointError, ConfigError, InputError
 from segkit.infer import amp_dtype, autocast, pick_device, predict_preprocessed
 from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
@@ -110,9 +111,16 @@ def _crop(
 
 
 def train_one_epoch(
-    net: SegGrader, loss_fn: SegGradeLoss, opt: torch.optim.Optimizer, cases: list[CaseData], cfg: Config, epoch: int
+    net: nn.Module, loss_fn: SegGradeLoss, opt: torch.optim.Optimizer, cases: list[CaseData], cfg: Config, epoch: int
 ) -> dict[str, float]:
-    """One epoch of steps_per_epoch sampled batches; returns mean losses."""
+    """One epoch of steps_per_epoch sampled batches; returns mean losses.
+
+    train.cases_per_batch is the global batch. Under torchrun every rank draws that whole batch from
+    the one seeded stream (as one process would), runs the network on its cases_per_batch / world_size
+    cases and computes the loss of the whole batch from the gathered outputs: the run equals the
+    1-process run up to float summation order. Each rank samples and augments the whole batch on its
+    CPU; the network's work is what is split.
+    """
     dev = next(net.parameters()).device
     rng = np.random.default_rng([cfg.train.seed, epoch])
     torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout: same draws on resume
@@ -130,8 +138,8 @@ def train_one_epoch(
         x, y, g = sample_batch(cases, cfg, rng, aug)
         x, y, g = x.to(dev), y.to(dev), g.to(dev)
         with autocast(dev, cfg.train.amp):
-            logits, feats = net(x)
-            grade_logits = net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
+            logits, feats = distributed.forward_shard(net, x, cfg.train.cases_per_batch)  # (N, K, H, W), (N, F + K)
+            grade_logits = distributed.unwrap(net).pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
         total, seg, grd = loss_fn(logits, y, grade_logits, g)
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -259,12 +267,104 @@ def run_info(cfg: Config) -> dict[str, Any]:
     }
 
 
-def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Train on data_dir's train split, select on its val split; the test split is never read."""
-    dev = pick_device(cfg.train.device)
+def init_weights(net: SegGrader, model: str | Path, cfg: Config) -> dict[str, Any]:
+    """Start from another model's weights (a shipped name, run folder or .pt): fine-tuning.
+
+    The network must be the same (arch, channels, labels, input channels); grade-head layers that
+    the source lacks keep their fresh initialisation. Returns what was loaded, for run.json.
+    """
+    ref = resolve_model(model)
+    state = load_checkpoint(ref.path)
+    src = config_from_dict(state["config"])
+    same = (src.model.arch, src.model.channels, src.task.labels, src.in_channels)
+    if same != (cfg.model.arch, cfg.model.channels, cfg.task.labels, cfg.in_channels):
+        raise ConfigError(
+            f"--init {model}: its network ({src.model.arch}, channels {list(src.model.channels)}, labels "
+            f"{list(src.task.labels)}) differs from this config's; fine-tune with the config it was trained with"
+        )
+    missing, unexpected = net.load_state_dict(state["model"], strict=False)
+    bad = [k for k in [*missing, *unexpected] if not k.startswith("grade_head.")]
+    if bad:
+        raise ConfigError(f"--init {model}: weights do not fit this network ({', '.join(bad[:3])})")
+    return {"init": ref.name, "path": str(ref.path), "epoch": state.get("epoch"), "fresh_layers": list(missing)}
+
+
+def fit(
+    cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False, init: str | Path | None = None
+) -> dict[str, Any]:
+    """Train on data_dir's train split, select on its val split; the test split is never read.
+
+    init: start from another model's weights (fine-tuning); ignored on resume (last.pt has them).
+    Under torchrun (`segkit train --nproc N`) the ranks split each batch; rank 0 alone validates and
+    writes (see segkit.distributed and train_one_epoch).
+    """
+    dev = distributed.join_group(pick_device(cfg.train.device), cfg.train.cases_per_batch)
+    try:
+        return _fit(cfg, data_dir, run_dir, dev, resume, init)
+    finally:
+        distributed.leave_group()
+
+
+def _fit(
+    cfg: Config, data_dir: Path, run_dir: Path, dev: torch.device, resume: bool, init: str | Path | None
+) -> dict[str, Any]:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
+    train, val = _read_splits(cfg, data_dir)
+    net = build_model(cfg).to(dev)
+    opt, sched = _build_optimizer(net, cfg)
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    info = {**run_info(cfg), "world_size": distributed.world_size(), "backend": distributed.backend()}
+    if resume:
+        state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
+    elif init is not None:
+        info["init"] = init_weights(net, init, cfg)
+        log.info("weights from %s (epoch %s)", info["init"]["path"], info["init"]["epoch"])
+    main = distributed.is_main()
+    if main:
+        _write_start(cfg, run_dir, info, resume)
+    model = distributed.wrap_model(net, dev)  # net itself for one process
+    weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
+    loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
+    log.info(
+        "model %s: %d parameters; %d train / %d val cases on %s",
+        cfg.model.arch,
+        num_parameters(net),
+        len(train),
+        len(val),
+        dev,
+    )
+    writer = _tensorboard(run_dir) if main else None
+    for epoch in range(state["epoch"], cfg.train.epochs):
+        if state["bad_epochs"] >= cfg.train.patience:
+            break
+        t0 = time.time()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        row.update(train_one_epoch(model, loss_fn, opt, train, cfg, epoch))
+        sched.step()
+        distributed.check_in_sync(net)
+        if main:  # the other ranks wait in share() meanwhile
+            row.update(evaluate(net, val, cfg))
+            row["seconds"] = round(time.time() - t0, 2)
+        row = distributed.share(row)  # one history on every rank: the same early-stopping decision
+        improved = _update_state(state, row, cfg)
+        if main:
+            _save_epoch(_checkpoint(net, opt, sched, cfg, state), run_dir, improved)
+            _log_epoch(run_dir, state["history"], writer, row, improved)
+        distributed.barrier()
+    if writer is not None:
+        writer.close()
+    best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
+    summary = {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best, "grade_head": {}}
+    if main and state["history"]:
+        summary["grade_head"] = _finish_grade_head(net, train, val, cfg, run_dir)
+        write_curves(state["history"], run_dir / "curves.png")
+    return {**summary, "rank": distributed.rank()}
+
+
+def _read_splits(cfg: Config, data_dir: Path) -> tuple[list[CaseData], list[CaseData]]:
+    """Train and val cases on the model grid, every one checked before any output (val: rank 0 only)."""
     ds = read_dataset(data_dir)
     if tuple(ds.labels) != cfg.task.labels:
         raise InputError(
@@ -277,57 +377,44 @@ def fit(cfg: Config, data_dir: Path, run_dir: Path, resume: bool = False) -> dic
         )
     if 0 < cfg.train.val_cases < len(val_cases):  # evenly spread: every grade, and the real images listed last
         val_cases = [val_cases[int(i)] for i in np.linspace(0, len(val_cases) - 1, cfg.train.val_cases).round()]
-    train = load_cases(train_cases, cfg, "loading train")  # every case checked before any output
-    val = load_cases(val_cases, cfg, "loading val")
-    ensure_dir(run_dir)
-    net = build_model(cfg).to(dev)
+    train = load_cases(train_cases, cfg, "loading train")
+    val = load_cases(val_cases, cfg, "loading val") if distributed.is_main() else []
+    return train, val
+
+
+def _build_optimizer(net: SegGrader, cfg: Config) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam (the grade head in its own group) and a cosine schedule over the epochs."""
     head = list(net.grade_head.parameters())
     body = [p for p in net.parameters() if all(p is not h for h in head)]
-    # The grade head gets one label per case, a few per step: it learns at a higher rate.
-    groups = [{"params": body}, {"params": head, "lr": cfg.train.lr * cfg.train.grade_lr_scale}]
+    # The grade head in its own group: its rate is lr * grade_lr_scale (1: at 10 it settled at chance).
+    groups: list[dict[str, Any]] = [{"params": body}, {"params": head, "lr": cfg.train.lr * cfg.train.grade_lr_scale}]
     opt = torch.optim.Adam(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs, eta_min=cfg.train.lr * 0.02)
-    state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
-    if resume:
-        state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
+    return opt, sched
+
+
+def _write_start(cfg: Config, run_dir: Path, info: dict[str, Any], resume: bool) -> None:
+    """The run folder, its config.yaml and run.json; a resume keeps the record of how the run began."""
+    ensure_dir(run_dir)
     write_config(cfg, run_dir / "config.yaml")
-    atomic_write_text(run_dir / "run.json", json.dumps(run_info(cfg), indent=2))
-    weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
-    loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
-    log.info(
-        "model %s: %d parameters; %d train / %d val cases on %s",
-        cfg.model.arch,
-        num_parameters(net),
-        len(train),
-        len(val),
-        dev,
-    )
-    writer = _tensorboard(run_dir)
-    for epoch in range(state["epoch"], cfg.train.epochs):
-        if state["bad_epochs"] >= cfg.train.patience:
-            break
-        t0 = time.time()
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row.update(train_one_epoch(net, loss_fn, opt, train, cfg, epoch))
-        sched.step()
-        row.update(evaluate(net, val, cfg))
-        row["seconds"] = round(time.time() - t0, 2)
-        state["history"].append(row)
-        improved = row[cfg.train.monitor] > state["best"]
-        state["best"] = max(state["best"], row[cfg.train.monitor])
-        state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-        state["epoch"] = epoch + 1
-        ckpt = _checkpoint(net, opt, sched, cfg, state)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", ckpt)
-        save_checkpoint(run_dir / "last.pt", ckpt)
-        _log_epoch(run_dir, state["history"], writer, row, improved)
-    if writer is not None:
-        writer.close()
-    refit = _finish_grade_head(net, train, val, cfg, run_dir) if state["history"] else {}
-    write_curves(state["history"], run_dir / "curves.png")
-    best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
-    return {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best, "grade_head": refit}
+    if not resume or not (run_dir / "run.json").is_file():
+        atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+
+
+def _save_epoch(ckpt: dict[str, Any], run_dir: Path, improved: bool) -> None:
+    if improved:
+        save_checkpoint(run_dir / "best.pt", ckpt)
+    save_checkpoint(run_dir / "last.pt", ckpt)
+
+
+def _update_state(state: dict[str, Any], row: dict[str, Any], cfg: Config) -> bool:
+    """Append the epoch's row; returns whether the monitored metric improved."""
+    state["history"].append(row)
+    improved = row[cfg.train.monitor] > state["best"]
+    state["best"] = max(state["best"], row[cfg.train.monitor])
+    state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+    state["epoch"] = row["epoch"]
+    return improved
 
 
 def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:

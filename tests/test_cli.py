@@ -152,6 +152,25 @@ def test_resume_continues_from_last_complete_epoch(tiny_run, phantom_ventricle, 
     assert rows[:2] == list(csv.DictReader((tiny_run / "metrics.csv").open()))
 
 
+def test_init_fine_tunes_from_a_run_and_refuses_another_network(tiny_run, phantom_ventricle, tmp_path, capsys):
+    args = ["train", "--config", str(ROOT / "configs/ventricle.yaml"), "--data", str(phantom_ventricle)]
+    tiny = [a for s in TINY if not s.startswith("train.epochs") for a in ("--set", s)]
+    run = tmp_path / "ft"
+    code, _, err = run_cli([*args, *tiny, "--epochs", "1", "--out", str(run), "--init", str(tiny_run)], capsys)
+    assert code == 0, err
+    init = json.loads((run / "run.json").read_text())["init"]
+    assert init["path"] == str(tiny_run / "best.pt") and init["fresh_layers"] == []
+    # the fine-tuned network started from the source's weights, not a fresh draw: epoch 1 differs from
+    # the source run's own epoch 1 (which started from the seed's initialisation)
+    first = next(csv.DictReader((run / "metrics.csv").open()))["train_loss"]
+    assert first != next(csv.DictReader((tiny_run / "metrics.csv").open()))["train_loss"]
+    wide = [a if a != "model.channels=[8,16,32]" else "model.channels=[8,16,64]" for a in tiny]
+    other = tmp_path / "other"
+    code, _, err = run_cli([*args, *wide, "--epochs", "1", "--out", str(other), "--init", str(tiny_run)], capsys)
+    assert code == 2 and "differs from this config" in err and len(err.strip().splitlines()) == 1
+    assert not (other / "best.pt").exists()
+
+
 def test_tampered_checkpoint_is_refused(tiny_run, tmp_path):
     state = torch.load(tiny_run / "best.pt", weights_only=True)
     state["evil"] = Path("/etc/passwd")  # any pickled object that is not plain data
