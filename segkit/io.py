@@ -5,16 +5,29 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from segkit.errors import InputError, OutputError
+
+# `import nibabel` imports pydicom (with Pillow: 0.1-0.3 s of every predict's start-up) only to parse the DICOM
+# extensions a NIfTI header may carry, which segkit never reads. Imported here first (as predict does) while
+# pydicom is blocked, nibabel keeps such extensions as raw bytes and writes them back unchanged; segkit.dicom
+# imports pydicom itself when it reads DICOM.
+_block_pydicom = "nibabel" not in sys.modules and "pydicom" not in sys.modules
+if _block_pydicom:
+    sys.modules["pydicom"] = None  # type: ignore[assignment]
+try:
+    import nibabel as nib
+finally:
+    if _block_pydicom:
+        del sys.modules["pydicom"]
 
 log = logging.getLogger(__name__)
 

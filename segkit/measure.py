@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from skimage.measure import label as connected_components
 
 from segkit.config import TaskConfig
 
@@ -33,6 +32,8 @@ def grade_from_biomarker(value: float | None, task: TaskConfig) -> str | None:
 
 def lesion_components(mask: np.ndarray, label_index: int, voxel_ml: float) -> dict[str, Any]:
     """Count and sizes (mL, largest first) of the 26-connected components of one label."""
+    from skimage.measure import label as connected_components  # scipy and all: only for a lesion task
+
     where = np.nonzero(mask == label_index)
     if not where[0].size:
         return {"count": 0, "sizes_ml": []}

@@ -2,15 +2,94 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
-from monai.networks.layers.simplelayers import SkipConnection
-from monai.networks.nets import UNet
 from torch import nn
 
 from segkit.config import Config
 from segkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from monai.networks.layers.simplelayers import SkipConnection
+    from monai.networks.nets import UNet
+
+
+class _LazyPackages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Loads monai packages without running their __init__: a package's names resolve on first use."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        """Leaf modules load as usual; a package gets this loader."""
+        if name.partition(".")[0] != "monai":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.submodule_search_locations is not None and spec.has_location:
+            spec.loader = self
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        """The default module object."""
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Instead of running __init__, read its `from .x import name` lines for a module __getattr__."""
+        assert module.__spec__ is not None and module.__spec__.origin is not None
+        exports = {}
+        for node in ast.parse(Path(module.__spec__.origin).read_bytes()).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                exports.update({a.asname or a.name: (node.module, a.name) for a in node.names})
+        module.__getattr__ = functools.partial(_package_attr, module, exports)  # type: ignore[method-assign]
+
+
+def _package_attr(module: ModuleType, exports: dict[str, tuple[str | None, str]], attr: str) -> Any:
+    if attr == "__version__" and module.__name__ == "monai":  # monai/__init__ sets it; MONAI modules import it
+        value = importlib.import_module("monai._version").get_versions()["version"]
+    elif attr in exports:
+        sub, name = exports[attr]
+        if sub is None:  # `from . import name`: a submodule
+            value = importlib.import_module(f"{module.__name__}.{name}")
+        else:
+            value = getattr(importlib.import_module(f"{module.__name__}.{sub}"), name)
+    else:
+        raise AttributeError(f"module {module.__name__!r} has no attribute {attr!r}")
+    setattr(module, attr, value)
+    return value
+
+
+@functools.cache
+def _monai_unet() -> tuple[type[UNet], type[SkipConnection]]:
+    """MONAI's UNet and SkipConnection classes, without importing all of MONAI where it is not loaded yet.
+
+    monai/__init__ imports every MONAI module (torchvision's model zoo, torch._dynamo, scipy, pandas: 5-8 s
+    of predict's start-up on 2 cores) and any `import monai.x` runs it first. Here the packages on the way
+    are loaded lazily (their names resolve on use) and the ~25 modules the UNet needs load as usual. All of
+    them then leave sys.modules again, so a later `import monai` is MONAI's normal, complete import, and its
+    import order (monai.data before monai.transforms) is never upset; the UNet keeps its own copies (so save
+    a model's state_dict, as segkit does, never the pickled module).
+    """
+    names = ("monai.networks.nets.unet", "monai.networks.layers.simplelayers")
+    if "monai" in sys.modules:  # training, evaluation: MONAI is loaded anyway
+        unet, layers = (importlib.import_module(n) for n in names)
+        return unet.UNet, layers.SkipConnection
+    before = set(sys.modules)
+    finder = _LazyPackages()
+    sys.meta_path.insert(0, finder)
+    try:
+        unet, layers = (importlib.import_module(n) for n in names)
+    finally:
+        sys.meta_path.remove(finder)
+        for name in set(sys.modules) - before:
+            if name.partition(".")[0] == "monai":
+                del sys.modules[name]
+    return unet.UNet, layers.SkipConnection
 
 
 class GradeHead(nn.Module):
@@ -84,12 +163,13 @@ class SegGrader(nn.Module):
 
 def _monai_bottom(unet: UNet) -> nn.Module:
     """The deepest block of MONAI's recursive UNet (the bottleneck)."""
+    _, skip_connection = _monai_unet()
     block = unet.model
     while True:
         skip = block[1]
-        assert isinstance(skip, SkipConnection)
+        assert isinstance(skip, skip_connection)
         sub = skip.submodule
-        if isinstance(sub, nn.Sequential) and len(sub) == 3 and isinstance(sub[1], SkipConnection):
+        if isinstance(sub, nn.Sequential) and len(sub) == 3 and isinstance(sub[1], skip_connection):
             block = sub
         else:
             return sub
@@ -97,8 +177,9 @@ def _monai_bottom(unet: UNet) -> nn.Module:
 
 def build_monai_unet(cfg: Config) -> SegGrader:
     """MONAI's residual UNet (fast on CPU: the default)."""
+    unet_class, _ = _monai_unet()
     ch = cfg.model.channels
-    unet = UNet(
+    unet = unet_class(
         spatial_dims=2,
         in_channels=cfg.in_channels,
         out_channels=cfg.num_classes,

@@ -1,0 +1,315 @@
+"""Benchmark of `segkit predict` (issue #12): whole-process time and memory, a phase split, two baselines.
+
+Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--parts a,b,c,d]
+
+(a) whole `segkit predict` processes: median wall time of N runs and peak RSS, on a seeded 182x218x182
+    brain-like MRI (shipped ventricle model) and a 512x512x300 CT-like volume (shipped liver-cyst model);
+(b) one predict split into start-up (imports), model load, read, preprocess, network (predict_preprocessed),
+    inverse (probs_to_mask), write (mask, overlay, report), timed around the real functions in a fresh process;
+(c) MONAI sliding_window_inference (roi = patch size, sw_batch_size 1, overlap 0.25, constant) on the same
+    2.5-D slice stacks and model: Dice against segkit's mask and the time ratio;
+(d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); CUDA fp32 vs AMP.
+Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
+numbers taken while something else loads the machine say little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy, torch and segkit load inside functions: the split child times its own imports
+    import numpy as np
+
+SEGKIT = [str(Path(sys.executable).parent / "segkit")]  # the console script users run
+# glibc: serve every allocation from the heap and never trim it, so big arrays are not re-faulted each time
+CHILD_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 * 1024**3)}
+CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def brain_like(path: Path) -> Path:
+    """182x218x182 T1-like head at 1 mm on the MNI grid: scalp, brain, two dark lateral ventricles, noise."""
+    import nibabel as nib
+    import numpy as np
+
+    shape = (182, 218, 182)
+    x, y, z = np.ogrid[[slice(-1, 1, complex(0, n)) for n in shape]]
+    head = (x / 0.85) ** 2 + (y / 0.9) ** 2 + (z / 0.8) ** 2
+    img = np.where(head < 1, 250.0, 0.0) + np.where(head < 0.75, 350.0, 0.0)
+    for side in (-0.1, 0.1):
+        img[((x - side) / 0.07) ** 2 + ((y - 0.05) / 0.3) ** 2 + ((z - 0.1) / 0.12) ** 2 < 1] = 150.0
+    img += np.random.default_rng(0).normal(0, 20, shape) * (head < 1)
+    affine = np.array([[1.0, 0, 0, -90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(img.clip(0).astype(np.int16), affine), str(path))
+    return path
+
+
+def ct_like(path: Path) -> Path:
+    """512x512x300 abdomen-like CT in int16 HU: air, body, liver with cysts, spine, noise; LPS-like 0.75x0.75x1.5."""
+    import nibabel as nib
+    import numpy as np
+
+    shape = (512, 512, 300)
+    x, y, z = np.ogrid[[slice(-1, 1, complex(0, n)) for n in shape]]
+    vol = np.full(shape, -1000, np.int16)
+    vol[((x / 0.8) ** 2 + (y / 0.6) ** 2 < 1)[:, :, 0]] = 40
+    vol[(((x + 0.3) / 0.3) ** 2 + ((y + 0.1) / 0.3) ** 2 + (z / 0.5) ** 2) < 1] = 60
+    for cx, cz in ((-0.35, 0.1), (-0.2, -0.2)):
+        vol[((x - cx) / 0.05) ** 2 + ((y + 0.1) / 0.05) ** 2 + ((z - cz) / 0.04) ** 2 < 1] = 5
+    vol[((x / 0.06) ** 2 + ((y - 0.45) / 0.06) ** 2 < 1)[:, :, 0]] = 700
+    vol += np.random.default_rng(1).integers(-15, 16, shape, dtype=np.int16)
+    nib.save(nib.Nifti1Image(vol, np.diag([-0.75, -0.75, 1.5, 1.0])), str(path))
+    return path
+
+
+def pick_model(name: str, tmp: Path) -> tuple[str, str | None]:
+    """The shipped model, or (when the file no longer loads against this code) a fresh one of its config."""
+    import torch
+
+    from segkit.checkpoint import load_checkpoint, save_checkpoint, weights_dir
+    from segkit.config import config_from_dict
+    from segkit.errors import CheckpointError
+    from segkit.infer import load_model
+    from segkit.models import build_model
+
+    try:
+        load_model(name, "cpu")
+        return name, None
+    except CheckpointError as e:
+        state = load_checkpoint(weights_dir() / f"{name}.pt")
+        torch.manual_seed(0)
+        path = tmp / f"{name}-fresh.pt"
+        net = build_model(config_from_dict(state["config"]))
+        save_checkpoint(path, {"model": net.state_dict(), "config": state["config"], "epoch": None})
+        missing = sorted(set(net.state_dict()) - set(state["model"])) or [str(e)[:100]]
+        why = f"shipped {name}.pt does not load against this code (missing {', '.join(missing[:4])})"
+        return str(
+            path
+        ), f"{why}: benched a freshly initialised model of its config instead (same architecture and size)"
+
+
+def run_predict(image: Path, model: str, out: Path) -> tuple[float, float]:
+    """One whole `segkit predict` process: (wall seconds, peak RSS MiB), from wait4's rusage of that child."""
+    cmd = [*SEGKIT, "predict", str(image), "--model", model, "--out", str(out)]
+    with open(out.parent / f"{out.name}.stderr", "w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env={**os.environ, **CHILD_ENV}, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dict[str, Any]:
+    runs = [run_predict(image, model, tmp / f"out{i}") for i in range(repeats)]
+    walls, rss = [w for w, _ in runs], [r for _, r in runs]
+    return {"wall_s": walls, "median_s": statistics.median(walls), "peak_rss_mib": max(rss)}
+
+
+# the segkit.infer functions one predict spends its time in, in order (write_prediction holds the last two)
+TIMED = ("load_model", "read_input", "preprocess_image", "predict_preprocessed", "probs_to_mask")
+WRITES = ("write_prediction", "write_volume", "write_overlay")
+
+
+def split_child(image: str, model: str, out: str) -> None:
+    """In a fresh process: predict_paths with perf_counter around the real functions it calls; JSON on stdout."""
+    t0 = time.perf_counter()
+    import segkit.cli  # noqa: F401  (what the console script imports before predict)
+    import segkit.infer as infer
+
+    times = {"startup_imports": time.perf_counter() - t0}
+    for name in TIMED + WRITES:
+
+        def timed(*a: Any, _real: Any = getattr(infer, name), _name: str = name, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _real(*a, **k)
+            finally:
+                times[_name] = times.get(_name, 0.0) + time.perf_counter() - t
+
+        setattr(infer, name, timed)
+    infer.predict_paths(Path(image), model, Path(out))
+    total = time.perf_counter() - t0
+    times["other"] = total - sum(v for k, v in times.items() if k not in WRITES[1:])
+    times["total"] = total
+    print(json.dumps({k: round(v, 3) for k, v in times.items()}))
+
+
+def phase_split(image: Path, model: str, tmp: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--split-child", str(image), model, str(tmp / "split")]
+    res = subprocess.run(cmd, env={**os.environ, **CHILD_ENV}, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def dice(a: np.ndarray, b: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
+    """Dice per foreground label between two masks (1.0 when both are empty)."""
+    counts = [(int(((a == i) & (b == i)).sum()), int((a == i).sum() + (b == i).sum())) for i in range(1, len(labels))]
+    return {
+        n: round(2 * both / total, 4) if total else 1.0 for n, (both, total) in zip(labels[1:], counts, strict=True)
+    }
+
+
+def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
+    """segkit's 2.5-D batching vs MONAI sliding_window_inference with default settings, both fp32."""
+    import numpy as np
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from segkit.infer import load_model, predict_preprocessed, read_input
+    from segkit.transforms import context_stack, preprocess_image, probs_to_mask
+
+    net, cfg, _ = load_model(model, "cpu")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp="off"))
+    vol = read_input(image)
+    pre, grid = preprocess_image(vol.data, vol.affine, cfg)
+    t = time.perf_counter()
+    probs, _, _ = predict_preprocessed(net, pre, cfg)
+    ours = time.perf_counter() - t
+    roi = tuple(cfg.train.patch_size)
+    swi = torch.empty_like(probs)
+    t = time.perf_counter()
+    with torch.no_grad():
+        for z0 in range(0, pre.shape[2], 16):  # (N, C, X, Y) stacks of 5 context slices, as predict_preprocessed
+            z = np.arange(z0, min(pre.shape[2], z0 + 16))
+            x = torch.from_numpy(context_stack(pre, z, cfg.preprocess.context_slices))
+            logits = sliding_window_inference(x, roi, 1, lambda p: net(p)[0], overlap=0.25, mode="constant")
+            swi[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0)
+    theirs = time.perf_counter() - t
+    agree = dice(probs_to_mask(swi, grid), probs_to_mask(probs, grid), cfg.task.labels)
+    times = {"segkit_network_s": ours, "sliding_window_s": theirs, "time_ratio_sliding_over_segkit": theirs / ours}
+    return {"roi": list(roi), **times, "dice_sliding_vs_segkit": agree}
+
+
+def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
+    """Forward of 16 context stacks: fp32 vs bf16 autocast on CPU; fp32 vs AMP (fp16) on CUDA when there is one."""
+    import numpy as np
+    import torch
+
+    from segkit.infer import load_model, read_input
+    from segkit.transforms import context_stack, pad_to_multiple, preprocess_image
+
+    net, cfg, _ = load_model(model, "cpu")
+    vol = read_input(image)
+    pre, _ = preprocess_image(vol.data, vol.affine, cfg)
+    mid = pre.shape[2] // 2
+    x, _ = pad_to_multiple(
+        torch.from_numpy(context_stack(pre, np.arange(mid - 8, mid + 8), cfg.preprocess.context_slices))
+    )
+
+    def forward(dev: str, dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:
+        times, out = [], None
+        for _ in range(repeats + 1):  # the first run warms up
+            t = time.perf_counter()
+            with torch.no_grad(), torch.autocast(dev, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = torch.softmax(net(x.to(dev))[0].float(), 1).cpu()
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times[1:]), out
+
+    result: dict[str, Any] = {"slices": int(x.shape[0]), "mkldnn_bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported()}
+    fp32, ref = forward("cpu", None)
+    bf16, low = forward("cpu", torch.bfloat16)
+    result["cpu"] = {"fp32_s": fp32, "bf16_s": bf16, "max_prob_diff": float((low - ref).abs().max())}
+    if torch.cuda.is_available():
+        net.cuda()
+        fp32, ref = forward("cuda", None)
+        amp, low = forward("cuda", torch.float16)
+        result["cuda"] = {"fp32_s": fp32, "amp_fp16_s": amp, "max_prob_diff": float((low - ref).abs().max())}
+    return result
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout  # its Flags line
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("Flags")), []))
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "cpu_flags": {f: f in flags for f in CPU_FLAGS},
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "child_env": CHILD_ENV,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = ["| measure | value |", "|---|---|"]
+    for case, r in result.get("predict", {}).items():
+        n, rss = len(r.get("wall_s", [])), r.get("peak_rss_mib", 0)
+        value = r.get("skipped") or f"{r['median_s']:.2f} s (median of {n}), peak RSS {rss:.0f} MiB"
+        rows.append(f"| `segkit predict` {case} | {value} |")
+    for phase, s in result.get("split", {}).items():
+        rows.append(f"| split: {phase} | {s:.3f} s |")
+    if swi := result.get("sliding_window"):
+        rows.append(f"| sliding window / segkit time | {swi['time_ratio_sliding_over_segkit']:.2f}x |")
+        rows.append(f"| sliding window vs segkit Dice | {swi['dice_sliding_vs_segkit']} |")
+    if p := result.get("precision"):
+        for dev, r in ((d, p[d]) for d in ("cpu", "cuda") if d in p):
+            values = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
+            rows.append(f"| {dev} forward of {p['slices']} slices | {values} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="whole-process runs per volume (median reported)")
+    ap.add_argument("--out", type=Path, default=Path("bench.json"))
+    ap.add_argument("--parts", default="a,b,c,d", help="which of a,b,c,d to run")
+    ap.add_argument("--split-child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.split_child:
+        split_child(*args.split_child)
+        return
+    parts = set(args.parts.split(","))
+    result: dict[str, Any] = {"machine": machine(), "models": {}, "notes": []}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        brain = brain_like(tmp / "brain.nii.gz")
+        model, note = pick_model("ventricle", tmp)
+        result["models"]["ventricle"] = {"model": model, "note": note}
+        if "a" in parts:
+            result["predict"] = {"brain 182x218x182": whole_process(brain, model, tmp, args.repeats)}
+            from segkit.checkpoint import weights_dir
+
+            if (weights_dir() / "liver-cyst.pt").is_file():
+                ct_model, note = pick_model("liver-cyst", tmp)
+                result["models"]["liver-cyst"] = {"model": ct_model, "note": note}
+                ct = ct_like(tmp / "ct.nii.gz")
+                result["predict"]["CT 512x512x300"] = whole_process(ct, ct_model, tmp, args.repeats)
+            else:
+                result["predict"]["CT 512x512x300"] = {"skipped": "no shipped liver-cyst.pt"}
+        if "b" in parts:
+            result["split"] = phase_split(brain, model, tmp)
+        if "c" in parts:
+            result["sliding_window"] = sliding_window_baseline(brain, model)
+            if result["models"]["ventricle"]["note"]:
+                result["notes"].append("the sliding-window Dice compares an untrained network's near-random masks")
+        if "d" in parts:
+            result["precision"] = precision(brain, model, args.repeats)
+    result["notes"] += [m["note"] for m in result["models"].values() if m["note"]]
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(table(result))
+    for note in result["notes"]:
+        print(f"\nnote: {note}")
+
+
+if __name__ == "__main__":
+    main()
