@@ -38,7 +38,7 @@ $SK predict "$REAL/imagesTr/icbm2009a_t1.nii.gz" --out "$OUT/predict"
 stamp "shipped model"
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
-  echo "[demo] training a short model of your own ($EPOCHS epochs of 40 steps; the shipped one had 28 of 100) into $RUN"
+  echo "[demo] training a short model of your own ($EPOCHS epochs of 40 steps; the shipped one had 28 + 23 of 100) into $RUN"
   $SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" --epochs "$EPOCHS" --set train.steps_per_epoch=40
   $SK evaluate --model "$RUN" --data "$REAL" --split test --out "$OUT/own-real"
   $SK evaluate --model "$RUN" --data "$DATA" --split test --out "$OUT/own-test"
