@@ -46,7 +46,11 @@ def data_make(
         from segkit.data.makers import make_dataset
 
         path = make_dataset(task, out, cases, seed)
-    _say(f"wrote {cases} {task} cases to {out} ({path.name})")
+    import json
+
+    made = json.loads(path.read_text())
+    num = len(made.get("training", [])) + len(made.get("test", []))  # ventricle-real: its 3 images, not --cases
+    _say(f"wrote {num} {task} cases to {out} ({path.name})")
 
 
 @data_app.command("show")
