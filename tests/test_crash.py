@@ -50,6 +50,8 @@ def test_killed_training_resumes_from_the_last_complete_epoch(phantom_ventricle,
         env=_env(SEGKIT_PAUSE_AT="2:3"),  # hold in the middle of epoch 2
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # a suite started in the background (`cmd &`) passes SIGINT on as ignored; Ctrl-C must reach the trainer
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     head = _wait_for_pause(proc)
     proc.send_signal(sig)
