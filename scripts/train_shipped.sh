@@ -9,13 +9,14 @@ cd "$(dirname "$0")/.."
 TASK=${1:?usage: train_shipped.sh ventricle|liver-cyst [extra segkit train args]}
 shift
 CASES=${CASES:-300}
+SEED=${SEED:-0}  # the dataset's seed: a new seed draws a fresh pool for fine-tuning
 DATA=${DATA:-data/$TASK}
 RUN=${RUN:-runs/shipped-$TASK}
 bash scripts/setup.sh
 export NO_ALBUMENTATIONS_UPDATE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184
 SK=.venv/bin/segkit
 t0=$(date +%s)
-[ -f "$DATA/dataset.json" ] || $SK data make "$TASK" --out "$DATA" --cases "$CASES" --seed 0
+[ -f "$DATA/dataset.json" ] || $SK data make "$TASK" --out "$DATA" --cases "$CASES" --seed "$SEED"
 t1=$(date +%s)
 $SK train --config "configs/$TASK.yaml" --data "$DATA" --out "$RUN" "$@"
 t2=$(date +%s)

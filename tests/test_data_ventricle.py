@@ -28,6 +28,24 @@ def test_resize_ventricles_hits_the_target_and_keeps_the_brain():
         assert not np.isin(fs[changed], v.NO_GROWTH).any()  # never into cortex, cerebellum, brainstem
 
 
+def test_septum_separates_grown_ventricles_and_only_takes_ventricle_voxels():
+    from scipy import ndimage as ndi
+
+    fs, _ = v.read_subject("subject_04")
+    grown = v.resize_ventricles(fs, int(np.isin(fs, v.LV).sum()) * 4)  # merges the two across the midline
+
+    def touching(f):
+        return int((ndi.binary_dilation(f == v.LV[0]) & (f == v.LV[1])).sum())
+
+    assert touching(grown) > 100
+    out = v.carve_septum(grown, 1.0)
+    assert touching(out) == 0
+    changed = out != grown
+    assert np.isin(grown[changed], v.LV).all() and np.isin(out[changed], v.WM).all()
+    assert changed.sum() < 0.05 * np.isin(grown, v.LV).sum()  # a thin wall, not a shrink
+    assert np.array_equal(v.carve_septum(out, 1.0), out)  # nothing left to carve
+
+
 def test_image_is_drawn_from_the_same_voxels_as_its_label(monkeypatch):
     # no blur, spread or artefacts: every voxel's intensity is its tissue class mean, so any
     # shift between image and label would put several intensities inside one label

@@ -31,6 +31,7 @@ from segkit.tasks import TASKS
 TASK = TASKS["ventricle"]
 ASSETS = Path(__file__).parent / "assets" / "brains"
 LV = (4, 43)  # FreeSurfer Left/Right-Lateral-Ventricle
+WM = (2, 41)  # FreeSurfer Left/Right-Cerebral-White-Matter
 BRAIN_MAX = 99  # FreeSurfer labels 1-99 are the brain; labels >= 500 are head tissues
 # 136/137 and 163/164: thin (1-1.4 mL) structures along the ventricle walls in SynthSeg's maps. They
 # are brain: as background they punched dark holes beside the ventricles of skull-stripped draws.
@@ -63,6 +64,8 @@ TARGETS = {"healthy": (0.004, 0.017), "moderate": (0.023, 0.037), "severe": (0.0
 MIN_SHRINK = 0.5  # a subject's ventricles are never shrunk below half their own volume
 P_STRIPPED = 0.25  # share of skull-stripped images (head tissues removed)
 P_CROP = 0.3  # share of fields of view that cut into the head
+SEPTUM_HALF_WIDTH = (1.0, 2.0)  # mm: a tissue wall 2-4 mm thick where the two ventricles meet
+BLUR_SIGMA = (0.4, 1.6)  # voxels: the scanner's point spread, from sharp to a soft low-resolution look
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,6 +128,30 @@ def resize_ventricles(fs: np.ndarray, target_voxels: int) -> np.ndarray:
     return out
 
 
+def carve_septum(fs: np.ndarray, half_width: float) -> np.ndarray:
+    """Put a septum back between the left and right lateral ventricles.
+
+    FreeSurfer's maps let labels 4 and 43 touch at the midline (and grown ventricles merge), so draws
+    from them showed one fused cavity; a real scan shows a tissue wall (septum pellucidum, fornix)
+    between the two. Ventricle voxels within half_width mm (1 mm voxels) of the other side's
+    ventricle become that hemisphere's white matter, which then gets its own intensity.
+    """
+    left, right = fs == LV[0], fs == LV[1]
+    if not (left.any() and right.any()):
+        return fs
+    idx = np.argwhere(left | right)
+    lo, hi = np.maximum(idx.min(axis=0) - 2, 0), np.minimum(idx.max(axis=0) + 3, fs.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    sub = fs[box].copy()
+    near_right = ndi.distance_transform_edt(sub != LV[1]) <= half_width
+    near_left = ndi.distance_transform_edt(sub != LV[0]) <= half_width
+    sub[(sub == LV[0]) & near_right] = WM[0]
+    sub[(sub == LV[1]) & near_left] = WM[1]
+    out = fs.copy()
+    out[box] = sub
+    return out
+
+
 def _classes(rng: np.random.Generator, contrast: str, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of every FreeSurfer label (indexed by label) for one draw."""
     top = int(table.max()) + 1
@@ -179,6 +206,7 @@ def draw_case(
     fs, src_affine = read_subject(subject)
     brain = int(is_brain(fs).sum())
     fs = resize_ventricles(fs, int(round(target_ratio * brain)))
+    fs = carve_septum(fs, float(rng.uniform(*SEPTUM_HALF_WIDTH)))
     stripped = rng.random() < P_STRIPPED
     if stripped:
         fs = np.where(is_brain(fs), fs, 0).astype(np.int16)
@@ -195,7 +223,7 @@ def draw_case(
     contrast = str(rng.choice(CONTRASTS, p=P_CONTRAST))
     mean, std = _classes(rng, contrast, np.asarray(subject_table()["codes_to_freesurfer"]))
     img = mean[lab_fs] + std[lab_fs] * rng.standard_normal(lab_fs.shape, dtype=np.float32)
-    img = synth.blur(img, float(rng.uniform(0.4, 1.0)))  # partial volume: the scanner's point spread
+    img = synth.blur(img, float(rng.uniform(*BLUR_SIGMA)))  # partial volume: the scanner's point spread
     label = np.zeros(lab_fs.shape, dtype=np.uint8)
     label[is_brain(lab_fs)] = 1
     label[np.isin(lab_fs, LV)] = 2
