@@ -3,11 +3,13 @@
 Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--parts a,b,c,d]
 
 (a) whole `segkit predict` processes: median wall time of N runs and peak RSS, on a seeded 182x218x182
-    brain-like MRI (shipped ventricle model) and a 512x512x300 CT-like volume (shipped liver-cyst model);
+    brain-like MRI (shipped ventricle model; --engine auto, i.e. ONNX Runtime, and --engine torch) and a
+    512x512x300 CT-like volume (shipped liver-cyst model);
 (b) one predict split into start-up (imports), model load, read, preprocess, network (predict_preprocessed),
     inverse (probs_to_mask), write (mask, overlay, report), timed around the real functions in a fresh process;
 (c) MONAI sliding_window_inference (roi = patch size, sw_batch_size 1, overlap 0.25, constant) on the same
-    2.5-D slice stacks and model: Dice against segkit's mask and the time ratio;
+    2.5-D slice stacks and PyTorch model, against segkit's network on its default engine (and on PyTorch):
+    Dice against segkit's mask and the time ratio;
 (d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); CUDA fp32 vs AMP.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
 numbers taken while something else loads the machine say little.
@@ -98,9 +100,9 @@ def pick_model(name: str, tmp: Path) -> tuple[str, str | None]:
         ), f"{why}: benched a freshly initialised model of its config instead (same architecture and size)"
 
 
-def run_predict(image: Path, model: str, out: Path) -> tuple[float, float]:
+def run_predict(image: Path, model: str, out: Path, engine: str = "auto") -> tuple[float, float]:
     """One whole `segkit predict` process: (wall seconds, peak RSS MiB), from wait4's rusage of that child."""
-    cmd = [*SEGKIT, "predict", str(image), "--model", model, "--out", str(out)]
+    cmd = [*SEGKIT, "predict", str(image), "--model", model, "--out", str(out), "--engine", engine]
     with open(out.parent / f"{out.name}.stderr", "w+") as err:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, env={**os.environ, **CHILD_ENV}, stdout=subprocess.DEVNULL, stderr=err)
@@ -113,8 +115,8 @@ def run_predict(image: Path, model: str, out: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dict[str, Any]:
-    runs = [run_predict(image, model, tmp / f"out{i}") for i in range(repeats)]
+def whole_process(image: Path, model: str, tmp: Path, repeats: int, engine: str = "auto") -> dict[str, Any]:
+    runs = [run_predict(image, model, tmp / f"out{i}", engine) for i in range(repeats)]
     walls, rss = [w for w, _ in runs], [r for _, r in runs]
     return {"wall_s": walls, "median_s": statistics.median(walls), "peak_rss_mib": max(rss)}
 
@@ -163,7 +165,8 @@ def dice(a: np.ndarray, b: np.ndarray, labels: tuple[str, ...]) -> dict[str, flo
 
 
 def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
-    """segkit's 2.5-D batching vs MONAI sliding_window_inference with default settings, both fp32."""
+    """segkit's network (its default engine, and PyTorch) vs MONAI sliding_window_inference with default
+    settings on the PyTorch model, all fp32."""
     import numpy as np
     import torch
     from monai.inferers import sliding_window_inference
@@ -171,13 +174,17 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     from segkit.infer import load_model, predict_preprocessed, read_input
     from segkit.transforms import context_stack, preprocess_image, probs_to_mask
 
-    net, cfg, _ = load_model(model, "cpu")
+    net, cfg, _ = load_model(model, "cpu", "torch")
+    fast, _, info = load_model(model, "cpu")  # what segkit predict runs: ONNX Runtime where the model has it
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp="off"))
     vol = read_input(image)
     pre, grid = preprocess_image(vol.data, vol.affine, cfg)
     t = time.perf_counter()
-    probs, _, _ = predict_preprocessed(net, pre, cfg)
+    probs, _, _ = predict_preprocessed(fast, pre, cfg)
     ours = time.perf_counter() - t
+    t = time.perf_counter()
+    probs_torch, _, _ = predict_preprocessed(net, pre, cfg)
+    ours_torch = time.perf_counter() - t
     roi = tuple(cfg.train.patch_size)
     swi = torch.empty_like(probs)
     t = time.perf_counter()
@@ -189,8 +196,16 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
             swi[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0)
     theirs = time.perf_counter() - t
     agree = dice(probs_to_mask(swi, grid), probs_to_mask(probs, grid), cfg.task.labels)
-    times = {"segkit_network_s": ours, "sliding_window_s": theirs, "time_ratio_sliding_over_segkit": theirs / ours}
-    return {"roi": list(roi), **times, "dice_sliding_vs_segkit": agree}
+    times = {"segkit_network_s": ours, "segkit_torch_network_s": ours_torch, "sliding_window_s": theirs}
+    times["time_ratio_sliding_over_segkit"] = theirs / ours
+    same = dice(probs_to_mask(probs_torch, grid), probs_to_mask(probs, grid), cfg.task.labels)
+    return {
+        "roi": list(roi),
+        "engine": info["engine"],
+        **times,
+        "dice_sliding_vs_segkit": agree,
+        "dice_torch_vs_engine": same,
+    }
 
 
 def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
@@ -201,7 +216,7 @@ def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
     from segkit.infer import load_model, read_input
     from segkit.transforms import context_stack, pad_to_multiple, preprocess_image
 
-    net, cfg, _ = load_model(model, "cpu")
+    net, cfg, _ = load_model(model, "cpu", "torch")
     vol = read_input(image)
     pre, _ = preprocess_image(vol.data, vol.affine, cfg)
     mid = pre.shape[2] // 2
@@ -286,7 +301,10 @@ def main() -> None:
         model, note = pick_model("ventricle", tmp)
         result["models"]["ventricle"] = {"model": model, "note": note}
         if "a" in parts:
-            result["predict"] = {"brain 182x218x182": whole_process(brain, model, tmp, args.repeats)}
+            result["predict"] = {
+                f"brain 182x218x182 ({engine})": whole_process(brain, model, tmp, args.repeats, engine)
+                for engine in ("auto", "torch")
+            }
             from segkit.checkpoint import weights_dir
 
             if (weights_dir() / "liver-cyst.pt").is_file():

@@ -15,7 +15,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from segkit.engine import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "segkit_version")
@@ -149,6 +150,7 @@ def main() -> None:
         raise SystemExit(f"{a.run}: a {ck['config']['task']['name']} model, not {a.task}")
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     save_checkpoint(out, {**{k: ck[k] for k in KEEP if k in ck}, "limits": a.limit})
+    onnx = write_onnx(out, file_sha256(out))  # predict runs it through ONNX Runtime on CPUs (same masks)
     init = json.loads((a.run / "run.json").read_text()).get("init")
     if init:
         src = Path(init["path"])
@@ -160,7 +162,8 @@ def main() -> None:
         "cases": a.cases,
         "init": init,
         "weights": out.name,
-        "sha256_16": hashlib.sha256(out.read_bytes()).hexdigest()[:16],
+        "sha256_16": onnx["checkpoint_sha256"][:16],
+        "onnx_max_abs_diff": onnx["max_abs_diff"],
         "epoch": ck["epoch"],
         "data_seconds": a.data_seconds,
         "train_seconds": a.train_seconds,

@@ -136,13 +136,17 @@ def predict(
     series: Annotated[
         str | None, typer.Option(help="DICOM folder with several series: the SeriesInstanceUID to predict.")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx."),
+    ] = "auto",
 ) -> None:
     """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay; warnings."""
     from segkit.infer import predict_paths
 
-    reports, failed = predict_paths(path, model, out, device, series)
+    reports, failed = predict_paths(path, model, out, device, series, engine)
     used = reports[0]["model"]
-    _say(f"model: {used['kind']} {used['name']} ({used['checkpoint']})")
+    _say(f"model: {used['kind']} {used['name']} ({used['checkpoint']}; {used['engine']})")
     for r in reports:
         bio = r["biomarker"]
         value = "n/a" if bio["value"] is None else f"{bio['value']:.4f}"
@@ -167,11 +171,15 @@ def evaluate(
         Path | None, typer.Option(help="Report folder (default RUN_DIR/eval-<split>; shipped model: eval-<split>).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx."),
+    ] = "auto",
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
     from segkit.evaluate import evaluate_split
 
-    report = evaluate_split(model, data, split, out, device)
+    report = evaluate_split(model, data, split, out, device, engine)
     _say(report["summary_line"])
     _say(f"report: {report['out']}/report.md")
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_split(
-    model: str | Path | None, data: Path, split: str, out: Path | None, device: str = "auto"
+    model: str | Path | None, data: Path, split: str, out: Path | None, device: str = "auto", engine: str = "auto"
 ) -> dict[str, Any]:
     """Score one split of a dataset (model None: its task's shipped model); writes predictions/ and reports into out."""
     ds = read_dataset(data)
@@ -37,7 +37,7 @@ def evaluate_split(
                 f"{data}/dataset.json: task {ds.task!r} has no shipped model ({', '.join(TASKS)}); pass --model"
             )
         model = ds.task
-    net, cfg, info = load_model(model, device)
+    net, cfg, info = load_model(model, device, engine)
     if tuple(ds.labels) != cfg.task.labels:
         raise InputError(
             f"{data}: dataset labels {list(ds.labels)} differ from the model's {list(cfg.task.labels)}; "

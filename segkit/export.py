@@ -330,7 +330,7 @@ def export_onnx(model: str | Path | None, out: Path, atol: float = 1e-4) -> dict
 
     from segkit.infer import load_model
 
-    net, cfg, info = load_model(model, "cpu")
+    net, cfg, info = load_model(model, "cpu", engine="torch")
     gen = torch.Generator().manual_seed(0)
     (h, w), c = cfg.train.patch_size, cfg.in_channels
     with torch.no_grad():

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from segkit import __version__
 from segkit.checkpoint import ModelRef, file_sha256, load_checkpoint, resolve_model
@@ -22,6 +27,7 @@ from segkit.checks import (
     volume_warnings,
 )
 from segkit.config import Config, config_from_dict
+from segkit.engine import ENGINES, OnnxNet, open_onnx
 from segkit.errors import CheckpointError, InputError, SegkitError
 from segkit.io import (
     Volume,
@@ -40,9 +46,11 @@ from segkit.render import write_label_descriptions, write_overlay
 from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The shipped model predict uses when no --model is given, by the scan's modality (see guess_modality).
 DEFAULT_MODELS = {"MRI": "ventricle", "CT": "liver-cyst"}
+Network = SegGrader | OnnxNet  # what load_model returns: the PyTorch model or its ONNX Runtime twin
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Prediction:
     grade_probs: dict[str, float]
     measurements: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage, for the report
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -82,25 +91,39 @@ def default_model(path: Path, names: set[str]) -> ModelRef:
         raise CheckpointError(f"{why}: {e}") from None
 
 
-def load_model(model: str | Path | ModelRef | None, device: str = "auto") -> tuple[SegGrader, Config, dict[str, Any]]:
-    """Shipped name, run folder or .pt -> eval-mode model, its config, and what was loaded (for reports)."""
+def load_model(
+    model: str | Path | ModelRef | None, device: str = "auto", engine: str = "auto"
+) -> tuple[Network, Config, dict[str, Any]]:
+    """Shipped name, run folder or .pt -> eval-mode model, its config, and what was loaded (for reports).
+
+    engine: auto runs the network through ONNX Runtime on a CPU when the checkpoint has matching
+    ONNX files beside it (segkit.engine), else PyTorch; torch or onnx force one.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
     ref = model if isinstance(model, ModelRef) else resolve_model(model)
     path = ref.path
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
     if ref.kind == "shipped" and cfg.task.name != ref.name:
         raise CheckpointError(f"{path}: holds a {cfg.task.name} model, not {ref.name}; replace the file")
-    net = build_model(cfg)
-    load_weights(net, state["model"], path)
+    sha = file_sha256(path)
     dev = pick_device(device)
-    net.to(dev).eval()
+    if engine == "onnx" and dev.type != "cpu":
+        raise InputError("--engine onnx runs on the CPU; add --device cpu or use --engine torch")
+    net: Network | None = open_onnx(path, sha, engine if dev.type == "cpu" else "torch")
+    if net is None:
+        net = build_model(cfg)
+        load_weights(net, state["model"], path)
+        net.to(dev).eval()
     info = {
         "kind": ref.kind,
         "name": ref.name,
         "checkpoint": str(path.resolve()),
         "epoch": state.get("epoch"),
         "arch": cfg.model.arch,
-        "sha256": file_sha256(path)[:16],
+        "sha256": sha[:16],
+        "engine": f"onnxruntime {net.version}" if isinstance(net, OnnxNet) else f"torch {torch.__version__}",
     }
     if state.get("limits"):  # measured weaknesses a shipped model declares: every report repeats them
         info["limits"] = [str(x) for x in state["limits"]]
@@ -128,11 +151,11 @@ def load_weights(net: SegGrader, weights: dict[str, torch.Tensor], path: Path) -
 
 @torch.no_grad()
 def predict_preprocessed(
-    net: SegGrader, volume: np.ndarray, cfg: Config, batch: int = 16
+    net: Network, volume: np.ndarray, cfg: Config, batch: int = 16
 ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """Normalised model-grid volume (X, Y, Z) -> class probs (K, X, Y, Z), grade probs (G,),
     and the volume's pooled slice features (F + K,) that the grade head read."""
-    dev = next(net.parameters()).device
+    dev = net.device if isinstance(net, OnnxNet) else next(net.parameters()).device
     num_z = volume.shape[2]
     probs = torch.empty((cfg.num_classes, *volume.shape), dtype=torch.float32)
     feats = []
@@ -172,16 +195,17 @@ def amp_dtype(dev: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
-def predict_volume(net: SegGrader, cfg: Config, vol: Volume) -> Prediction:
+def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
     """Predict one volume: mask on its own grid, grade, measurements, and warnings when unsure."""
     if float(vol.data.max()) == float(vol.data.min()):
         warning = "constant volume: no image content, mask left empty and no grade given"
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
         return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [warning])
-    pre, grid = preprocess_image(vol.data, vol.affine, cfg)
-    probs, grade_p, _ = predict_preprocessed(net, pre, cfg)
+    clock = Stopwatch()
+    pre, grid = clock.time("preprocess", preprocess_image, vol.data, vol.affine, cfg)
+    probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
-    mask = probs_to_mask(probs, grid)
+    mask = clock.time("inverse", probs_to_mask, probs, grid)
     grades = cfg.task.grades
     grade = grades[int(grade_p.argmax())]
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}
@@ -192,7 +216,20 @@ def predict_volume(net: SegGrader, cfg: Config, vol: Volume) -> Prediction:
         *confidence_warnings(confidence, cfg.eval.min_confidence_fg),
         *grade_warnings(grade, probs_d, m["biomarker"], cfg.eval.low_confidence),
     ]
-    return Prediction(mask, grade, probs_d, m, warnings)
+    return Prediction(mask, grade, probs_d, m, warnings, clock.seconds)
+
+
+class Stopwatch:
+    """Wall seconds per named stage (a stage timed twice adds up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def time(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        t0 = time.perf_counter()
+        result = fn(*args)
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
+        return result
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -250,6 +287,7 @@ def write_prediction(
         "model": info,
         "segkit_version": __version__,
         "warnings": [*pred.warnings, *info.get("limits", [])],
+        "seconds": {},  # read, preprocess, network, inverse, write and total: this volume's wall time
     }
     if vol.series_uid:
         report["series_uid"] = vol.series_uid  # export --format dicom-seg finds the series again by it
@@ -258,18 +296,33 @@ def write_prediction(
     if bio["value"] is not None:
         title += f"  ({bio['name']} {bio['value']:.4f})"
     labels = cfg.task.labels
+    clock = Stopwatch()
+
+    def report_text() -> str:  # written last, so it holds the time spent writing the others
+        report["seconds"] = {**pred.seconds, **clock.seconds}
+        report["seconds"]["total"] = round(sum(report["seconds"].values()), 3)
+        return json.dumps(report, indent=2)
+
     write_all(  # the report last: export reads a case by its report
         [
-            (mask_path, lambda t: write_volume(t, pred.mask, vol.affine, vol.header)),
-            (overlay_path, lambda t: write_overlay(vol.data, pred.mask, vol.affine, labels, t, title)),
-            (report_path, lambda t: atomic_write_text(t, json.dumps(report, indent=2))),
+            (mask_path, lambda t: clock.time("write", write_volume, t, pred.mask, vol.affine, vol.header)),
+            (
+                overlay_path,
+                lambda t: clock.time("write", write_overlay, vol.data, pred.mask, vol.affine, labels, t, title),
+            ),
+            (report_path, lambda t: atomic_write_text(t, report_text())),
         ]
     )
     return report
 
 
 def predict_paths(
-    path: Path, model: str | Path | None, out: Path, device: str = "auto", series: str | None = None
+    path: Path,
+    model: str | Path | None,
+    out: Path,
+    device: str = "auto",
+    series: str | None = None,
+    engine: str = "auto",
 ) -> tuple[list[dict[str, Any]], SegkitError | None]:
     """segkit predict: every input volume (or DICOM series) -> mask, report, overlay in `out` (model None: shipped).
 
@@ -283,38 +336,61 @@ def predict_paths(
     for f in files:  # refuse to overwrite any input before writing anything
         check_not_input(out / f"{names[f]}_mask.nii.gz", [f])
     failed: list[Path] = []
-    readable: list[Path] = []
-    last = None
-    picks: set[str] = set()
-    for f in files:  # read every input before loading the model: a shipped model is picked by modality
-        try:
-            vol = read_input(f, series)
-            pick = shipped_model_for(vol.data) if model is None else None
-        except SegkitError as e:
-            _case_failed(f, e, failed, len(files))
-            continue
-        readable.append(f)
-        last = vol
-        if pick is not None:
-            picks.add(pick)
-    if not readable:
-        raise _failures(failed, files, out)
-    net, cfg, info = load_model(model if model is not None else default_model(path, picks), device)
-    ensure_dir(out)
+    readable, cache = list(files), {}
+    if model is None:  # read every input before loading the model: a shipped model is picked by modality
+        readable, cache, picks = _pick_models(files, series, failed)
+        if not readable:
+            raise _failures(failed, files, out)
+        model = default_model(path, picks)
+    net, cfg, info = load_model(model, device, engine)
     reports = []
-    for f in readable:
-        try:
-            vol = last if f == readable[-1] and last else read_input(f, series)  # the last one is read once
-            pred = predict_volume(net, cfg, vol)
-            reports.append(write_prediction(pred, vol, out, cfg, info, names[f]))
-        except Exception as e:  # a folder run goes on; write_prediction left nothing of this case behind
-            _case_failed(f, e, failed, len(files))
+    show = len(readable) > 1 and sys.stderr.isatty()
+    with ThreadPoolExecutor(1) as reader:  # the next volume is read while this one is predicted
+        pending = reader.submit(_read_timed, readable[0], series, cache)
+        for i, f in enumerate(tqdm(readable, desc="predict", unit="volume", disable=not show)):
+            this = pending
+            if i + 1 < len(readable):
+                pending = reader.submit(_read_timed, readable[i + 1], series, cache)
+            try:
+                vol, read_s = this.result()
+                pred = predict_volume(net, cfg, vol)
+                pred.seconds = {"read": read_s, **pred.seconds}
+                ensure_dir(out)  # only once a case is ready: a run whose every input fails leaves no folder
+                reports.append(write_prediction(pred, vol, out, cfg, info, names[f]))
+            except Exception as e:  # a folder run goes on; write_prediction left nothing of this case behind
+                _case_failed(f, e, failed, len(files))
     if reports:
         write_label_descriptions(out, cfg.task.labels)
     error = _failures(failed, files, out) if failed else None
     if error is not None and not reports:
         raise error
     return reports, error
+
+
+def _pick_models(
+    files: list[Path], series: str | None, failed: list[Path]
+) -> tuple[list[Path], dict[Path, Volume], set[str]]:
+    """Read every input once for its modality: (readable inputs, the last one read, the shipped models picked)."""
+    readable, cache, picks = [], {}, set()
+    for f in files:
+        try:
+            vol = read_input(f, series)
+            picks.add(shipped_model_for(vol.data))
+        except SegkitError as e:
+            _case_failed(f, e, failed, len(files))
+            continue
+        readable.append(f)
+        cache = {f: vol}  # kept for the prediction: the last input is not read twice
+    return readable, cache, picks
+
+
+def _read_timed(f: Path, series: str | None, cache: dict[Path, Volume]) -> tuple[Volume, float]:
+    """An input volume (from the cache when it was read already) and the seconds reading took."""
+    if f in cache:
+        return cache.pop(f), 0.0
+    t0 = time.perf_counter()
+    vol = read_input(f, series)
+    return vol, round(time.perf_counter() - t0, 3)
 
 
 def _case_failed(f: Path, e: Exception, failed: list[Path], num_inputs: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_folder_run_reports_failed_cases_goes_on_and_exits_2(tiny_run, tmp_path,
     inputs.mkdir()
     for i, name in enumerate(("a", "b", "c")):
         write_nifti(inputs / f"{name}.nii.gz", brain_like(seed=i), np.diag([1.5, 1.5, 3.0, 1.0]))
-    (inputs / "d.nii.gz").write_text("not an image")  # unreadable: fails before the model loads
+    (inputs / "d.nii.gz").write_text("not an image")  # unreadable: logged, and the run goes on
     real = segkit.infer.write_overlay
 
     def overlay_fails_for_b(image, mask, affine, labels, out, title):
@@ -91,3 +92,18 @@ def test_thin_nifti_predicts_with_a_drawable_overlay(tiny_run, tmp_path, capsys,
     assert {p.name for p in out.iterdir()} == case_files("thin") | LABEL_FILES
     assert nib.load(out / "thin_mask.nii.gz").shape == shape
     assert (out / "thin_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_report_gives_its_volume_s_time_per_stage(tiny_run, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):  # read ahead while the one before is predicted
+        write_nifti(inputs / f"v{i}.nii.gz", brain_like(seed=i), np.diag([1.5, 1.5, 3.0, 1.0]))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(inputs), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 0, err
+    for i in range(3):
+        seconds = json.loads((out / f"v{i}_report.json").read_text())["seconds"]
+        assert list(seconds) == ["read", "preprocess", "network", "inverse", "write", "total"]
+        assert all(v >= 0 for v in seconds.values()) and seconds["write"] > 0
+        assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=2e-3)

@@ -1,0 +1,120 @@
+"""ONNX Runtime for the shipped models' networks: the same masks as PyTorch, faster on CPU.
+
+A shipped model `<task>.pt` may carry `<task>.onnx` (mask logits and slice features),
+`<task>.grade.onnx` (slice features -> grade logits) and `<task>.onnx.json`, written together by
+write_onnx() from that exact `.pt` (the JSON records its SHA-256). On a CPU, `--engine auto` runs
+the network through ONNX Runtime when the three files are there and still match the `.pt`;
+everything around the network (preprocessing, the inverse to the input grid, measurements) is the
+one path PyTorch runs too. Timings: scripts/bench.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.errors import CheckpointError
+from segkit.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "onnx")
+
+
+def onnx_files(pt: Path) -> dict[str, Path]:
+    """The ONNX sidecar files of a shipped checkpoint."""
+    return {
+        "net": pt.with_suffix(".onnx"),
+        "grade": pt.with_suffix(".grade.onnx"),
+        "meta": pt.with_suffix(".onnx.json"),
+    }
+
+
+class OnnxNet:
+    """SegGrader's forward and pool_grade run by ONNX Runtime on the CPU, with the same signatures."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only
+        self.net = ort.InferenceSession(str(files["net"]), opts, providers=["CPUExecutionProvider"])
+        self.head = ort.InferenceSession(str(files["grade"]), opts, providers=["CPUExecutionProvider"])
+        self.device = torch.device("cpu")
+        self.version = ort.__version__
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = self.net.run(["mask_logits", "slice_features"], {"image": x.numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(feats)
+
+    def pool_grade(self, feats: torch.Tensor, num_cases: int) -> torch.Tensor:
+        grouped = feats.reshape(num_cases, -1, feats.shape[-1]).numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(self.head.run(["grade_logits"], {"slice_features": grouped})[0])
+
+
+def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
+    """The ONNX network of checkpoint pt when engine allows it and its files match pt; else None (PyTorch).
+
+    engine "onnx" insists: missing or stale files, or no onnxruntime, are an error naming the fix.
+    """
+    if engine == "torch":
+        return None
+    files = onnx_files(pt)
+    why = None
+    if not all(f.is_file() for f in files.values()):
+        why = (
+            f"{pt.name} has no ONNX files beside it ({files['net'].name}, {files['grade'].name}, {files['meta'].name})"
+        )
+    elif json.loads(files["meta"].read_text()).get("checkpoint_sha256") != sha256:
+        why = f"{files['net'].name} was exported from another {pt.name} (SHA-256 differs)"
+    else:
+        try:
+            return OnnxNet(files)
+        except ImportError:
+            why = "onnxruntime is not installed (pip install onnxruntime)"
+    if engine == "onnx":
+        raise CheckpointError(f"--engine onnx: {why}; use --engine torch, or write them: python -m segkit.engine {pt}")
+    log.info("running %s with PyTorch: %s", pt.name, why)
+    return None
+
+
+def write_onnx(pt: Path, sha256: str) -> dict[str, Any]:
+    """Export checkpoint pt's network and grade head next to it (checked against PyTorch by export_onnx)."""
+    from segkit.export import export_onnx
+
+    files = onnx_files(pt)
+    with tempfile.TemporaryDirectory(dir=pt.parent) as tmp:
+        result = export_onnx(pt, Path(tmp))
+        shutil.move(Path(tmp) / "model.onnx", files["net"])
+        shutil.move(Path(tmp) / "grade_head.onnx", files["grade"])
+    meta = {
+        **result,
+        "checkpoint": pt.name,
+        "checkpoint_sha256": sha256,
+        "files": [files["net"].name, files["grade"].name],
+    }
+    atomic_write_text(files["meta"], json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m segkit.engine WEIGHTS.pt ...: (re)write the ONNX files of shipped checkpoints."""
+    import sys
+
+    from segkit.checkpoint import file_sha256
+
+    for arg in argv if argv is not None else sys.argv[1:]:
+        pt = Path(arg)
+        meta = write_onnx(pt, file_sha256(pt))
+        print(f"{pt}: wrote {', '.join(meta['files'])}; max |ONNX - PyTorch| {meta['max_abs_diff']}")
+
+
+if __name__ == "__main__":
+    main()
