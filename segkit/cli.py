@@ -225,10 +225,13 @@ def main() -> None:
     """Entry point: SegkitError -> one line on stderr, exit 2."""
     from segkit.errors import SegkitError
 
+    from segkit.allocator import tune_allocator
+
     verbose = "--verbose" in sys.argv
     if verbose:
         sys.argv.remove("--verbose")
     _setup_logging(verbose)
+    tune_allocator()
     try:
         rc = app(standalone_mode=False)  # click returns, not raises, a command's Exit code here
         if isinstance(rc, int) and rc:
