@@ -223,9 +223,8 @@ def export(
 
 def main() -> None:
     """Entry point: SegkitError -> one line on stderr, exit 2."""
-    from segkit.errors import SegkitError
-
     from segkit.allocator import tune_allocator
+    from segkit.errors import SegkitError
 
     verbose = "--verbose" in sys.argv
     if verbose:
