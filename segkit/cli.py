@@ -140,11 +140,14 @@ def predict(
         str,
         typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx."),
     ] = "auto",
+    tta: Annotated[
+        bool | None, typer.Option("--tta/--no-tta", help="Mirror test-time augmentation (2x the network time).")
+    ] = None,
 ) -> None:
     """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay; warnings."""
     from segkit.infer import predict_paths
 
-    reports, failed = predict_paths(path, model, out, device, series, engine)
+    reports, failed = predict_paths(path, model, out, device, series, engine, tta)
     used = reports[0]["model"]
     _say(f"model: {used['kind']} {used['name']} ({used['checkpoint']}; {used['engine']})")
     for r in reports:
@@ -175,11 +178,14 @@ def evaluate(
         str,
         typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx."),
     ] = "auto",
+    tta: Annotated[
+        bool | None, typer.Option("--tta/--no-tta", help="Mirror test-time augmentation (2x the network time).")
+    ] = None,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
     from segkit.evaluate import evaluate_split
 
-    report = evaluate_split(model, data, split, out, device, engine)
+    report = evaluate_split(model, data, split, out, device, engine, tta)
     _say(report["summary_line"])
     _say(f"report: {report['out']}/report.md")
 

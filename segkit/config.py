@@ -110,6 +110,10 @@ class EvalConfig:
     # Mean top-class probability over the voxels the model calls foreground; below this the
     # network is unsure over the structure (often a scan unlike its training data): a warning.
     min_confidence_fg: float = 0.75
+    tta: bool = False  # mirror test-time augmentation: average with the left-right flipped volume (2x the time)
+    # Connected-component rule per foreground label (all, largest, major; segkit.postprocess), chosen on
+    # val at the end of training; () = keep everything.
+    keep_components: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("preprocess.spacing must be positive")
     if any(p % 16 for p in cfg.train.patch_size):
         raise ConfigError("train.patch_size must be multiples of 16 (four 2x poolings)")
+    rules = cfg.eval.keep_components
+    if rules and (len(rules) != len(t.labels) - 1 or any(r not in ("all", "largest", "major") for r in rules)):
+        raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")
     if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
         raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")
 

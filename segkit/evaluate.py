@@ -24,7 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_split(
-    model: str | Path | None, data: Path, split: str, out: Path | None, device: str = "auto", engine: str = "auto"
+    model: str | Path | None,
+    data: Path,
+    split: str,
+    out: Path | None,
+    device: str = "auto",
+    engine: str = "auto",
+    tta: bool | None = None,
 ) -> dict[str, Any]:
     """Score one split of a dataset (model None: its task's shipped model); writes predictions/ and reports into out."""
     ds = read_dataset(data)
@@ -37,7 +43,7 @@ def evaluate_split(
                 f"{data}/dataset.json: task {ds.task!r} has no shipped model ({', '.join(TASKS)}); pass --model"
             )
         model = ds.task
-    net, cfg, info = load_model(model, device, engine)
+    net, cfg, info = load_model(model, device, engine, tta)
     if tuple(ds.labels) != cfg.task.labels:
         raise InputError(
             f"{data}: dataset labels {list(ds.labels)} differ from the model's {list(cfg.task.labels)}; "

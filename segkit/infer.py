@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -42,6 +43,7 @@ from segkit.io import (
 )
 from segkit.measure import measure
 from segkit.models import SegGrader, build_model
+from segkit.postprocess import apply_rules
 from segkit.render import write_label_descriptions, write_overlay
 from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
 
@@ -92,12 +94,13 @@ def default_model(path: Path, names: set[str]) -> ModelRef:
 
 
 def load_model(
-    model: str | Path | ModelRef | None, device: str = "auto", engine: str = "auto"
+    model: str | Path | ModelRef | None, device: str = "auto", engine: str = "auto", tta: bool | None = None
 ) -> tuple[Network, Config, dict[str, Any]]:
     """Shipped name, run folder or .pt -> eval-mode model, its config, and what was loaded (for reports).
 
     engine: auto runs the network through ONNX Runtime on a CPU when the checkpoint has matching
-    ONNX files beside it (segkit.engine), else PyTorch; torch or onnx force one.
+    ONNX files beside it (segkit.engine), else PyTorch; torch or onnx force one. tta: override the
+    checkpoint's eval.tta (mirror test-time augmentation).
     """
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
@@ -105,6 +108,8 @@ def load_model(
     path = ref.path
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
+    if tta is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tta=tta))
     if ref.kind == "shipped" and cfg.task.name != ref.name:
         raise CheckpointError(f"{path}: holds a {cfg.task.name} model, not {ref.name}; replace the file")
     sha = file_sha256(path)
@@ -124,6 +129,8 @@ def load_model(
         "arch": cfg.model.arch,
         "sha256": sha[:16],
         "engine": f"onnxruntime {net.version}" if isinstance(net, OnnxNet) else f"torch {torch.__version__}",
+        "tta": cfg.eval.tta,
+        "keep_components": dict(zip(cfg.task.labels[1:], cfg.eval.keep_components or ("all",) * 99, strict=False)),
     }
     if state.get("limits"):  # measured weaknesses a shipped model declares: every report repeats them
         info["limits"] = [str(x) for x in state["limits"]]
@@ -149,12 +156,27 @@ def load_weights(net: SegGrader, weights: dict[str, torch.Tensor], path: Path) -
             params[k].zero_()
 
 
-@torch.no_grad()
 def predict_preprocessed(
     net: Network, volume: np.ndarray, cfg: Config, batch: int = 16
 ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """Normalised model-grid volume (X, Y, Z) -> class probs (K, X, Y, Z), grade probs (G,),
-    and the volume's pooled slice features (F + K,) that the grade head read."""
+    and the volume's pooled slice features (F + K,) that the grade head read.
+
+    With eval.tta the left-right mirrored volume is predicted too (axis 0 of the model grid, which is
+    RAS-canonical) and both probabilities are averaged; the pooled features are the unmirrored ones.
+    """
+    probs, grade_p, pooled = _predict_once(net, volume, cfg, batch)
+    if cfg.eval.tta:
+        m_probs, m_grade, _ = _predict_once(net, np.ascontiguousarray(volume[::-1]), cfg, batch)
+        probs = (probs + m_probs.flip(1)) / 2
+        grade_p = (grade_p + m_grade) / 2
+    return probs, grade_p, pooled
+
+
+@torch.no_grad()
+def _predict_once(
+    net: Network, volume: np.ndarray, cfg: Config, batch: int
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     dev = net.device if isinstance(net, OnnxNet) else next(net.parameters()).device
     num_z = volume.shape[2]
     probs = torch.empty((cfg.num_classes, *volume.shape), dtype=torch.float32)
@@ -206,6 +228,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
     mask = clock.time("inverse", probs_to_mask, probs, grid)
+    mask = clock.time("postprocess", apply_rules, mask, cfg.eval.keep_components)
     grades = cfg.task.grades
     grade = grades[int(grade_p.argmax())]
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}
@@ -323,6 +346,7 @@ def predict_paths(
     device: str = "auto",
     series: str | None = None,
     engine: str = "auto",
+    tta: bool | None = None,
 ) -> tuple[list[dict[str, Any]], SegkitError | None]:
     """segkit predict: every input volume (or DICOM series) -> mask, report, overlay in `out` (model None: shipped).
 
@@ -342,7 +366,7 @@ def predict_paths(
         if not readable:
             raise _failures(failed, files, out)
         model = default_model(path, picks)
-    net, cfg, info = load_model(model, device, engine)
+    net, cfg, info = load_model(model, device, engine, tta)
     reports = []
     show = len(readable) > 1 and sys.stderr.isatty()
     with ThreadPoolExecutor(1) as reader:  # the next volume is read while this one is predicted

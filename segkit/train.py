@@ -31,6 +31,7 @@ from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.metrics import dice_per_label
 from segkit.models import SegGrader, build_model, num_parameters
+from segkit.postprocess import choose_on_val
 from segkit.transforms import augment_slice, build_augment, context_stack, preprocess_image, preprocess_label
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,8 @@ def refit_grade_head(net: SegGrader, cases: list[CaseData], cfg: Config, steps: 
 def _finish_grade_head(
     net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, run_dir: Path
 ) -> dict[str, Any]:
-    """Refit best.pt's grade head on whole training volumes; record val grade accuracy before/after."""
+    """Refit best.pt's grade head on whole training volumes (record val grade accuracy before/after), and
+    choose the connected-component post-processing on val."""
     ck = load_checkpoint(run_dir / "best.pt")
     net.load_state_dict(ck["model"])
     before = evaluate(net, val, cfg)
@@ -223,6 +225,9 @@ def _finish_grade_head(
         ck["model"] = net.state_dict()
     else:
         net.load_state_dict(ck["model"])
+    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
+    ck["config"]["eval"]["keep_components"] = list(rules)
+    log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
     ck["grade_head_refit"] = {
         "kept": kept,
         "train_volumes": len(train),

@@ -104,6 +104,6 @@ def test_every_report_gives_its_volume_s_time_per_stage(tiny_run, tmp_path, caps
     assert code == 0, err
     for i in range(3):
         seconds = json.loads((out / f"v{i}_report.json").read_text())["seconds"]
-        assert list(seconds) == ["read", "preprocess", "network", "inverse", "write", "total"]
+        assert list(seconds) == ["read", "preprocess", "network", "inverse", "postprocess", "write", "total"]
         assert all(v >= 0 for v in seconds.values()) and seconds["write"] > 0
         assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=2e-3)

@@ -1,0 +1,120 @@
+"""Connected-component post-processing, kept only where it raises val Dice (as nnU-Net chooses it).
+
+Rules, one per foreground label (config `eval.keep_components`, in task.labels order):
+  all      keep every component (no post-processing)
+  largest  keep the largest 3-D component only (one organ: a brain, a liver)
+  major    keep the components of at least MAJOR x the largest voxel count (two lateral ventricles,
+           several cysts) and drop the specks
+choose_rules() picks each label's rule on validation masks; a rule other than `all` is kept only
+when it raises that label's mean val Dice by more than MIN_GAIN.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from segkit.config import Config
+    from segkit.infer import Network
+    from segkit.train import CaseData
+
+RULES = ("all", "largest", "major")
+MAJOR = 0.1  # a component of at least a tenth of the largest is anatomy, not a speck
+MIN_GAIN = 0.001
+
+
+def keep_components(mask: np.ndarray, label: int, rule: str) -> np.ndarray:
+    """mask with label's components outside the rule set to background (0); a copy when anything changes."""
+    if rule == "all":
+        return mask
+    from scipy import ndimage as ndi  # not at import: a prediction without post-processing never loads it
+
+    comp, n = ndi.label(mask == label)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(comp.ravel())[1:]
+    keep = sizes == sizes.max() if rule == "largest" else sizes >= MAJOR * sizes.max()
+    drop = np.isin(comp, np.flatnonzero(~keep) + 1)
+    if not drop.any():
+        return mask
+    out = mask.copy()
+    out[drop] = 0
+    return out
+
+
+def apply_rules(mask: np.ndarray, rules: tuple[str, ...]) -> np.ndarray:
+    """Every foreground label's rule (rules[i] for label i + 1); () leaves the mask as it is."""
+    for i, rule in enumerate(rules):
+        mask = keep_components(mask, i + 1, rule)
+    return mask
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def choose_rules(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> tuple[tuple[str, ...], dict]:
+    """Per foreground label, the rule with the best mean Dice over (predicted, true) val masks.
+
+    Returns the rules and the mean Dice of every rule per label (for the run's record).
+    """
+    rules, table = [], {}
+    for label in range(1, num_classes):
+        scores = {
+            rule: float(np.mean([_dice(keep_components(p, label, rule) == label, t == label) for p, t in pairs]))
+            for rule in RULES
+        }
+        best = max(scores, key=lambda r: scores[r])
+        rules.append(best if scores[best] > scores["all"] + MIN_GAIN else "all")
+        table[label] = {r: round(s, 4) for r, s in scores.items()}
+    return tuple(rules), table
+
+
+def choose_on_val(net: Network, cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
+    """Rules chosen on val cases already on the model grid."""
+    from segkit.infer import predict_preprocessed
+
+    pairs = []
+    for c in cases:
+        probs, _, _ = predict_preprocessed(net, c.image, cfg)
+        pairs.append((probs.argmax(0).numpy().astype(np.uint8), c.label))
+    return choose_rules(pairs, cfg.num_classes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m segkit.postprocess RUN_DIR DATA_DIR: choose the rules for a run trained before they existed."""
+    import argparse
+    from pathlib import Path
+
+    from segkit.checkpoint import load_checkpoint, save_checkpoint
+    from segkit.config import config_from_dict
+    from segkit.data.msd import read_dataset
+    from segkit.infer import load_weights
+    from segkit.models import build_model
+    from segkit.train import load_cases
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("data", type=Path)
+    a = ap.parse_args(argv)
+    path = a.run / "best.pt"
+    ck = load_checkpoint(path)
+    cfg = config_from_dict(ck["config"])
+    net = build_model(cfg)
+    load_weights(net, ck["model"], path)
+    net.eval()
+    val = load_cases(read_dataset(a.data).split("val"), cfg, "val")
+    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
+    ck["config"]["eval"]["keep_components"] = list(rules)
+    save_checkpoint(path, ck)
+    print(
+        f"{path}: keep_components {list(rules)} on {len(val)} val cases; "
+        f"mean Dice per rule {ck['postprocess_val_dice']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
