@@ -26,13 +26,12 @@ from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import CheckpointError, ConfigError, InputError
-from segkit.infer import amp_dtype, autocast, pick_device, predict_preprocessed
+from segkit.infer import amp_dtype, autocast, pick_device
 from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
-from segkit.metrics import dice_per_label
 from segkit.models import SegGrader, build_model, num_parameters
-from segkit.postprocess import choose_on_val
 from segkit.transforms import augment_slice, build_augment, context_stack, preprocess_image, preprocess_label
+from segkit.validate import evaluate, finish_run
 
 log = logging.getLogger(__name__)
 
@@ -166,90 +165,6 @@ def _pause_if_asked(epoch: int, step: int) -> None:
         signal.pause()  # SIGINT raises KeyboardInterrupt here; SIGKILL ends the process
 
 
-@torch.no_grad()
-def evaluate(net: SegGrader, cases: list[CaseData], cfg: Config) -> dict[str, float]:
-    """Whole-volume validation on the model grid: Dice per label, grade accuracy and loss."""
-    net.eval()
-    dices, correct, nll = [], 0, 0.0
-    for c in cases:
-        probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
-        dices.append(dice_per_label(probs.argmax(0).numpy().astype(np.uint8), c.label, cfg.num_classes))
-        correct += int(grade_p.argmax() == c.grade)
-        nll += -float(np.log(max(grade_p[c.grade], 1e-8)))
-    d = np.mean(dices, axis=0)
-    out = {f"val_dice_{n}": float(v) for n, v in zip(cfg.task.labels[1:], d, strict=True)}
-    out["val_dice"] = float(d.mean())
-    out["val_grade_acc"] = correct / len(cases)
-    out["val_grade_loss"] = nll / len(cases)
-    out["val_score"] = (out["val_dice"] + out["val_grade_acc"]) / 2
-    return out
-
-
-def refit_grade_head(net: SegGrader, cases: list[CaseData], cfg: Config, steps: int = 1000) -> None:
-    """Refit the grade head on whole-volume pooled features of the training cases.
-
-    During joint training the head sees a few slices per case; predict pools every organ
-    slice. This last step fits the head on exactly what predict will feed it (the encoder
-    and masks are frozen), one vector per training volume.
-    """
-    net.eval()
-    pooled = torch.stack([predict_preprocessed(net, c.image, cfg)[2] for c in cases])  # (N, F + K)
-    y = torch.tensor([c.grade for c in cases])
-    dev = next(net.parameters()).device
-    pooled, y = pooled.to(dev), y.to(dev)
-    weights = grade_class_weights(y.tolist(), len(cfg.task.grades)).to(dev)
-    opt = torch.optim.Adam(net.grade_head.parameters(), lr=cfg.train.lr * 3, weight_decay=1e-2)
-    torch.manual_seed(cfg.train.seed)
-    net.grade_head.train()
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(net.pool_grade(pooled, len(cases)), y, weight=weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    net.eval()
-
-
-def _finish_grade_head(
-    net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, run_dir: Path
-) -> dict[str, Any]:
-    """Refit best.pt's grade head on whole training volumes (record val grade accuracy before/after), and
-    choose the connected-component post-processing on val."""
-    ck = load_checkpoint(run_dir / "best.pt")
-    net.load_state_dict(ck["model"])
-    before = evaluate(net, val, cfg)
-    refit_grade_head(net, train, cfg)
-    after = evaluate(net, val, cfg)
-    # keep the refit only if the val grade loss (smoother than accuracy on a few cases) improves
-    kept = after["val_grade_loss"] < before["val_grade_loss"]
-    if kept:
-        ck["model"] = net.state_dict()
-    else:
-        net.load_state_dict(ck["model"])
-    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
-    ck["config"]["eval"]["keep_components"] = list(rules)
-    log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
-    ck["grade_head_refit"] = {
-        "kept": kept,
-        "train_volumes": len(train),
-        "val_grade_acc_before": before["val_grade_acc"],
-        "val_grade_acc_after": after["val_grade_acc"],
-        "val_grade_loss_before": before["val_grade_loss"],
-        "val_grade_loss_after": after["val_grade_loss"],
-    }
-    save_checkpoint(run_dir / "best.pt", ck)
-    atomic_write_text(run_dir / "grade_head.json", json.dumps(ck["grade_head_refit"], indent=2))
-    log.info(
-        "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f, loss %.3f -> %.3f (%s)",
-        len(train),
-        before["val_grade_acc"],
-        after["val_grade_acc"],
-        before["val_grade_loss"],
-        after["val_grade_loss"],
-        "kept" if kept else "discarded: val grade loss did not improve",
-    )
-    return ck["grade_head_refit"]
-
-
 def run_info(cfg: Config) -> dict[str, Any]:
     """Seed, versions and git hash, recorded in every run folder."""
     try:
@@ -363,7 +278,7 @@ def _fit(
     best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
     summary = {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best, "grade_head": {}}
     if main and state["history"]:
-        summary["grade_head"] = _finish_grade_head(net, train, val, cfg, run_dir)
+        summary["grade_head"] = finish_run(net, train, val, cfg, run_dir)
         write_curves(state["history"], run_dir / "curves.png")
     return {**summary, "rank": distributed.rank()}
 

@@ -1,0 +1,109 @@
+"""After each epoch and at the end of training: val metrics, the grade-head refit, the post-processing choice."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.config import Config
+from segkit.infer import predict_preprocessed
+from segkit.io import atomic_write_text
+from segkit.losses import grade_class_weights
+from segkit.metrics import dice_per_label
+from segkit.models import SegGrader
+from segkit.postprocess import choose_on_val
+
+if TYPE_CHECKING:
+    from segkit.train import CaseData
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate(net: SegGrader, cases: list[CaseData], cfg: Config) -> dict[str, float]:
+    """Whole-volume validation on the model grid: Dice per label, grade accuracy and loss."""
+    net.eval()
+    dices, correct, nll = [], 0, 0.0
+    for c in cases:
+        probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
+        dices.append(dice_per_label(probs.argmax(0).numpy().astype(np.uint8), c.label, cfg.num_classes))
+        correct += int(grade_p.argmax() == c.grade)
+        nll += -float(np.log(max(grade_p[c.grade], 1e-8)))
+    d = np.mean(dices, axis=0)
+    out = {f"val_dice_{n}": float(v) for n, v in zip(cfg.task.labels[1:], d, strict=True)}
+    out["val_dice"] = float(d.mean())
+    out["val_grade_acc"] = correct / len(cases)
+    out["val_grade_loss"] = nll / len(cases)
+    out["val_score"] = (out["val_dice"] + out["val_grade_acc"]) / 2
+    return out
+
+
+def refit_grade_head(net: SegGrader, cases: list[CaseData], cfg: Config, steps: int = 1000) -> None:
+    """Refit the grade head on whole-volume pooled features of the training cases.
+
+    During joint training the head sees a few slices per case; predict pools every organ
+    slice. This last step fits the head on exactly what predict will feed it (the encoder
+    and masks are frozen), one vector per training volume.
+    """
+    net.eval()
+    pooled = torch.stack([predict_preprocessed(net, c.image, cfg)[2] for c in cases])  # (N, F + K)
+    y = torch.tensor([c.grade for c in cases])
+    dev = next(net.parameters()).device
+    pooled, y = pooled.to(dev), y.to(dev)
+    weights = grade_class_weights(y.tolist(), len(cfg.task.grades)).to(dev)
+    opt = torch.optim.Adam(net.grade_head.parameters(), lr=cfg.train.lr * 3, weight_decay=1e-2)
+    torch.manual_seed(cfg.train.seed)
+    net.grade_head.train()
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(net.pool_grade(pooled, len(cases)), y, weight=weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+
+
+def finish_run(
+    net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, run_dir: Path
+) -> dict[str, Any]:
+    """Refit best.pt's grade head on whole training volumes (record val grade accuracy before/after), and
+    choose the connected-component post-processing on val."""
+    ck = load_checkpoint(run_dir / "best.pt")
+    net.load_state_dict(ck["model"])
+    before = evaluate(net, val, cfg)
+    refit_grade_head(net, train, cfg)
+    after = evaluate(net, val, cfg)
+    # keep the refit only if the val grade loss (smoother than accuracy on a few cases) improves
+    kept = after["val_grade_loss"] < before["val_grade_loss"]
+    if kept:
+        ck["model"] = net.state_dict()
+    else:
+        net.load_state_dict(ck["model"])
+    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
+    ck["config"]["eval"]["keep_components"] = list(rules)
+    log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
+    ck["grade_head_refit"] = {
+        "kept": kept,
+        "train_volumes": len(train),
+        "val_grade_acc_before": before["val_grade_acc"],
+        "val_grade_acc_after": after["val_grade_acc"],
+        "val_grade_loss_before": before["val_grade_loss"],
+        "val_grade_loss_after": after["val_grade_loss"],
+    }
+    save_checkpoint(run_dir / "best.pt", ck)
+    atomic_write_text(run_dir / "grade_head.json", json.dumps(ck["grade_head_refit"], indent=2))
+    log.info(
+        "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f, loss %.3f -> %.3f (%s)",
+        len(train),
+        before["val_grade_acc"],
+        after["val_grade_acc"],
+        before["val_grade_loss"],
+        after["val_grade_loss"],
+        "kept" if kept else "discarded: val grade loss did not improve",
+    )
+    return ck["grade_head_refit"]
