@@ -19,7 +19,7 @@ from segkit.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from segkit.engine import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
-KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "segkit_version")
+KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "postprocess_val_dice", "segkit_version")
 
 
 def _round(v: float | None, digits: int) -> float | None:
@@ -71,9 +71,17 @@ def model_card(f: dict, ck: dict) -> str:
         f"({2 * cfg['preprocess']['context_slices'] + 1} slices in).",
         f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config "
         f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases {f['cases']} "
-        "--seed 0`, split by subject for ventricles; see the data card). Wall time on 2 CPU cores: dataset "
+        f"--seed {f.get('data_seed', 0)}`, split by subject for ventricles; see the data card). Wall time on 2 CPU "
+        "cores: dataset "
         f"{f['data_seconds']} s, training {f['train_seconds']} s.",
         *_lineage(f.get("init")),
+        "- Post-processing (chosen on val; segkit.postprocess): "
+        + ", ".join(
+            f"{n} {r}"
+            for n, r in zip(cfg["task"]["labels"][1:], cfg["eval"].get("keep_components") or [], strict=False)
+        )
+        + (" (none chosen)" if not cfg["eval"].get("keep_components") else "")
+        + f"; mean val Dice per rule {ck.get('postprocess_val_dice', 'not measured')}.",
         "- Labels: "
         + ", ".join(f"{i} {n}" for i, n in enumerate(cfg["task"]["labels"]))
         + "; grades: "
@@ -142,6 +150,7 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=int, default=None)
     ap.add_argument("--limit", action="append", default=[], help="a measured weakness every prediction repeats")
     ap.add_argument("--cases", type=int, default=300, help="cases of the dataset build")
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of the dataset build")
     ap.add_argument("--command", default=None, help="the command that made the model (default train_shipped.sh TASK)")
     ap.add_argument("--init-about", default=None, help="fine-tuned models: what the starting weights were")
     a = ap.parse_args()
@@ -160,6 +169,7 @@ def main() -> None:
         "task": a.task,
         "command": a.command or f"bash scripts/train_shipped.sh {a.task}",
         "cases": a.cases,
+        "data_seed": a.data_seed,
         "init": init,
         "weights": out.name,
         "sha256_16": onnx["checkpoint_sha256"][:16],

@@ -27,4 +27,4 @@ if [ "$TASK" = ventricle ]; then
   $SK evaluate --model "$RUN" --data data/ventricle-real --split test --out "$RUN/eval-real"
   evals+=("$RUN/eval-real/report.json")
 fi
-.venv/bin/python scripts/ship_model.py "$TASK" "$RUN" --data-seconds $((t1 - t0)) --train-seconds $((t2 - t1)) "${evals[@]}"
+.venv/bin/python scripts/ship_model.py "$TASK" "$RUN" --data-seed "$SEED" --data-seconds $((t1 - t0)) --train-seconds $((t2 - t1)) "${evals[@]}"
