@@ -130,11 +130,16 @@ def load_model(
         "sha256": sha[:16],
         "engine": f"onnxruntime {net.version}" if isinstance(net, OnnxNet) else f"torch {torch.__version__}",
         "tta": cfg.eval.tta,
-        "keep_components": dict(zip(cfg.task.labels[1:], cfg.eval.keep_components or ("all",) * 99, strict=False)),
+        "keep_components": dict(zip(cfg.task.labels[1:], _rules(cfg), strict=True)),
     }
     if state.get("limits"):  # measured weaknesses a shipped model declares: every report repeats them
         info["limits"] = [str(x) for x in state["limits"]]
     return net, cfg, info
+
+
+def _rules(cfg: Config) -> tuple[str, ...]:
+    """The post-processing rule of every foreground label ("all" where the checkpoint chose none)."""
+    return cfg.eval.keep_components or ("all",) * (cfg.num_classes - 1)
 
 
 # Layers added after a checkpoint was made, with the value that reproduces that checkpoint's outputs.
