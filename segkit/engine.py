@@ -81,7 +81,8 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
             why = "onnxruntime is not installed (pip install onnxruntime)"
     if engine == "onnx":
         raise CheckpointError(f"--engine onnx: {why}; use --engine torch, or write them: python -m segkit.engine {pt}")
-    log.info("running %s with PyTorch: %s", pt.name, why)
+    # a run of one's own has no ONNX files: say so only when asked (--verbose); stale files always
+    log.log(logging.DEBUG if "no ONNX files" in why else logging.INFO, "running %s with PyTorch: %s", pt.name, why)
     return None
 
 
