@@ -31,6 +31,9 @@ class TaskConfig:
     # a measured volume outside it is a warning. Empty: no check (old checkpoints lack these keys).
     denominator_range_ml: tuple[float, ...] = ()
     numerator_range_ml: tuple[float, ...] = ()
+    # Labels that are one connected structure (a brain, a liver): only these may be cut to their largest
+    # component by the post-processing chosen on val; the others (two ventricles, cysts) keep every major one.
+    one_piece: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("preprocess.spacing must be positive")
     if any(p % 16 for p in cfg.train.patch_size):
         raise ConfigError("train.patch_size must be multiples of 16 (four 2x poolings)")
+    if any(n not in t.labels[1:] for n in t.one_piece):
+        raise ConfigError(f"task.one_piece must name foreground labels of {list(t.labels[1:])}")
     rules = cfg.eval.keep_components
     if rules and (len(rules) != len(t.labels) - 1 or any(r not in ("all", "largest", "major") for r in rules)):
         raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")

@@ -17,6 +17,7 @@ TASKS: dict[str, TaskConfig] = {
         thresholds=(0.02, 0.04),
         denominator_range_ml=(900.0, 2100.0),  # whole brain, ventricles included
         numerator_range_ml=(3.0, 250.0),  # lateral ventricles
+        one_piece=("brain",),  # two lateral ventricles: never cut to one
     ),
     "liver-cyst": TaskConfig(
         name="liver-cyst",
@@ -28,6 +29,7 @@ TASKS: dict[str, TaskConfig] = {
         denominator=("liver", "cyst", "tumour"),
         thresholds=(0.015, 0.05),
         denominator_range_ml=(600.0, 4500.0),  # whole liver, lesions included
+        one_piece=("liver",),  # cysts and tumours: several
     ),
 }
 

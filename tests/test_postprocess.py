@@ -38,9 +38,18 @@ def test_a_rule_is_chosen_only_where_it_raises_val_dice():
     pred = two_blobs_and_a_speck()
     pred[pred == 1] = 0
     pred[3:6, 25:28, 0:3] = 1  # a fragment of label 1 only: no rule can raise its Dice
-    rules, table = choose_rules([(pred, truth)], 3)
+    rules, table = choose_rules([(pred, truth)], 3, one_piece=(1, 2))
     assert rules == ("all", "major")  # "largest" would drop a real ventricle; "all" keeps the speck
     assert table[2]["major"] > table[2]["all"] > table[2]["largest"]
+
+
+def test_largest_is_never_tried_for_a_label_of_several_parts():
+    truth = two_blobs_and_a_speck()
+    truth[15:22, 15:22, 15:22] = 0  # on this val case the second blob is a false positive
+    pred = two_blobs_and_a_speck()
+    assert choose_rules([(pred, truth)], 3, one_piece=(2,))[0][1] == "largest"
+    rules, table = choose_rules([(pred, truth)], 3, one_piece=(1,))
+    assert "largest" not in table[2] and rules[1] == "all"
 
 
 def test_config_refuses_unknown_rules():
