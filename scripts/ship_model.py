@@ -81,7 +81,12 @@ def model_card(f: dict, ck: dict) -> str:
             for n, r in zip(cfg["task"]["labels"][1:], cfg["eval"].get("keep_components") or [], strict=False)
         )
         + (" (none chosen)" if not cfg["eval"].get("keep_components") else "")
-        + f"; mean val Dice per rule {ck.get('postprocess_val_dice', 'not measured')}.",
+        + f"; mean val Dice per rule {ck.get('postprocess_val_dice', 'not measured')}. Mirror test-time "
+        + (
+            "augmentation on by default (`--no-tta` halves the network time)."
+            if cfg["eval"].get("tta")
+            else "augmentation off by default (`--tta`)."
+        ),
         "- Labels: "
         + ", ".join(f"{i} {n}" for i, n in enumerate(cfg["task"]["labels"]))
         + "; grades: "
