@@ -10,7 +10,9 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
 (c) MONAI sliding_window_inference (roi = patch size, sw_batch_size 1, overlap 0.25, constant) on the same
     2.5-D slice stacks and PyTorch model, against segkit's network on its default engine (and on PyTorch):
     Dice against segkit's mask and the time ratio;
-(d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); CUDA fp32 vs AMP.
+(d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); CUDA fp32 vs AMP;
+(e) training: the compute bound (forward + backward + Adam on a batch in memory) against segkit's own
+    train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
 numbers taken while something else loads the machine say little.
 """
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # numpy, torch and segkit load inside functions: the split child times its own imports
     import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 SEGKIT = [str(Path(sys.executable).parent / "segkit")]  # the console script users run
 # glibc: serve every allocation from the heap and never trim it, so big arrays are not re-faulted each time
 CHILD_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 * 1024**3)}
@@ -100,9 +103,9 @@ def pick_model(name: str, tmp: Path) -> tuple[str, str | None]:
         ), f"{why}: benched a freshly initialised model of its config instead (same architecture and size)"
 
 
-def run_predict(image: Path, model: str, out: Path, engine: str = "auto") -> tuple[float, float]:
+def run_predict(image: Path, model: str, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     """One whole `segkit predict` process: (wall seconds, peak RSS MiB), from wait4's rusage of that child."""
-    cmd = [*SEGKIT, "predict", str(image), "--model", model, "--out", str(out), "--engine", engine]
+    cmd = [*SEGKIT, "predict", str(image), "--model", model, "--out", str(out), *extra]
     with open(out.parent / f"{out.name}.stderr", "w+") as err:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, env={**os.environ, **CHILD_ENV}, stdout=subprocess.DEVNULL, stderr=err)
@@ -115,8 +118,8 @@ def run_predict(image: Path, model: str, out: Path, engine: str = "auto") -> tup
     return wall, usage.ru_maxrss / 1024
 
 
-def whole_process(image: Path, model: str, tmp: Path, repeats: int, engine: str = "auto") -> dict[str, Any]:
-    runs = [run_predict(image, model, tmp / f"out{i}", engine) for i in range(repeats)]
+def whole_process(image: Path, model: str, tmp: Path, repeats: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    runs = [run_predict(image, model, tmp / f"out{i}", extra) for i in range(repeats)]
     walls, rss = [w for w, _ in runs], [r for _, r in runs]
     return {"wall_s": walls, "median_s": statistics.median(walls), "peak_rss_mib": max(rss)}
 
@@ -174,8 +177,8 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     from segkit.infer import load_model, predict_preprocessed, read_input
     from segkit.transforms import context_stack, preprocess_image, probs_to_mask
 
-    net, cfg, _ = load_model(model, "cpu", "torch")
-    fast, _, info = load_model(model, "cpu")  # what segkit predict runs: ONNX Runtime where the model has it
+    net, cfg, _ = load_model(model, "cpu", "torch", tta=False)
+    fast, _, info = load_model(model, "cpu", tta=False)  # what segkit predict runs: ONNX Runtime where the model has it
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp="off"))
     vol = read_input(image)
     pre, grid = preprocess_image(vol.data, vol.affine, cfg)
@@ -247,6 +250,69 @@ def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
     return result
 
 
+def train_loop(data: Path | None, tmp: Path, steps: int, cases: int) -> dict[str, Any]:
+    """(e) Compute bound vs the real train loop, default ventricle config, on this process's threads.
+
+    Bound: forward + backward + Adam step on one batch already in memory, `steps` times. Loop:
+    segkit's own train_one_epoch over `steps` steps on `cases` loaded training cases (slice sampling,
+    cropping and augmentation included; the data pool is drawn beforehand by `segkit data make`).
+    """
+    import numpy as np
+    import torch
+
+    from segkit.allocator import tune_allocator
+    from segkit.config import load_config
+    from segkit.data.msd import read_dataset
+    from segkit.losses import SegGradeLoss
+    from segkit.models import build_model
+    from segkit.train import _build_optimizer, load_cases, sample_batch, train_one_epoch
+
+    if data is None or not (data / "dataset.json").is_file():
+        data = tmp / "ventricle"
+        subprocess.run(
+            [*SEGKIT, "data", "make", "ventricle", "--out", str(data), "--cases", str(cases + 4)], check=True
+        )
+    tune_allocator()  # as `segkit train` does, for both measurements
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", [f"train.steps_per_epoch={steps}"])
+    train = load_cases(read_dataset(data).split("train")[:cases], cfg, "bench")
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    opt, _ = _build_optimizer(net, cfg)
+    loss_fn = SegGradeLoss(cfg.train.grade_loss_weight)
+    x, y, g = sample_batch(train, cfg, np.random.default_rng(0), None)
+    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
+
+    def step() -> None:
+        logits, feats = net(x)
+        total, _, _ = loss_fn(logits, y, net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch), g)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    net.train()
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    bound = (time.perf_counter() - t) / steps
+    t = time.perf_counter()
+    train_one_epoch(net, loss_fn, opt, train, cfg, epoch=1)
+    loop = (time.perf_counter() - t) / steps
+    slices = int(x.shape[0])
+    return {
+        "data": str(data),
+        "cases_loaded": len(train),
+        "steps": steps,
+        "slices_per_step": slices,
+        "threads": torch.get_num_threads(),
+        "bound_s_per_step": round(bound, 4),
+        "loop_s_per_step": round(loop, 4),
+        "bound_slices_per_s": round(slices / bound, 1),
+        "loop_slices_per_s": round(slices / loop, 1),
+        "loop_over_bound": round(bound / loop, 3),
+    }
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -276,6 +342,12 @@ def table(result: dict[str, Any]) -> str:
     if swi := result.get("sliding_window"):
         rows.append(f"| sliding window / segkit time | {swi['time_ratio_sliding_over_segkit']:.2f}x |")
         rows.append(f"| sliding window vs segkit Dice | {swi['dice_sliding_vs_segkit']} |")
+    if tl := result.get("train_loop"):
+        rows.append(
+            f"| train: compute bound | {tl['bound_s_per_step']:.3f} s/step ({tl['bound_slices_per_s']} slices/s) |"
+        )
+        rows.append(f"| train: segkit loop | {tl['loop_s_per_step']:.3f} s/step ({tl['loop_slices_per_s']} slices/s) |")
+        rows.append(f"| train: loop / bound | {tl['loop_over_bound']:.2f} |")
     if p := result.get("precision"):
         for dev, r in ((d, p[d]) for d in ("cpu", "cuda") if d in p):
             values = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
@@ -287,7 +359,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="whole-process runs per volume (median reported)")
     ap.add_argument("--out", type=Path, default=Path("bench.json"))
-    ap.add_argument("--parts", default="a,b,c,d", help="which of a,b,c,d to run")
+    ap.add_argument("--parts", default="a,b,c,d,e", help="which of a,b,c,d,e to run")
+    ap.add_argument(
+        "--data", type=Path, default=Path("data/ventricle"), help="(e) a ventricle dataset (else a small one is made)"
+    )
+    ap.add_argument("--steps", type=int, default=20, help="(e) training steps timed, each way")
+    ap.add_argument("--cases", type=int, default=24, help="(e) training cases loaded")
     ap.add_argument("--split-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.split_child:
@@ -301,9 +378,14 @@ def main() -> None:
         model, note = pick_model("ventricle", tmp)
         result["models"]["ventricle"] = {"model": model, "note": note}
         if "a" in parts:
+            variants = {  # the default (the checkpoint's TTA, ONNX Runtime), then one change at a time
+                "default": (),
+                "--no-tta": ("--no-tta",),
+                "--no-tta --engine torch": ("--no-tta", "--engine", "torch"),
+            }
             result["predict"] = {
-                f"brain 182x218x182 ({engine})": whole_process(brain, model, tmp, args.repeats, engine)
-                for engine in ("auto", "torch")
+                f"brain 182x218x182 {name}": whole_process(brain, model, tmp, args.repeats, extra)
+                for name, extra in variants.items()
             }
             from segkit.checkpoint import weights_dir
 
@@ -322,6 +404,8 @@ def main() -> None:
                 result["notes"].append("the sliding-window Dice compares an untrained network's near-random masks")
         if "d" in parts:
             result["precision"] = precision(brain, model, args.repeats)
+        if "e" in parts:
+            result["train_loop"] = train_loop(args.data, tmp, args.steps, args.cases)
     result["notes"] += [m["note"] for m in result["models"].values() if m["note"]]
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(table(result))
