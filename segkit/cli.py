@@ -124,6 +124,16 @@ def _final_grade_acc(refit: dict, best: dict) -> float:
     return float(best.get("val_grade_acc", float("nan")))
 
 
+# Options predict and evaluate share.
+EngineOption = Annotated[
+    str, typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx.")
+]
+TtaOption = Annotated[
+    bool | None,
+    typer.Option("--tta/--no-tta", help="Mirror test-time augmentation (2x the network time); default: the model's."),
+]
+
+
 @app.command()
 def predict(
     path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume, a folder of them, or a DICOM series folder.")],
@@ -136,13 +146,8 @@ def predict(
     series: Annotated[
         str | None, typer.Option(help="DICOM folder with several series: the SeriesInstanceUID to predict.")
     ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx."),
-    ] = "auto",
-    tta: Annotated[
-        bool | None, typer.Option("--tta/--no-tta", help="Mirror test-time augmentation (2x the network time).")
-    ] = None,
+    engine: EngineOption = "auto",
+    tta: TtaOption = None,
 ) -> None:
     """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay; warnings."""
     from segkit.infer import predict_paths
@@ -174,13 +179,8 @@ def evaluate(
         Path | None, typer.Option(help="Report folder (default RUN_DIR/eval-<split>; shipped model: eval-<split>).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    engine: Annotated[
-        str,
-        typer.Option(help="auto (ONNX Runtime on a CPU where the model has ONNX files, else PyTorch), torch or onnx."),
-    ] = "auto",
-    tta: Annotated[
-        bool | None, typer.Option("--tta/--no-tta", help="Mirror test-time augmentation (2x the network time).")
-    ] = None,
+    engine: EngineOption = "auto",
+    tta: TtaOption = None,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
     from segkit.evaluate import evaluate_split
