@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from segkit.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from segkit.engine import write_onnx
+from segkit.export import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "postprocess_val_dice", "segkit_version")
@@ -75,7 +75,7 @@ def model_card(f: dict, ck: dict) -> str:
         "cores: dataset "
         f"{f['data_seconds']} s, training {f['train_seconds']} s.",
         *_lineage(f.get("init")),
-        "- Post-processing (chosen on val; segkit.postprocess): "
+        "- Post-processing (chosen on val; segkit.validate): "
         + ", ".join(
             f"{n} {r}"
             for n, r in zip(cfg["task"]["labels"][1:], cfg["eval"].get("keep_components") or [], strict=False)

@@ -2,7 +2,7 @@
 
 A shipped model `<task>.pt` may carry `<task>.onnx` (mask logits and slice features),
 `<task>.grade.onnx` (slice features -> grade logits) and `<task>.onnx.json`, written together by
-write_onnx() from that exact `.pt` (the JSON records its SHA-256). On a CPU, `--engine auto` runs
+segkit.export.write_onnx() from that exact `.pt` (the JSON records its SHA-256). On a CPU, `--engine auto` runs
 the network through ONNX Runtime when the three files are there and still match the `.pt`;
 everything around the network (preprocessing, the inverse to the input grid, measurements) is the
 one path PyTorch runs too. Timings: scripts/bench.py.
@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from segkit.errors import CheckpointError
-from segkit.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,42 +76,7 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
         except ImportError:
             why = "onnxruntime is not installed (pip install onnxruntime)"
     if engine == "onnx":
-        raise CheckpointError(f"--engine onnx: {why}; use --engine torch, or write them: python -m segkit.engine {pt}")
+        raise CheckpointError(f"--engine onnx: {why}; use --engine torch, or write them: python -m segkit.export {pt}")
     # a run of one's own has no ONNX files: say so only when asked (--verbose); stale files always
     log.log(logging.DEBUG if "no ONNX files" in why else logging.INFO, "running %s with PyTorch: %s", pt.name, why)
     return None
-
-
-def write_onnx(pt: Path, sha256: str) -> dict[str, Any]:
-    """Export checkpoint pt's network and grade head next to it (checked against PyTorch by export_onnx)."""
-    from segkit.export import export_onnx
-
-    files = onnx_files(pt)
-    with tempfile.TemporaryDirectory(dir=pt.parent) as tmp:
-        result = export_onnx(pt, Path(tmp))
-        shutil.move(Path(tmp) / "model.onnx", files["net"])
-        shutil.move(Path(tmp) / "grade_head.onnx", files["grade"])
-    meta = {
-        **result,
-        "checkpoint": pt.name,
-        "checkpoint_sha256": sha256,
-        "files": [files["net"].name, files["grade"].name],
-    }
-    atomic_write_text(files["meta"], json.dumps(meta, indent=1) + "\n")
-    return meta
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m segkit.engine WEIGHTS.pt ...: (re)write the ONNX files of shipped checkpoints."""
-    import sys
-
-    from segkit.checkpoint import file_sha256
-
-    for arg in argv if argv is not None else sys.argv[1:]:
-        pt = Path(arg)
-        meta = write_onnx(pt, file_sha256(pt))
-        print(f"{pt}: wrote {', '.join(meta['files'])}; max |ONNX - PyTorch| {meta['max_abs_diff']}")
-
-
-if __name__ == "__main__":
-    main()

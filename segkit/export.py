@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from string import Template
@@ -421,3 +423,38 @@ def _grade_head_module(net: Any) -> Any:
             return self.net.pool_grade(feats.flatten(0, 1), feats.shape[0])
 
     return PooledGrade().eval()
+
+
+def write_onnx(pt: Path, sha256: str) -> dict[str, Any]:
+    """Export checkpoint pt's network and grade head next to it (checked against PyTorch by export_onnx)."""
+    from segkit.engine import onnx_files
+
+    files = onnx_files(pt)
+    with tempfile.TemporaryDirectory(dir=pt.parent) as tmp:
+        result = export_onnx(pt, Path(tmp))
+        shutil.move(Path(tmp) / "model.onnx", files["net"])
+        shutil.move(Path(tmp) / "grade_head.onnx", files["grade"])
+    meta = {
+        **result,
+        "checkpoint": pt.name,
+        "checkpoint_sha256": sha256,
+        "files": [files["net"].name, files["grade"].name],
+    }
+    atomic_write_text(files["meta"], json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m segkit.export WEIGHTS.pt ...: (re)write the ONNX files of shipped checkpoints."""
+    import sys
+
+    from segkit.checkpoint import file_sha256
+
+    for arg in argv if argv is not None else sys.argv[1:]:
+        pt = Path(arg)
+        meta = write_onnx(pt, file_sha256(pt))
+        print(f"{pt}: wrote {', '.join(meta['files'])}; max |ONNX - PyTorch| {meta['max_abs_diff']}")
+
+
+if __name__ == "__main__":
+    main()

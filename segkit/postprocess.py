@@ -11,14 +11,7 @@ when it raises that label's mean val Dice by more than MIN_GAIN.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:
-    from segkit.config import Config
-    from segkit.infer import Network
-    from segkit.train import CaseData
 
 RULES = ("all", "largest", "major")
 MAJOR = 0.1  # a component of at least a tenth of the largest is anatomy, not a speck
@@ -76,54 +69,3 @@ def choose_rules(
         rules.append(best if scores[best] > scores["all"] + MIN_GAIN else "all")
         table[label] = {r: round(s, 4) for r, s in scores.items()}
     return tuple(rules), table
-
-
-def choose_on_val(net: Network, cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
-    """Rules chosen on val cases already on the model grid."""
-    from segkit.infer import predict_preprocessed
-
-    pairs = []
-    for c in cases:
-        probs, _, _ = predict_preprocessed(net, c.image, cfg)
-        pairs.append((probs.argmax(0).numpy().astype(np.uint8), c.label))
-    return choose_rules(pairs, cfg.num_classes, tuple(cfg.task.labels.index(n) for n in cfg.task.one_piece))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m segkit.postprocess RUN_DIR DATA_DIR: choose the rules for a run trained before they existed."""
-    import argparse
-    from pathlib import Path
-
-    from segkit.checkpoint import load_checkpoint, save_checkpoint
-    from segkit.config import config_from_dict
-    from segkit.data.msd import read_dataset
-    from segkit.infer import load_weights
-    from segkit.models import build_model
-    from segkit.tasks import TASKS
-    from segkit.train import load_cases
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("run", type=Path)
-    ap.add_argument("data", type=Path)
-    a = ap.parse_args(argv)
-    path = a.run / "best.pt"
-    ck = load_checkpoint(path)
-    task = ck["config"]["task"]
-    if "one_piece" not in task and task["name"] in TASKS:  # trained before task.one_piece existed
-        task["one_piece"] = list(TASKS[task["name"]].one_piece)
-    cfg = config_from_dict(ck["config"])
-    net = build_model(cfg)
-    load_weights(net, ck["model"], path)
-    net.eval()
-    val = load_cases(read_dataset(a.data).split("val"), cfg, "val")
-    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
-    ck["config"]["eval"]["keep_components"] = list(rules)
-    save_checkpoint(path, ck)
-    print(
-        f"{path}: keep_components {list(rules)} on {len(val)} val cases; "
-        f"mean Dice per rule {ck['postprocess_val_dice']}"
-    )
-
-
-if __name__ == "__main__":
-    main()

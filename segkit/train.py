@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +30,9 @@ from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.models import SegGrader, build_model, num_parameters
 from segkit.transforms import augment_slice, build_augment, context_stack, preprocess_image, preprocess_label
-from segkit.validate import evaluate, finish_run
+from segkit.validate import CaseData, evaluate, finish_run
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CaseData:
-    """One case on the model grid, held in memory for fast slice sampling."""
-
-    case_id: str
-    image: np.ndarray  # (X, Y, Z) float32, normalised
-    label: np.ndarray  # (X, Y, Z) uint8
-    grade: int
-    organ_z: np.ndarray  # slices holding the biomarker's denominator labels
-    target_z: np.ndarray  # slices holding the biomarker's numerator labels (lesion, ventricles)
 
 
 def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:

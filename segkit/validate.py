@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import Config
-from segkit.infer import predict_preprocessed
+from segkit.infer import Network, predict_preprocessed
 from segkit.io import atomic_write_text
 from segkit.losses import grade_class_weights
 from segkit.metrics import dice_per_label
 from segkit.models import SegGrader
-from segkit.postprocess import choose_on_val
-
-if TYPE_CHECKING:
-    from segkit.train import CaseData
+from segkit.postprocess import choose_rules
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaseData:
+    """One case on the model grid, held in memory for fast slice sampling."""
+
+    case_id: str
+    image: np.ndarray  # (X, Y, Z) float32, normalised
+    label: np.ndarray  # (X, Y, Z) uint8
+    grade: int
+    organ_z: np.ndarray  # slices holding the biomarker's denominator labels
+    target_z: np.ndarray  # slices holding the biomarker's numerator labels (lesion, ventricles)
 
 
 @torch.no_grad()
@@ -107,3 +117,12 @@ def finish_run(
         "kept" if kept else "discarded: val grade loss did not improve",
     )
     return ck["grade_head_refit"]
+
+
+def choose_on_val(net: Network, cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
+    """Rules chosen on val cases already on the model grid."""
+    pairs = []
+    for c in cases:
+        probs, _, _ = predict_preprocessed(net, c.image, cfg)
+        pairs.append((probs.argmax(0).numpy().astype(np.uint8), c.label))
+    return choose_rules(pairs, cfg.num_classes, tuple(cfg.task.labels.index(n) for n in cfg.task.one_piece))

@@ -1,0 +1,47 @@
+"""Choose the post-processing on val for a run trained before segkit chose it itself (new runs do it at the end).
+
+Run:  .venv/bin/python scripts/choose_postprocess.py RUN_DIR DATA_DIR
+Writes eval.keep_components (and the mean val Dice of every rule tried) into RUN_DIR/best.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.config import config_from_dict
+from segkit.data.msd import read_dataset
+from segkit.infer import load_weights
+from segkit.models import build_model
+from segkit.tasks import TASKS
+from segkit.train import load_cases
+from segkit.validate import choose_on_val
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("data", type=Path)
+    a = ap.parse_args()
+    path = a.run / "best.pt"
+    ck = load_checkpoint(path)
+    task = ck["config"]["task"]
+    if "one_piece" not in task and task["name"] in TASKS:  # trained before task.one_piece existed
+        task["one_piece"] = list(TASKS[task["name"]].one_piece)
+    cfg = config_from_dict(ck["config"])
+    net = build_model(cfg)
+    load_weights(net, ck["model"], path)
+    net.eval()
+    val = load_cases(read_dataset(a.data).split("val"), cfg, "val")
+    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
+    ck["config"]["eval"]["keep_components"] = list(rules)
+    save_checkpoint(path, ck)
+    print(
+        f"{path}: keep_components {list(rules)} on {len(val)} val cases; "
+        f"mean Dice per rule {ck['postprocess_val_dice']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
