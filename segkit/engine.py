@@ -64,7 +64,8 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
         return None
     files = onnx_files(pt)
     why = None
-    if not all(f.is_file() for f in files.values()):
+    missing = not all(f.is_file() for f in files.values())
+    if missing:
         why = (
             f"{pt.name} has no ONNX files beside it ({files['net'].name}, {files['grade'].name}, {files['meta'].name})"
         )
@@ -78,5 +79,5 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
     if engine == "onnx":
         raise CheckpointError(f"--engine onnx: {why}; use --engine torch, or write them: python -m segkit.export {pt}")
     # a run of one's own has no ONNX files: say so only when asked (--verbose); stale files always
-    log.log(logging.DEBUG if "no ONNX files" in why else logging.INFO, "running %s with PyTorch: %s", pt.name, why)
+    log.log(logging.DEBUG if missing else logging.INFO, "running %s with PyTorch: %s", pt.name, why)
     return None

@@ -44,11 +44,6 @@ def apply_rules(mask: np.ndarray, rules: tuple[str, ...]) -> np.ndarray:
     return mask
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def choose_rules(
     pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int, one_piece: tuple[int, ...] = ()
 ) -> tuple[tuple[str, ...], dict]:
@@ -58,11 +53,15 @@ def choose_rules(
     or several cysts it would drop real anatomy in the cases where the parts do not touch, however
     well it scores on a small val set. Returns the rules and the mean Dice of every rule tried per label.
     """
+    from segkit.metrics import dice_per_label  # training-time only: predict never loads the metrics
+
     rules, table = [], {}
     for label in range(1, num_classes):
         tried = RULES if label in one_piece else ("all", "major")
         scores = {
-            rule: float(np.mean([_dice(keep_components(p, label, rule) == label, t == label) for p, t in pairs]))
+            rule: float(
+                np.mean([dice_per_label(keep_components(p, label, rule), t, num_classes)[label - 1] for p, t in pairs])
+            )
             for rule in tried
         }
         best = max(scores, key=lambda r: scores[r])

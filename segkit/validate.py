@@ -36,13 +36,21 @@ class CaseData:
 
 
 @torch.no_grad()
-def evaluate(net: SegGrader, cases: list[CaseData], cfg: Config) -> dict[str, float]:
-    """Whole-volume validation on the model grid: Dice per label, grade accuracy and loss."""
+def evaluate(
+    net: SegGrader, cases: list[CaseData], cfg: Config, masks: list[np.ndarray] | None = None
+) -> dict[str, float]:
+    """Whole-volume validation on the model grid: Dice per label, grade accuracy and loss.
+
+    masks: a list that receives each case's predicted mask (model grid), for the post-processing choice.
+    """
     net.eval()
     dices, correct, nll = [], 0, 0.0
     for c in cases:
         probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
-        dices.append(dice_per_label(probs.argmax(0).numpy().astype(np.uint8), c.label, cfg.num_classes))
+        mask = probs.argmax(0).numpy().astype(np.uint8)
+        dices.append(dice_per_label(mask, c.label, cfg.num_classes))
+        if masks is not None:
+            masks.append(mask)
         correct += int(grade_p.argmax() == c.grade)
         nll += -float(np.log(max(grade_p[c.grade], 1e-8)))
     d = np.mean(dices, axis=0)
@@ -85,7 +93,8 @@ def finish_run(
     choose the connected-component post-processing on val."""
     ck = load_checkpoint(run_dir / "best.pt")
     net.load_state_dict(ck["model"])
-    before = evaluate(net, val, cfg)
+    masks: list[np.ndarray] = []  # the refit changes grades only: these masks serve the post-processing choice
+    before = evaluate(net, val, cfg, masks)
     refit_grade_head(net, train, cfg)
     after = evaluate(net, val, cfg)
     # keep the refit only if the val grade loss (smoother than accuracy on a few cases) improves
@@ -94,7 +103,7 @@ def finish_run(
         ck["model"] = net.state_dict()
     else:
         net.load_state_dict(ck["model"])
-    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
+    rules, ck["postprocess_val_dice"] = _choose(masks, val, cfg)
     ck["config"]["eval"]["keep_components"] = list(rules)
     log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
     ck["grade_head_refit"] = {
@@ -121,8 +130,12 @@ def finish_run(
 
 def choose_on_val(net: Network, cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
     """Rules chosen on val cases already on the model grid."""
-    pairs = []
-    for c in cases:
-        probs, _, _ = predict_preprocessed(net, c.image, cfg)
-        pairs.append((probs.argmax(0).numpy().astype(np.uint8), c.label))
-    return choose_rules(pairs, cfg.num_classes, tuple(cfg.task.labels.index(n) for n in cfg.task.one_piece))
+    masks: list[np.ndarray] = []
+    evaluate(net, cases, cfg, masks)
+    return _choose(masks, cases, cfg)
+
+
+def _choose(masks: list[np.ndarray], cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
+    """The post-processing rules for predicted val masks against their cases' labels."""
+    one_piece = tuple(cfg.task.labels.index(n) for n in cfg.task.one_piece)
+    return choose_rules([(m, c.label) for m, c in zip(masks, cases, strict=True)], cfg.num_classes, one_piece)
