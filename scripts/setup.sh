@@ -14,7 +14,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "im
   echo "[setup] .venv is up to date"
   exit 0
 fi
-export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch 2.14.1's x86_64 build with its CUDA libraries makes the venv ~6.6 GB: say so before pip fails halfway.
+need_kb=$((8 * 1024 * 1024))
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt "$need_kb" ]; then
+  echo "[setup] error: $((free_kb / 1024)) MB free in $(pwd); setup needs about 8 GB (torch with its libraries): free some space and rerun" >&2
+  exit 2
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 echo "[setup] installing torch and torchvision (pinned in constraints.txt)"
 .venv/bin/pip install -q -c constraints.txt torch torchvision 2>&1 | grep -v "is ignored" || true
 echo "[setup] installing segkit with its dependencies"
