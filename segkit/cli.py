@@ -132,6 +132,10 @@ TtaOption = Annotated[
     bool | None,
     typer.Option("--tta/--no-tta", help="Mirror test-time augmentation (2x the network time); default: the model's."),
 ]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Inference setting, e.g. eval.window_overlap=0.25 (eval.* only)."),
+]
 
 
 @app.command()
@@ -148,11 +152,12 @@ def predict(
     ] = None,
     engine: EngineOption = "auto",
     tta: TtaOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay; warnings."""
     from segkit.infer import predict_paths
 
-    reports, failed = predict_paths(path, model, out, device, series, engine, tta)
+    reports, failed = predict_paths(path, model, out, device, series, engine, tta, set_)
     used = reports[0]["model"]
     _say(f"model: {used['kind']} {used['name']} ({used['checkpoint']}; {used['engine']})")
     for r in reports:
@@ -181,11 +186,12 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     engine: EngineOption = "auto",
     tta: TtaOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
     from segkit.evaluate import evaluate_split
 
-    report = evaluate_split(model, data, split, out, device, engine, tta)
+    report = evaluate_split(model, data, split, out, device, engine, tta, set_)
     _say(report["summary_line"])
     _say(f"report: {report['out']}/report.md")
 

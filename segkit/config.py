@@ -67,11 +67,14 @@ class AugmentConfig:
     blur: float = 0.2
 
 
+THREE_D_ARCHS = ("monai_unet3d",)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Network: a registry name plus its size knobs."""
 
-    arch: str = "monai_unet"  # see segkit.models.ARCHS
+    arch: str = "monai_unet"  # see segkit.models.ARCHS; monai_unet3d is the 3-D U-Net (patches, sliding windows)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     num_res_units: int = 2
     norm: str = "instance"  # monai_unet: "instance" (robust across scanners/contrasts) or "batch"
@@ -87,9 +90,9 @@ class TrainConfig:
 
     epochs: int = 40
     steps_per_epoch: int = 50
-    cases_per_batch: int = 4  # slices of one case are pooled for its grade
-    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2) slices
-    patch_size: tuple[int, int] = (128, 128)
+    cases_per_batch: int = 4  # slices (3-D: patches) of one case are pooled for its grade
+    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2) slices, or 3-D patches
+    patch_size: tuple[int, ...] = (128, 128)  # 2 sizes for 2-D models, 3 for 3-D (also the sliding window)
     lr: float = 1e-3
     weight_decay: float = 1e-5
     grade_loss_weight: float = 0.5
@@ -117,6 +120,10 @@ class EvalConfig:
     # Connected-component rule per foreground label (all, largest, major; segkit.postprocess), chosen on
     # val at the end of training; () = keep everything.
     keep_components: tuple[str, ...] = ()
+    # 3-D models: MONAI sliding-window inference over train.patch_size windows
+    window_overlap: float = 0.5  # nnU-Net's; MONAI's own default is 0.25
+    window_blend: str = "gaussian"  # or "constant" (MONAI's default)
+    window_batch: int = 2  # windows per network call
 
 
 @dataclass(frozen=True)
@@ -136,9 +143,14 @@ class Config:
         return len(self.task.labels)
 
     @property
+    def spatial_dims(self) -> int:
+        """3 for a 3-D network (patches of the volume), 2 for the 2.5-D slice networks."""
+        return 3 if self.model.arch in THREE_D_ARCHS else 2
+
+    @property
     def in_channels(self) -> int:
-        """Input channels: the slice and its neighbours."""
-        return 2 * self.preprocess.context_slices + 1
+        """Input channels: the slice and its neighbours (2.5-D); the volume itself (3-D)."""
+        return 1 if self.spatial_dims == 3 else 2 * self.preprocess.context_slices + 1
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
@@ -289,8 +301,19 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.device must be auto, cpu or cuda")
     if any(s <= 0 for s in cfg.preprocess.spacing):
         raise ConfigError("preprocess.spacing must be positive")
+    if len(cfg.train.patch_size) != cfg.spatial_dims:
+        raise ConfigError(
+            f"train.patch_size needs {cfg.spatial_dims} sizes for model.arch {cfg.model.arch}, "
+            f"not {list(cfg.train.patch_size)}"
+        )
     if any(p % 16 for p in cfg.train.patch_size):
         raise ConfigError("train.patch_size must be multiples of 16 (four 2x poolings)")
+    e = cfg.eval
+    if not 0 <= e.window_overlap < 1 or e.window_blend not in ("gaussian", "constant") or e.window_batch < 1:
+        raise ConfigError(
+            "eval.window_overlap must be in [0, 1), eval.window_blend gaussian or constant, "
+            "eval.window_batch at least 1"
+        )
     if any(n not in t.labels[1:] for n in t.one_piece):
         raise ConfigError(f"task.one_piece must name foreground labels of {list(t.labels[1:])}")
     rules = cfg.eval.keep_components

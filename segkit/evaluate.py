@@ -31,6 +31,7 @@ def evaluate_split(
     device: str = "auto",
     engine: str = "auto",
     tta: bool | None = None,
+    settings: list[str] | None = None,
 ) -> dict[str, Any]:
     """Score one split of a dataset (model None: its task's shipped model); writes predictions/ and reports into out."""
     ds = read_dataset(data)
@@ -43,7 +44,7 @@ def evaluate_split(
                 f"{data}/dataset.json: task {ds.task!r} has no shipped model ({', '.join(TASKS)}); pass --model"
             )
         model = ds.task
-    net, cfg, info = load_model(model, device, engine, tta)
+    net, cfg, info = load_model(model, device, engine, tta, settings)
     if tuple(ds.labels) != cfg.task.labels:
         raise InputError(
             f"{data}: dataset labels {list(ds.labels)} differ from the model's {list(cfg.task.labels)}; "

@@ -334,12 +334,16 @@ def export_onnx(model: str | Path | None, out: Path, atol: float = 1e-4) -> dict
 
     net, cfg, info = load_model(model, "cpu", engine="torch")
     gen = torch.Generator().manual_seed(0)
-    (h, w), c = cfg.train.patch_size, cfg.in_channels
+    size, c = tuple(cfg.train.patch_size), cfg.in_channels
     with torch.no_grad():
-        feat_dim = int(net(torch.zeros(1, c, h, w))[1].shape[1])
-    nchw = {0: "N", 2: "H", 3: "W"}
+        feat_dim = int(net(torch.zeros(1, c, *size))[1].shape[1])
+    names = "HWD"[: len(size)]
+    nchw = {0: "N", **{i + 2: n for i, n in enumerate(names)}}
     # Each file is checked at its export shape and at another one: the dynamic axes must work too.
-    images = [torch.randn(2, c, h, w, generator=gen), torch.randn(1, c, h + 16, w + 32, generator=gen)]
+    other = [s + 16 * (i + 1) for i, s in enumerate(size)]
+    images = [torch.randn(2, c, *size, generator=gen), torch.randn(1, c, *other, generator=gen)]
+    shape = ", ".join(names)
+    what = "patches of the volume" if len(size) == 3 else "the slice and its context_slices neighbours on each side"
     axes = {"image": nchw, "mask_logits": nchw, "slice_features": {0: "N"}}
     diffs = _write_onnx(net, images, ["image"], axes, Path(out) / "model.onnx", atol)
     feats = [torch.rand(1, 6, feat_dim, generator=gen), torch.rand(3, 11, feat_dim, generator=gen)]
@@ -350,12 +354,13 @@ def export_onnx(model: str | Path | None, out: Path, atol: float = 1e-4) -> dict
         "checkpoint": info["checkpoint"],
         "opset": ONNX_OPSET,
         "inputs": {
-            "image": f"(N, {c}, H, W) float32, H and W multiples of 16, preprocessed as segkit.transforms does "
-            "(the slice and its context_slices neighbours on each side)",
-            "slice_features": f"(B, S, {feat_dim}) slice_features of the S organ-holding slices of each of B cases",
+            "image": f"(N, {c}, {shape}) float32, each a multiple of 16, preprocessed as segkit.transforms does "
+            f"({what})",
+            "slice_features": f"(B, S, {feat_dim}) slice_features of the S organ-holding slices (3-D: windows) "
+            "of each of B cases",
         },
         "outputs": {
-            "mask_logits": f"(N, {cfg.num_classes}, H, W)",
+            "mask_logits": f"(N, {cfg.num_classes}, {shape})",
             "slice_features": f"(N, {feat_dim})",
             "grade_logits": f"(B, {len(cfg.task.grades)})",
         },

@@ -27,9 +27,10 @@ from segkit.checks import (
     modality_warnings,
     volume_warnings,
 )
-from segkit.config import Config, config_from_dict
+from segkit.config import Config, apply_overrides, config_from_dict, config_to_dict
 from segkit.engine import ENGINES, OnnxNet, open_onnx
 from segkit.errors import CheckpointError, InputError, SegkitError
+from segkit.forward import Network, pick_device, predict_preprocessed
 from segkit.io import (
     Volume,
     atomic_write_text,
@@ -45,14 +46,13 @@ from segkit.measure import measure
 from segkit.models import SegGrader, build_model
 from segkit.postprocess import apply_rules
 from segkit.render import write_label_descriptions, write_overlay
-from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
+from segkit.transforms import preprocess_image, probs_to_mask
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The shipped model predict uses when no --model is given, by the scan's modality (see guess_modality).
 DEFAULT_MODELS = {"MRI": "ventricle", "CT": "liver-cyst"}
-Network = SegGrader | OnnxNet  # what load_model returns: the PyTorch model or its ONNX Runtime twin
 
 
 @dataclass
@@ -65,15 +65,6 @@ class Prediction:
     measurements: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage, for the report
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """auto -> CUDA when available, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def shipped_model_for(image: np.ndarray) -> str:
@@ -94,13 +85,18 @@ def default_model(path: Path, names: set[str]) -> ModelRef:
 
 
 def load_model(
-    model: str | Path | ModelRef | None, device: str = "auto", engine: str = "auto", tta: bool | None = None
+    model: str | Path | ModelRef | None,
+    device: str = "auto",
+    engine: str = "auto",
+    tta: bool | None = None,
+    settings: list[str] | None = None,
 ) -> tuple[Network, Config, dict[str, Any]]:
     """Shipped name, run folder or .pt -> eval-mode model, its config, and what was loaded (for reports).
 
     engine: auto runs the network through ONNX Runtime on a CPU when the checkpoint has matching
     ONNX files beside it (segkit.engine), else PyTorch; torch or onnx force one. tta: override the
-    checkpoint's eval.tta (mirror test-time augmentation).
+    checkpoint's eval.tta (mirror test-time augmentation). settings: `eval.key=value` overrides of the
+    checkpoint's inference settings (sliding-window overlap and blending, post-processing, warnings).
     """
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
@@ -110,6 +106,8 @@ def load_model(
     cfg = config_from_dict(state["config"])
     if tta is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tta=tta))
+    if settings:
+        cfg = inference_settings(cfg, settings)
     if ref.kind == "shipped" and cfg.task.name != ref.name:
         raise CheckpointError(f"{path}: holds a {cfg.task.name} model, not {ref.name}; replace the file")
     sha = file_sha256(path)
@@ -137,6 +135,14 @@ def load_model(
     return net, cfg, info
 
 
+def inference_settings(cfg: Config, settings: list[str]) -> Config:
+    """cfg with `eval.key=value` overrides; any other section is how the network was trained: refused."""
+    trained = [s for s in settings if not s.strip().startswith("eval.")]
+    if trained:
+        raise InputError(f"--set {trained[0]}: only eval.* settings change at inference; retrain for the others")
+    return config_from_dict(apply_overrides(config_to_dict(cfg), list(settings)))
+
+
 def _rules(cfg: Config) -> tuple[str, ...]:
     """The post-processing rule of every foreground label ("all" where the checkpoint chose none)."""
     return cfg.eval.keep_components or ("all",) * (cfg.num_classes - 1)
@@ -159,67 +165,6 @@ def load_weights(net: SegGrader, weights: dict[str, torch.Tensor], path: Path) -
     with torch.no_grad():
         for k in missing:
             params[k].zero_()
-
-
-def predict_preprocessed(
-    net: Network, volume: np.ndarray, cfg: Config, batch: int = 16
-) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """Normalised model-grid volume (X, Y, Z) -> class probs (K, X, Y, Z), grade probs (G,),
-    and the volume's pooled slice features (F + K,) that the grade head read.
-
-    With eval.tta the left-right mirrored volume is predicted too (axis 0 of the model grid, which is
-    RAS-canonical) and both probabilities are averaged; the pooled features are the unmirrored ones.
-    """
-    probs, grade_p, pooled = _predict_once(net, volume, cfg, batch)
-    if cfg.eval.tta:
-        m_probs, m_grade, _ = _predict_once(net, np.ascontiguousarray(volume[::-1]), cfg, batch)
-        probs = (probs + m_probs.flip(1)) / 2
-        grade_p = (grade_p + m_grade) / 2
-    return probs, grade_p, pooled
-
-
-@torch.no_grad()
-def _predict_once(
-    net: Network, volume: np.ndarray, cfg: Config, batch: int
-) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    dev = net.device if isinstance(net, OnnxNet) else next(net.parameters()).device
-    num_z = volume.shape[2]
-    probs = torch.empty((cfg.num_classes, *volume.shape), dtype=torch.float32)
-    feats = []
-    for z0 in range(0, num_z, batch):
-        z = np.arange(z0, min(num_z, z0 + batch))
-        x = torch.from_numpy(context_stack(volume, z, cfg.preprocess.context_slices)).to(dev)
-        x, (h, w) = pad_to_multiple(x)  # (N, C, H, W)
-        with autocast(dev, cfg.train.amp):
-            logits, f = net(x)
-        probs[:, :, :, z0 : z0 + len(z)] = torch.softmax(logits.float()[:, :, :h, :w], 1).permute(1, 2, 3, 0).cpu()
-        feats.append(f.float().cpu())
-    slice_feats = torch.cat(feats)  # (Z, F)
-    # Pool over the slices that hold the organ (the biomarker's denominator), as in training.
-    organ = [cfg.task.labels.index(n) for n in cfg.task.denominator]
-    has_organ = probs[organ].sum(0).amax(dim=(0, 1)) > 0.5  # (Z,)
-    chosen = slice_feats[has_organ] if has_organ.any() else slice_feats
-    pooled = chosen.mean(dim=0)
-    grade_logits = net.pool_grade(pooled[None].to(dev), 1)
-    return probs, torch.softmax(grade_logits.float(), 1)[0].cpu().numpy(), pooled
-
-
-def autocast(dev: torch.device, amp: str) -> torch.autocast:
-    """Autocast context for the config's amp setting (a no-op in fp32)."""
-    dtype = amp_dtype(dev, amp)
-    return torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def amp_dtype(dev: torch.device, amp: str) -> torch.dtype | None:
-    """Mixed-precision dtype: fp16 on CUDA, bf16 on CPUs with native bf16; None for fp32."""
-    if amp == "off":
-        return None
-    if amp == "fp16" or (amp == "auto" and dev.type == "cuda"):
-        return torch.float16 if dev.type == "cuda" else None
-    if amp == "bf16":
-        return torch.bfloat16
-    # auto on CPU: bf16 autocast is 15x slower without native bf16 (measured: 3.9 vs 62.7 img/s)
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
 def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
@@ -352,6 +297,7 @@ def predict_paths(
     series: str | None = None,
     engine: str = "auto",
     tta: bool | None = None,
+    settings: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], SegkitError | None]:
     """segkit predict: every input volume (or DICOM series) -> mask, report, overlay in `out` (model None: shipped).
 
@@ -371,7 +317,7 @@ def predict_paths(
         if not readable:
             raise _failures(failed, files, out)
         model = default_model(path, picks)
-    net, cfg, info = load_model(model, device, engine, tta)
+    net, cfg, info = load_model(model, device, engine, tta, settings)
     reports = []
     show = len(readable) > 1 and sys.stderr.isatty()
     with ThreadPoolExecutor(1) as reader:  # the next volume is read while this one is predicted

@@ -64,32 +64,42 @@ def _package_attr(module: ModuleType, exports: dict[str, tuple[str | None, str]]
     return value
 
 
-@functools.cache
-def _monai_unet() -> tuple[type[UNet], type[SkipConnection]]:
-    """MONAI's UNet and SkipConnection classes, without importing all of MONAI where it is not loaded yet.
+def monai_modules(*names: str) -> list[ModuleType]:
+    """MONAI modules, without importing all of MONAI where it is not loaded yet.
 
     monai/__init__ imports every MONAI module (torchvision's model zoo, torch._dynamo, scipy, pandas: 5-8 s
     of predict's start-up on 2 cores) and any `import monai.x` runs it first. Here the packages on the way
-    are loaded lazily (their names resolve on use) and the ~25 modules the UNet needs load as usual. All of
+    are loaded lazily (their names resolve on use) and the modules asked for load as usual. All of
     them then leave sys.modules again, so a later `import monai` is MONAI's normal, complete import, and its
-    import order (monai.data before monai.transforms) is never upset; the UNet keeps its own copies (so save
-    a model's state_dict, as segkit does, never the pickled module).
+    import order (monai.data before monai.transforms) is never upset; what was loaded keeps its own copies
+    (so save a model's state_dict, as segkit does, never the pickled module). Cache what you get.
     """
-    names = ("monai.networks.nets.unet", "monai.networks.layers.simplelayers")
     if "monai" in sys.modules:  # training, evaluation: MONAI is loaded anyway
-        unet, layers = (importlib.import_module(n) for n in names)
-        return unet.UNet, layers.SkipConnection
+        return [importlib.import_module(n) for n in names]
     before = set(sys.modules)
     finder = _LazyPackages()
     sys.meta_path.insert(0, finder)
     try:
-        unet, layers = (importlib.import_module(n) for n in names)
+        return [importlib.import_module(n) for n in names]
     finally:
         sys.meta_path.remove(finder)
         for name in set(sys.modules) - before:
             if name.partition(".")[0] == "monai":
                 del sys.modules[name]
+
+
+@functools.cache
+def _monai_unet() -> tuple[type[UNet], type[SkipConnection]]:
+    """MONAI's UNet and SkipConnection classes (the ~25 modules they need, not all of MONAI)."""
+    unet, layers = monai_modules("monai.networks.nets.unet", "monai.networks.layers.simplelayers")
     return unet.UNet, layers.SkipConnection
+
+
+@functools.cache
+def sliding_window() -> Callable[..., Any]:
+    """MONAI's sliding_window_inference (3-D models), loaded as _monai_unet loads the UNet."""
+    (utils,) = monai_modules("monai.inferers.utils")
+    return utils.sliding_window_inference
 
 
 class GradeHead(nn.Module):
@@ -117,14 +127,16 @@ class GradeHead(nn.Module):
 
 
 def slice_features(bottleneck: torch.Tensor) -> torch.Tensor:
-    """Per-slice descriptor: global mean and max of the deepest encoder map. (N,F,h,w) -> (N,2F)."""
-    return torch.cat([bottleneck.mean(dim=(2, 3)), bottleneck.amax(dim=(2, 3))], dim=1)
+    """Per-slice (3-D: per-patch) descriptor: global mean and max of the deepest encoder map.
+    (N, F, h, w[, d]) -> (N, 2F)."""
+    dims = tuple(range(2, bottleneck.ndim))
+    return torch.cat([bottleneck.mean(dim=dims), bottleneck.amax(dim=dims)], dim=1)
 
 
 class SegGrader(nn.Module):
-    """Wraps a 2-D U-Net: forward gives mask logits and per-slice encoder features.
+    """Wraps a 2-D or 3-D U-Net: forward gives mask logits and per-slice (per-patch) encoder features.
 
-    The grade is a property of the volume, so features are pooled over a case's slices
+    The grade is a property of the volume, so features are pooled over a case's slices or patches
     (`pool_grade`) before the head; slice grades are never voted.
     """
 
@@ -142,13 +154,13 @@ class SegGrader(nn.Module):
         self._feats = out[-1] if isinstance(out, list | tuple) else out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, H, W) -> mask logits (N, K, H, W), slice features (N, F + K)."""
+        """(N, C, H, W[, D]) -> mask logits (N, K, H, W[, D]), slice features (N, F + K)."""
         logits = self.unet(x)
         assert self._feats is not None
         # Soft class fractions per slice; their mean over a volume's slices is its label
         # volume fractions, the quantity the biomarker is built from. Detached: the grade
         # loss must not bend the masks.
-        fractions = torch.softmax(logits.detach().float(), dim=1).mean(dim=(2, 3))
+        fractions = torch.softmax(logits.detach().float(), dim=1).mean(dim=tuple(range(2, logits.ndim)))
         feats = torch.cat([slice_features(self._feats.float()), fractions], dim=1)
         self._feats = None
         return logits, feats
@@ -176,11 +188,12 @@ def _monai_bottom(unet: UNet) -> nn.Module:
 
 
 def build_monai_unet(cfg: Config) -> SegGrader:
-    """MONAI's residual UNet (fast on CPU: the default)."""
+    """MONAI's residual UNet, 2-D on slices with their neighbours as channels (fast on CPU: the default),
+    or 3-D on patches of the volume (model.arch monai_unet3d)."""
     unet_class, _ = _monai_unet()
     ch = cfg.model.channels
     unet = unet_class(
-        spatial_dims=2,
+        spatial_dims=cfg.spatial_dims,
         in_channels=cfg.in_channels,
         out_channels=cfg.num_classes,
         channels=ch,
@@ -210,6 +223,7 @@ def build_smp_unet(cfg: Config) -> SegGrader:
 
 ARCHS: dict[str, Callable[[Config], SegGrader]] = {
     "monai_unet": build_monai_unet,
+    "monai_unet3d": build_monai_unet,
     "smp_unet": build_smp_unet,
 }
 

@@ -25,10 +25,11 @@ from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import CheckpointError, ConfigError, InputError
-from segkit.infer import amp_dtype, autocast, pick_device
+from segkit.forward import amp_dtype, autocast, pick_device
 from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.models import SegGrader, build_model, num_parameters
+from segkit.patches import build_augment_3d, sample_patches
 from segkit.transforms import augment_slice, build_augment, context_stack, preprocess_image, preprocess_label
 from segkit.validate import CaseData, evaluate, finish_run
 
@@ -111,7 +112,10 @@ def train_one_epoch(
     dev = next(net.parameters()).device
     rng = np.random.default_rng([cfg.train.seed, epoch])
     torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout: same draws on resume
-    aug = build_augment(cfg.augment, seed=cfg.train.seed * 100_003 + epoch) if cfg.augment.enabled else None
+    seed = cfg.train.seed * 100_003 + epoch
+    three_d = cfg.spatial_dims == 3
+    sample = sample_patches if three_d else sample_batch
+    aug = (build_augment_3d if three_d else build_augment)(cfg.augment, seed) if cfg.augment.enabled else None
     dtype = amp_dtype(dev, cfg.train.amp)
     scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
     num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
@@ -122,7 +126,7 @@ def train_one_epoch(
     )
     for step in bar:
         _pause_if_asked(epoch, step)
-        x, y, g = sample_batch(cases, cfg, rng, aug)
+        x, y, g = sample(cases, cfg, rng, aug)
         x, y, g = x.to(dev), y.to(dev), g.to(dev)
         with autocast(dev, cfg.train.amp):
             logits, feats = distributed.forward_shard(net, x, cfg.train.cases_per_batch)  # (N, K, H, W), (N, F + K)

@@ -1,0 +1,106 @@
+"""3-D training batches: patches of whole volumes, foreground-oversampled, augmented with MONAI.
+
+The layout is sample_batch's (segkit.train), so the loss, the grade pooling and torchrun's sharding
+are shared: per case S grade windows centred on random organ voxels (pooled for the case's grade, as
+predict pools the sliding windows that are mostly organ), then two segmentation-only patches, one
+anywhere in the volume and one centred on the small target structure (nnU-Net's oversampling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.config import AugmentConfig, Config
+from segkit.validate import CaseData
+
+
+def sample_patches(
+    cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: Any | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B cases x (S organ-centred + 1 random + 1 target-centred) patches.
+
+    Returns x (N, 1, X, Y, Z), y (N, X, Y, Z), grades (B,); the first B*S rows are grouped per case.
+    """
+    t = cfg.train
+    organ = [cfg.task.labels.index(n) for n in cfg.task.denominator]
+    target = [cfg.task.labels.index(n) for n in cfg.task.numerator]
+    picked = rng.choice(len(cases), size=t.cases_per_batch, replace=len(cases) < t.cases_per_batch)
+    graded, extra, grades = [], [], []
+    for ci in picked:
+        c = cases[ci]
+        graded += [(c, _centre(c.label, organ, rng)) for _ in range(t.slices_per_case)]
+        anywhere = np.array([rng.integers(0, n) for n in c.label.shape])
+        extra += [(c, anywhere), (c, _centre(c.label, target, rng))]
+        grades.append(c.grade)
+    xs, ys = [], []
+    for c, centre in graded + extra:
+        x, y = crop_patch(c.image, c.label, centre, t.patch_size)
+        if aug is not None:
+            out = aug({"image": x[None], "label": y[None]})
+            x, y = np.asarray(out["image"])[0], np.asarray(out["label"])[0]
+        xs.append(np.asarray(x, dtype=np.float32))
+        ys.append(np.asarray(y).round().astype(np.uint8))
+    x_t = torch.from_numpy(np.stack(xs))[:, None]
+    return x_t, torch.from_numpy(np.stack(ys)), torch.tensor(grades)
+
+
+def _centre(label: np.ndarray, ids: list[int], rng: np.random.Generator) -> np.ndarray:
+    """A random voxel of the labels ids (any voxel where the volume has none)."""
+    idx = np.flatnonzero(np.isin(label, ids))
+    if not len(idx):
+        return np.array([rng.integers(0, n) for n in label.shape])
+    return np.array(np.unravel_index(idx[rng.integers(0, len(idx))], label.shape))
+
+
+def crop_patch(
+    image: np.ndarray, label: np.ndarray, centre: np.ndarray, size: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The size patch around centre, shifted to stay inside the volume; edges replicated (image) and
+    background (label) where the volume is smaller than the patch, as the sliding window pads."""
+    pads = [(max(0, p - n) // 2, max(0, p - n) - max(0, p - n) // 2) for n, p in zip(image.shape, size, strict=True)]
+    if any(a or b for a, b in pads):
+        image = np.pad(image, pads, mode="edge")
+        label = np.pad(label, pads, mode="constant")
+        centre = centre + np.array([a for a, _ in pads])
+    start = [int(np.clip(c - p // 2, 0, n - p)) for c, p, n in zip(centre, size, image.shape, strict=True)]
+    sl = tuple(slice(s, s + p) for s, p in zip(start, size, strict=True))
+    return image[sl], label[sl]
+
+
+def build_augment_3d(aug: AugmentConfig, seed: int) -> Any:
+    """Training-only 3-D augmentation (MONAI dictionary transforms: the label moves with its image).
+
+    The same knobs as the 2-D pipeline (segkit.transforms.build_augment), at the same strengths; no
+    elastic warp (the ventricle and liver draws are already non-linearly deformed, and MONAI's 3-D
+    elastic resampling costs more than the network step on 2 cores).
+    """
+    from monai import transforms as mt
+
+    keys = ["image", "label"]
+    rot = np.deg2rad(aug.rotate_deg)
+    shear = np.deg2rad(aug.shear_deg)
+    scale = (aug.scale[0] - 1.0, aug.scale[1] - 1.0)  # MONAI adds 1
+    pipeline = mt.Compose(
+        [
+            mt.RandFlipd(keys, prob=aug.flip_lr, spatial_axis=0),  # axis 0 of the RAS model grid: left-right
+            mt.RandAffined(
+                keys,
+                prob=aug.affine,
+                rotate_range=(rot, rot, rot),
+                scale_range=(scale, scale, scale),
+                shear_range=(shear,) * 6,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            ),
+            mt.RandScaleIntensityd("image", factors=0.2, prob=aug.brightness_contrast),
+            mt.RandShiftIntensityd("image", offsets=0.1, prob=aug.brightness_contrast),
+            mt.RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=aug.gamma),
+            mt.RandGaussianNoised("image", std=0.05, prob=aug.noise),
+            mt.RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=aug.blur),
+        ]
+    )
+    pipeline.set_random_state(seed=seed % 2**32)
+    return pipeline
