@@ -13,6 +13,7 @@ from segkit.models import SegGrader, sliding_window
 from segkit.transforms import context_stack, pad_to_multiple
 
 Network = SegGrader | OnnxNet  # what load_model returns: the PyTorch model or its ONNX Runtime twin
+ORGAN_SHARE = 0.25  # 3-D grade: windows at least this much organ are pooled
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -47,7 +48,7 @@ def _predict_once(
 ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     if cfg.spatial_dims == 3:
         return _predict_windows(net, volume, cfg)
-    dev = net.device if isinstance(net, OnnxNet) else next(net.parameters()).device
+    dev = _device(net)
     num_z = volume.shape[2]
     probs = torch.empty((cfg.num_classes, *volume.shape), dtype=torch.float32)
     feats = []
@@ -65,8 +66,7 @@ def _predict_once(
     has_organ = probs[organ].sum(0).amax(dim=(0, 1)) > 0.5  # (Z,)
     chosen = slice_feats[has_organ] if has_organ.any() else slice_feats
     pooled = chosen.mean(dim=0)
-    grade_logits = net.pool_grade(pooled[None].to(dev), 1)
-    return probs, torch.softmax(grade_logits.float(), 1)[0].cpu().numpy(), pooled
+    return probs, _grade(net, pooled), pooled
 
 
 def _predict_windows(net: Network, volume: np.ndarray, cfg: Config) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
@@ -76,7 +76,7 @@ def _predict_windows(net: Network, volume: np.ndarray, cfg: Config) -> tuple[tor
     The grade pools the features of the windows that are at least a quarter organ, as training pools
     windows centred in the organ.
     """
-    dev = net.device if isinstance(net, OnnxNet) else next(net.parameters()).device
+    dev = _device(net)
     feats: list[torch.Tensor] = []
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -95,11 +95,16 @@ def _predict_windows(net: Network, volume: np.ndarray, cfg: Config) -> tuple[tor
     organ = [cfg.task.labels.index(n) - cfg.num_classes for n in cfg.task.denominator]  # among the last K
     chosen = window_feats[window_feats[:, organ].sum(1) >= ORGAN_SHARE]
     pooled = (chosen if len(chosen) else window_feats).mean(dim=0)
-    grade_logits = net.pool_grade(pooled[None].to(dev), 1)
-    return probs, torch.softmax(grade_logits.float(), 1)[0].cpu().numpy(), pooled
+    return probs, _grade(net, pooled), pooled
 
 
-ORGAN_SHARE = 0.25  # 3-D grade: windows at least this much organ are pooled
+def _device(net: Network) -> torch.device:
+    return net.device if isinstance(net, OnnxNet) else next(net.parameters()).device
+
+
+def _grade(net: Network, pooled: torch.Tensor) -> np.ndarray:
+    """Grade probabilities (G,) from one volume's pooled features (F + K,)."""
+    return torch.softmax(net.pool_grade(pooled[None].to(_device(net)), 1).float(), 1)[0].cpu().numpy()
 
 
 def autocast(dev: torch.device, amp: str) -> torch.autocast:
