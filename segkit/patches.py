@@ -31,9 +31,8 @@ def sample_patches(
     graded, extra, grades = [], [], []
     for ci in picked:
         c = cases[ci]
-        graded += [(c, _centre(c.label, organ, rng)) for _ in range(t.slices_per_case)]
-        anywhere = np.array([rng.integers(0, n) for n in c.label.shape])
-        extra += [(c, anywhere), (c, _centre(c.label, target, rng))]
+        graded += [(c, centre) for centre in _centres(c.label, organ, t.slices_per_case, rng)]
+        extra += [(c, _anywhere(c.label.shape, rng)), (c, _centres(c.label, target, 1, rng)[0])]
         grades.append(c.grade)
     xs, ys = [], []
     for c, centre in graded + extra:
@@ -47,12 +46,16 @@ def sample_patches(
     return x_t, torch.from_numpy(np.stack(ys)), torch.tensor(grades)
 
 
-def _centre(label: np.ndarray, ids: list[int], rng: np.random.Generator) -> np.ndarray:
-    """A random voxel of the labels ids (any voxel where the volume has none)."""
+def _centres(label: np.ndarray, ids: list[int], num: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """num random voxels of the labels ids (any voxels where the volume has none); one search of the volume."""
     idx = np.flatnonzero(np.isin(label, ids))
     if not len(idx):
-        return np.array([rng.integers(0, n) for n in label.shape])
-    return np.array(np.unravel_index(idx[rng.integers(0, len(idx))], label.shape))
+        return [_anywhere(label.shape, rng) for _ in range(num)]
+    return [np.array(np.unravel_index(idx[rng.integers(0, len(idx))], label.shape)) for _ in range(num)]
+
+
+def _anywhere(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    return np.array([rng.integers(0, n) for n in shape])
 
 
 def crop_patch(
@@ -60,8 +63,9 @@ def crop_patch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The size patch around centre, shifted to stay inside the volume; edges replicated (image) and
     background (label) where the volume is smaller than the patch, as the sliding window pads."""
-    pads = [(max(0, p - n) // 2, max(0, p - n) - max(0, p - n) // 2) for n, p in zip(image.shape, size, strict=True)]
-    if any(a or b for a, b in pads):
+    short = [max(0, p - n) for n, p in zip(image.shape, size, strict=True)]
+    pads = [(k // 2, k - k // 2) for k in short]
+    if any(short):
         image = np.pad(image, pads, mode="edge")
         label = np.pad(label, pads, mode="constant")
         centre = centre + np.array([a for a, _ in pads])
