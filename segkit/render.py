@@ -1,6 +1,7 @@
 """Pictures of a mask on its image in the radiological convention, and the label files viewers read.
 
-Used by predict (overlays), export (the review page embeds those overlays) and data show (montages).
+Used by predict (overlays), export (the review page embeds those overlays) and data show (montages);
+drawn with numpy and Pillow, so a predict never imports a plotting library.
 Axial and coronal views put the patient's right on the image's left, as radiologists read them;
 sagittal views put anterior on the left. Every view carries its orientation letters.
 """
@@ -15,6 +16,8 @@ import numpy as np
 
 from segkit.io import atomic_write, atomic_write_text, voxel_sizes
 from segkit.transforms import canonical_ornt
+
+RGB = tuple[int, int, int]
 
 # One colour per label index (RGB 0-255); background first.
 PALETTE = [
@@ -34,9 +37,10 @@ VIEWS: dict[str, tuple[int, int, int, tuple[str, str, str, str]]] = {
     "coronal": (1, 0, 2, ("R", "L", "S", "I")),
     "sagittal": (0, 1, 2, ("A", "P", "S", "I")),
 }
+MARKER = (255, 225, 77)  # orientation letters
 
 
-def label_color(index: int) -> tuple[int, int, int]:
+def label_color(index: int) -> RGB:
     """Colour of a label index (cycles past the palette)."""
     return PALETTE[index] if index < len(PALETTE) else PALETTE[1 + (index - 1) % (len(PALETTE) - 1)]
 
@@ -106,57 +110,96 @@ def display_views(image: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> li
     return drawable or [max(views, key=lambda v: v.image.size)]
 
 
-def draw_view(ax: Any, view: View, window: tuple[float, float], colors: list[Any], fill: float = 0.35) -> None:
-    """Draw a view on a matplotlib Axes: image, label fills (alpha `fill`) and outlines, orientation letters."""
-    from matplotlib.colors import to_rgba
+def _font(size: int) -> Any:
+    from PIL import ImageFont
 
-    ax.imshow(view.image, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest", aspect=view.aspect)
-    rgba = np.zeros((*view.mask.shape, 4))
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's bundled scalable font (FreeType)
+    except (TypeError, ImportError, OSError):  # a Pillow built without FreeType: its bitmap font
+        return ImageFont.load_default()
+
+
+def _outline(inside: np.ndarray) -> np.ndarray:
+    """Pixels of a region that touch a pixel outside it (4-neighbours; the picture's border is not an edge)."""
+    p = np.pad(inside, 1, mode="edge")
+    interior = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return inside & ~interior
+
+
+def render_view(
+    view: View, window: tuple[float, float], colors: list[RGB], fill: float = 0.35, size: int = 320
+) -> np.ndarray:
+    """A view as an RGB picture (rows, cols, 3) uint8: grey image, label fills (alpha `fill`) and outlines,
+    orientation letters; drawn to scale in mm with its longer side `size` pixels."""
+    from PIL import Image, ImageDraw
+
+    rows, cols = view.image.shape
+    scale = size / max(rows * view.aspect, cols)
+    h, w = max(1, round(rows * view.aspect * scale)), max(1, round(cols * scale))
+    ri = np.minimum(((np.arange(h) + 0.5) * rows / h).astype(int), rows - 1)  # nearest source row of each pixel
+    ci = np.minimum(((np.arange(w) + 0.5) * cols / w).astype(int), cols - 1)
+    lo, hi = window
+    grey = np.clip((view.image[np.ix_(ri, ci)].astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    mask = view.mask[np.ix_(ri, ci)]
     for i in range(1, len(colors)):
-        inside = view.mask == i
+        inside = mask == i
         if not inside.any():
             continue
-        rgba[inside] = (*to_rgba(colors[i])[:3], fill)
-        if min(inside.shape) >= 2:  # contour needs a 2x2 grid; the fill still shows a 1-pixel-thin mask
-            ax.contour(inside, levels=[0.5], colors=[colors[i]], linewidths=0.8)
-    if fill > 0:
-        ax.imshow(rgba, interpolation="nearest", aspect=view.aspect)
-    style = {"color": "#ffe14d", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+        color = np.asarray(colors[i], dtype=np.float32)
+        rgb[inside] = (1 - fill) * rgb[inside] + fill * color
+        rgb[_outline(inside)] = color
+    picture = Image.fromarray(rgb.astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    font = _font(max(10, size // 24))
     left, right, top, bottom = view.markers
-    ax.text(0.015, 0.5, left, ha="left", va="center", **style)
-    ax.text(0.985, 0.5, right, ha="right", va="center", **style)
-    ax.text(0.5, 0.985, top, ha="center", va="top", **style)
-    ax.text(0.5, 0.015, bottom, ha="center", va="bottom", **style)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    for text, xy, anchor in (
+        (left, (3, h / 2), "lm"),
+        (right, (w - 3, h / 2), "rm"),
+        (top, (w / 2, 2), "mt"),
+        (bottom, (w / 2, h - 2), "mb"),
+    ):
+        draw.text(xy, text, fill=MARKER, font=font, anchor=anchor)
+    return np.asarray(picture)
+
+
+def compose(panels: list[np.ndarray], captions: list[str], title: str, footer: list[tuple[str, RGB]]) -> Any:
+    """Panels side by side on black, a caption above each, a title above all, a colour key below. -> PIL Image."""
+    from PIL import Image, ImageDraw
+
+    font, gap, line = _font(13), 8, 18
+    height = max(p.shape[0] for p in panels)
+    width = sum(p.shape[1] for p in panels) + gap * (len(panels) + 1)
+    top = line * (1 + len(title.splitlines())) + gap
+    sheet = Image.new("RGB", (max(width, 200), top + height + 2 * line + gap), "black")
+    draw = ImageDraw.Draw(sheet)
+    draw.multiline_text((sheet.width / 2, gap / 2), title, fill="white", font=font, anchor="ma", align="center")
+    x = gap
+    for panel, caption in zip(panels, captions, strict=True):
+        sheet.paste(Image.fromarray(panel), (x, top))
+        draw.text((x + panel.shape[1] / 2, top - 2), caption, fill="white", font=font, anchor="md")
+        x += panel.shape[1] + gap
+    x, y = gap, top + height + gap
+    for name, color in footer:
+        draw.rectangle((x, y + 3, x + 12, y + 15), fill=color)
+        draw.text((x + 17, y + 9), name, fill="white", font=font, anchor="lm")
+        x += 30 + int(draw.textlength(name, font=font))
+    return sheet
 
 
 def render_overlay(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, labels: tuple[str, ...], title: str) -> Any:
-    """A matplotlib Figure (Agg, no pyplot) of a mask on its image: one panel per drawable view."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
+    """A PIL Image of a mask on its image: one panel per drawable view, a colour key for the labels."""
     views = display_views(image, mask, affine)
     lo, hi = np.percentile(image[::2, ::2, ::2], [1, 99.5])  # display window; a subsample is plenty
-    colors = [(r / 255, g / 255, b / 255) for r, g, b in map(label_color, range(len(labels)))]
-    fig = Figure(figsize=(4 * len(views), 4.4), facecolor="black")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(views), squeeze=False)[0]
-    for ax, view in zip(axes, views, strict=True):
-        draw_view(ax, view, (float(lo), float(hi)), colors)
-        ax.set_title(view.plane, color="white", fontsize=10)
-        ax.set_frame_on(False)
-    handles = [Patch(color=colors[i], label=n) for i, n in enumerate(labels) if i]
-    fig.legend(handles=handles, loc="lower center", ncol=max(1, len(handles)), frameon=False, labelcolor="white")
-    fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    return fig
+    colors = [label_color(i) for i in range(len(labels))]
+    panels = [render_view(v, (float(lo), float(hi)), colors) for v in views]
+    key = [(n, colors[i]) for i, n in enumerate(labels) if i]
+    return compose(panels, [v.plane for v in views], title, key)
 
 
 def write_overlay(
     image: np.ndarray, mask: np.ndarray, affine: np.ndarray, labels: tuple[str, ...], out: Path, title: str
 ) -> None:
     """Overlay PNG of a mask on its image (coloured fills with outlines), radiological views with letters."""
-    fig = render_overlay(image, mask, affine, labels, title)
-    atomic_write(Path(out), lambda tmp: fig.savefig(tmp, format="png", dpi=90, facecolor="black"))
+    picture = render_overlay(image, mask, affine, labels, title)
+    atomic_write(Path(out), lambda tmp: picture.save(tmp, format="PNG"))

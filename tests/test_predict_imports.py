@@ -56,13 +56,14 @@ def test_importing_the_prediction_path_loads_no_dicom_plotting_or_monai_package(
     assert loaded(modules, NOT_FOR_NIFTI + NOT_BEFORE_DRAWING + ("scipy.ndimage", "scipy.signal")) == []
 
 
-def test_predicting_a_nifti_imports_no_dicom_stack_and_leaves_monai_unloaded(tiny_run, tmp_path):
+def test_predicting_a_nifti_imports_no_dicom_stack_or_plotting_library_and_leaves_monai_unloaded(tiny_run, tmp_path):
     data = np.random.default_rng(0).normal(300, 60, (24, 20, 14)).clip(0).astype(np.float32)
     src = write_nifti(tmp_path / "scan.nii.gz", data, np.diag([4.0, 4.0, 6.0, 1.0]))
     out = tmp_path / "out"
     modules = modules_after(PREDICT, "predict", str(src), "--model", str(tiny_run), "--out", str(out))
     assert (out / "scan_mask.nii.gz").is_file() and (out / "scan_overlay.png").is_file()
     assert loaded(modules, NOT_FOR_NIFTI) == []  # the UNet's few MONAI modules left sys.modules again
+    assert loaded(modules, ("matplotlib",)) == []  # the overlay is drawn with Pillow
 
 
 UNET_TWICE = """

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
+from segkit.data.msd import Case, Dataset, read_dataset
+from segkit.io import atomic_write, read_volume
+from segkit.render import compose, label_color, render_view, slice_view, to_ras
+from segkit.tasks import TASKS
 
-from segkit.data.msd import Case, Dataset, read_dataset  # noqa: E402
-from segkit.io import atomic_write, read_volume  # noqa: E402
-from segkit.render import draw_view, slice_view  # noqa: E402
-from segkit.tasks import TASKS  # noqa: E402
-
-COLOURS = ("#00000000", "#2ca02c", "#ff3030", "#ff00ff", "#00bfff", "#ffa500")
 CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window, HU
-
-
-def _canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Array in the closest RAS orientation (so slices display upright) and its voxel sizes."""
-    img = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
-    return np.asarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[return-value]
 
 
 def _pick(ds: Dataset, max_cases: int) -> list[Case]:
@@ -56,57 +43,51 @@ def _slice_through(lab: np.ndarray, targets: list[int], axis: int) -> int:
     return lab.shape[axis] // 2
 
 
-def _panel(
-    ax: Any, plane: str, img: np.ndarray, lab: np.ndarray, zooms: tuple[float, float, float], window: Any, n: int
-) -> None:
-    """One RAS slice as radiologists read it (segkit.render): a contour per label, orientation letters."""
-    draw_view(ax, slice_view(plane, img, lab, zooms), window, [COLOURS[k % len(COLOURS)] for k in range(n)], fill=0)
+def _tile(case: Case, row: dict, targets: list[int], ct: bool, labels: tuple[str, ...]) -> np.ndarray:
+    """One case: an axial and a coronal slice through the graded structure, outlines only, with its caption."""
+    img_v, lab_v = read_volume(case.image), read_volume(case.label or case.image, kind="label")
+    img, zooms = to_ras(img_v.data, img_v.affine)
+    lab, _ = to_ras(lab_v.data.astype(np.uint8), lab_v.affine)
+    if ct:
+        window = CT_WINDOW
+    else:
+        fg = img[img > np.percentile(img, 50)]
+        window = (float(np.percentile(img, 1)), float(np.percentile(fg if fg.size else img, 99.5)))
+    z, y = _slice_through(lab, targets, 2), _slice_through(lab, targets, 1)
+    colors = [label_color(k) for k in range(len(labels))]
+    panels = [
+        render_view(slice_view("axial", img[:, :, z], lab[:, :, z], zooms), window, colors, fill=0, size=220),
+        render_view(slice_view("coronal", img[:, y, :], lab[:, y, :], zooms), window, colors, fill=0, size=220),
+    ]
+    value = "n/a" if case.biomarker is None else f"{case.biomarker:.4f}"
+    info = " ".join(str(row[k]) for k in ("contrast", "phase", "orientation", "spacing") if k in row)
+    return np.asarray(compose(panels, ["axial", "coronal"], f"{case.case_id}: {case.grade}, {value}\n{info}", []))
+
+
+def _grid(tiles: list[np.ndarray], per_row: int) -> np.ndarray:
+    """Tiles (H, W, 3) in rows of per_row, each padded with black to the largest tile."""
+    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    padded = [np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0))) for t in tiles]
+    padded += [np.zeros_like(padded[0])] * (-len(padded) % per_row)
+    return np.vstack([np.hstack(padded[r : r + per_row]) for r in range(0, len(padded), per_row)])
 
 
 def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
     """Write a PNG montage: per case an axial and a coronal slice through the graded structure."""
     ds = read_dataset(root)
-    cases = _pick(ds, max_cases)
     rows_by_case = {r.get("case"): r for r in ds.meta.get("training", [])}
     ct = "CT" in str(ds.meta.get("modality", {}))
-    per_row = 3
-    nrows = max(1, int(np.ceil(len(cases) / per_row)))
-    fig, axes = plt.subplots(nrows, 2 * per_row, figsize=(6 * per_row, 3.4 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
     targets = _structure(ds)
-    for i, case in enumerate(cases):
-        img_v, lab_v = read_volume(case.image), read_volume(case.label or case.image, kind="label")
-        img, zooms = _canonical(img_v.data, img_v.affine)
-        lab, _ = _canonical(lab_v.data.astype(np.uint8), lab_v.affine)
-        if ct:
-            window = CT_WINDOW
-        else:
-            fg = img[img > np.percentile(img, 50)]
-            window = (float(np.percentile(img, 1)), float(np.percentile(fg if fg.size else img, 99.5)))
-        z = _slice_through(lab, targets, 2)
-        y = _slice_through(lab, targets, 1)
-        r, c = divmod(i, per_row)
-        ax_a, ax_c = axes[r, 2 * c], axes[r, 2 * c + 1]
-        _panel(ax_a, "axial", img[:, :, z], lab[:, :, z], zooms, window, len(ds.labels))
-        _panel(ax_c, "coronal", img[:, y, :], lab[:, y, :], zooms, window, len(ds.labels))
-        ax_a.axis("on")
-        ax_c.axis("on")
-        row = rows_by_case.get(case.case_id, {})
-        value = "n/a" if case.biomarker is None else f"{case.biomarker:.4f}"
-        info = " ".join(str(row[k]) for k in ("contrast", "phase", "orientation") if k in row)
-        ax_a.set_title(f"{case.case_id}: {case.grade}, {value}\n{info}", fontsize=9, loc="left")
-        ax_c.set_title(f"spacing {row.get('spacing', '')}", fontsize=8, loc="left")
-    names = ", ".join(f"{n} ({COLOURS[k % len(COLOURS)]})" for k, n in enumerate(ds.labels) if k > 0)
+    labels = tuple(ds.labels)
+    tiles = [_tile(c, rows_by_case.get(c.case_id, {}), targets, ct, labels) for c in _pick(ds, max_cases)]
+    grid = _grid(tiles, per_row=3) if tiles else np.zeros((32, 32, 3), np.uint8)
     biomarker = ds.meta.get("biomarker", {})
-    fig.suptitle(
-        f"{ds.meta.get('name', ds.root.name)}: axial (left) and coronal (right), RAS, patient right on "
-        f"image left\nlabels: {names}; biomarker {biomarker.get('name', '')} "
-        f"thresholds {biomarker.get('thresholds', '')}",
-        fontsize=10,
+    title = (
+        f"{ds.meta.get('name', ds.root.name)}: axial and coronal, patient right on image left; "
+        f"biomarker {biomarker.get('name', '')} thresholds {biomarker.get('thresholds', '')}"
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    key = [(n, label_color(k)) for k, n in enumerate(labels) if k > 0]
+    sheet = compose([grid], [""], title, key)
     out_png = Path(out_png)
-    atomic_write(out_png, lambda t: fig.savefig(t, format="png", dpi=80))
-    plt.close(fig)
+    atomic_write(out_png, lambda t: sheet.save(t, format="PNG"))
     return out_png
