@@ -24,17 +24,30 @@ def keep_components(mask: np.ndarray, label: int, rule: str) -> np.ndarray:
         return mask
     from scipy import ndimage as ndi  # not at import: a prediction without post-processing never loads it
 
-    comp, n = ndi.label(mask == label)
+    inside = mask == label
+    if not inside.any():
+        return mask
+    box = _bounding_box(inside)  # labelling the structure's box only: ventricles fill a few % of a head
+    comp, n = ndi.label(inside[box])
     if n <= 1:
         return mask
     sizes = np.bincount(comp.ravel())[1:]
     keep = sizes == sizes.max() if rule == "largest" else sizes >= MAJOR * sizes.max()
-    drop = np.isin(comp, np.flatnonzero(~keep) + 1)
-    if not drop.any():
+    if keep.all():
         return mask
+    dropped = np.concatenate([[False], ~keep])[comp]  # per voxel of the box: its component is dropped
     out = mask.copy()
-    out[drop] = 0
+    out[box][dropped] = 0
     return out
+
+
+def _bounding_box(inside: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True voxel of a non-empty array."""
+    box = []
+    for axis in range(inside.ndim):
+        hit = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 def apply_rules(mask: np.ndarray, rules: tuple[str, ...]) -> np.ndarray:

@@ -161,8 +161,23 @@ def probs_to_mask(probs: torch.Tensor, grid: Grid, slab: int = 32) -> np.ndarray
             probs[:, lo:hi].float(), size=grid.canonical_shape[1:], mode="bilinear", align_corners=False
         )  # (K, hi-lo, Y, Z)
         blended = planes[:, x0 - lo] * (1 - w) + planes[:, x1 - lo] * w
-        mask[start : start + slab] = blended.argmax(dim=0).to(torch.uint8).numpy()
+        mask[start : start + slab] = first_argmax(blended).numpy()
     return from_canonical(mask, grid.ornt)
+
+
+def first_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """scores.argmax(dim=0) as uint8 (the first maximum wins, as argmax), for K classes (K, ...).
+
+    Elementwise over the classes: torch's argmax over a leading dimension walks memory with a stride and
+    took 1.0 s for a 182x218x182 brain's 3 classes on 2 cores; this takes under 0.1 s.
+    """
+    best = scores[0].clone()
+    index = torch.zeros(scores.shape[1:], dtype=torch.uint8)
+    for k in range(1, scores.shape[0]):
+        better = scores[k] > best
+        index.masked_fill_(better, k)
+        torch.maximum(best, scores[k], out=best)
+    return index
 
 
 def context_stack(volume: np.ndarray, z: np.ndarray, context: int) -> np.ndarray:

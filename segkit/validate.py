@@ -19,6 +19,7 @@ from segkit.losses import grade_class_weights
 from segkit.metrics import dice_per_label
 from segkit.models import SegGrader
 from segkit.postprocess import choose_rules
+from segkit.transforms import first_argmax
 
 log = logging.getLogger(__name__)
 REFIT_CASES = 60  # the grade-head refit reads at most this many training volumes (3-D: ~8 s each)
@@ -48,7 +49,7 @@ def evaluate(
     dices, correct, nll = [], 0, 0.0
     for c in cases:
         probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
-        mask = probs.argmax(0).numpy().astype(np.uint8)
+        mask = first_argmax(probs).numpy()
         dices.append(dice_per_label(mask, c.label, cfg.num_classes))
         if masks is not None:
             masks.append(mask)

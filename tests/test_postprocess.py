@@ -32,6 +32,22 @@ def test_rules_keep_the_largest_or_the_major_components_of_one_label_only():
     assert np.array_equal(apply_rules(m, ("all", "major")) == 1, m == 1)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_rules_on_random_masks_equal_labelling_the_whole_volume(seed):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    m = (ndi.uniform_filter(rng.random((40, 36, 30)), 5) > 0.52).astype(np.uint8)  # blobs of many sizes
+    m[m == 1] = rng.integers(1, 3, int(m.sum()))  # two labels mixed
+    for label in (1, 2):
+        comp, n = ndi.label(m == label)
+        sizes = np.bincount(comp.ravel())[1:]
+        for rule, keep in (("largest", sizes == sizes.max()), ("major", sizes >= 0.1 * sizes.max())):
+            want = m.copy()
+            want[np.isin(comp, np.flatnonzero(~keep) + 1)] = 0
+            assert np.array_equal(keep_components(m, label, rule), want), (seed, label, rule)
+
+
 def test_a_rule_is_chosen_only_where_it_raises_val_dice():
     truth = two_blobs_and_a_speck()
     truth[26:29, 26:29, 26:29] = 0

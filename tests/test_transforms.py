@@ -14,6 +14,7 @@ from segkit.transforms import (
     plan_grid,
     preprocess_image,
     preprocess_label,
+    first_argmax,
     probs_to_mask,
     to_canonical,
 )
@@ -38,6 +39,11 @@ def test_resample_then_inverse_restores_the_input_grid(name):
     assert mask.shape == shape and mask.dtype == np.uint8
     full = F.interpolate(probs[None], size=grid.canonical_shape, mode="trilinear", align_corners=False)[0]
     assert np.array_equal(mask, from_canonical(full.argmax(0).numpy().astype(np.uint8), grid.ornt))
+
+
+def test_first_argmax_equals_torch_argmax_with_ties_going_to_the_first_class():
+    scores = torch.randint(0, 3, (4, 9, 8, 7)).float()  # many ties
+    assert torch.equal(first_argmax(scores), scores.argmax(0).to(torch.uint8))
 
 
 @pytest.mark.parametrize("name", GEOMETRIES)
