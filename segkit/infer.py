@@ -291,7 +291,7 @@ def write_prediction(
 
 def predict_paths(
     path: Path,
-    model: str | Path | None,
+    model: str | Path | ModelRef | None,
     out: Path,
     device: str = "auto",
     series: str | None = None,
@@ -311,7 +311,7 @@ def predict_paths(
     for f in files:  # refuse to overwrite any input before writing anything
         check_not_input(out / f"{names[f]}_mask.nii.gz", [f])
     failed: list[Path] = []
-    readable, cache = list(files), {}
+    readable, cache = list(files), dict[Path, Volume]()
     if model is None:  # read every input before loading the model: a shipped model is picked by modality
         readable, cache, picks = _pick_models(files, series, failed)
         if not readable:

@@ -202,7 +202,7 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Run write(tmp) on a temp file in path's folder, fsync it, then rename it onto path."""
     path = Path(path)
     tmp = _temp_beside(path)

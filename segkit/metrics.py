@@ -253,7 +253,7 @@ def bootstrap_ci(
 
 
 def grade_agreement(
-    classifier: list[str], biomarker: list[str | None], grades: tuple[str, ...] | None = None
+    classifier: list[str | None], biomarker: list[str | None], grades: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
     """Agreement of two gradings: fraction equal, Cohen's kappa, undefined count, cross-table."""
     if len(classifier) != len(biomarker):

@@ -178,6 +178,7 @@ def _monai_bottom(unet: UNet) -> nn.Module:
     _, skip_connection = _monai_unet()
     block = unet.model
     while True:
+        assert isinstance(block, nn.Sequential)
         skip = block[1]
         assert isinstance(skip, skip_connection)
         sub = skip.submodule

@@ -157,7 +157,7 @@ def plot_dice_by_case(rows: list[dict], labels: tuple[str, ...]) -> Figure:
         one = np.flatnonzero(np.isin(empty[order], ["truth", "pred"]))
         # Dice 0 bars have no height: mark those cases so they are not mistaken for gaps
         ax.plot(one, np.full(len(one), 0.04), "x", color="tab:red", ms=8, mew=2)
-        handles = [Patch(color="tab:blue", label="both masks present")]
+        handles: list[Any] = [Patch(color="tab:blue", label="both masks present")]
         if (empty == "both").any():
             handles.append(Patch(color="0.7", label="both empty (Dice 1 by rule)"))
         if len(one):

@@ -69,7 +69,7 @@ def sample_batch(
         # one slice from each of S equal bins across the organ: an unbiased sample of the volume
         edges = np.linspace(0, len(zs), t.slices_per_case + 1)
         idx = [rng.integers(int(a), max(int(a) + 1, int(b))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        graded += [(c, zs[min(i, len(zs) - 1)]) for i in idx]
+        graded += [(c, zs[min(int(i), len(zs) - 1)]) for i in idx]
         targets = c.target_z if len(c.target_z) else zs
         extra += [(c, rng.integers(0, c.image.shape[2])), (c, targets[rng.integers(0, len(targets))])]
         grades.append(c.grade)
@@ -85,7 +85,7 @@ def sample_batch(
 
 
 def _crop(
-    x: np.ndarray, y: np.ndarray, size: tuple[int, int], rng: np.random.Generator
+    x: np.ndarray, y: np.ndarray, size: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random crop (edge-padded where the slice is smaller) of (C, H, W) image and (H, W) mask."""
     ph = [max(0, size[0] - x.shape[1]), max(0, size[1] - x.shape[2])]

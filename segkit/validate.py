@@ -39,13 +39,14 @@ class CaseData:
 
 @torch.no_grad()
 def evaluate(
-    net: SegGrader, cases: list[CaseData], cfg: Config, masks: list[np.ndarray] | None = None
+    net: Network, cases: list[CaseData], cfg: Config, masks: list[np.ndarray] | None = None
 ) -> dict[str, float]:
     """Whole-volume validation on the model grid: Dice per label, grade accuracy and loss.
 
     masks: a list that receives each case's predicted mask (model grid), for the post-processing choice.
     """
-    net.eval()
+    if isinstance(net, torch.nn.Module):
+        net.eval()
     dices, correct, nll = [], 0, 0.0
     for c in cases:
         probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)

@@ -9,12 +9,12 @@ from segkit.config import AugmentConfig, Config, PreprocessConfig, TaskConfig
 from segkit.transforms import (
     augment_slice,
     build_augment,
+    first_argmax,
     from_canonical,
     normalize,
     plan_grid,
     preprocess_image,
     preprocess_label,
-    first_argmax,
     probs_to_mask,
     to_canonical,
 )

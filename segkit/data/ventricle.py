@@ -90,7 +90,7 @@ def subject_split(name: str) -> str:
 @functools.lru_cache(maxsize=4)
 def read_subject(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A subject's FreeSurfer label map (X, Y, Z) int16 at 1 mm and its affine."""
-    img = nib.load(str(ASSETS / f"{name}.nii.gz"))
+    img = nib.Nifti1Image.from_filename(str(ASSETS / f"{name}.nii.gz"))
     table = np.asarray(subject_table()["codes_to_freesurfer"], dtype=np.int16)
     return table[np.asarray(img.dataobj, dtype=np.uint8)], img.affine
 
@@ -263,7 +263,7 @@ def plan_cases(cases: int, seed: int) -> list[dict[str, Any]]:
     n_small = max(1, int(round(cases * 0.1))) if cases >= 3 else 0
     splits = ["test"] * n_small + ["val"] * n_small
     splits += ["train"] * (cases - len(splits))
-    plan = []
+    plan: list[dict[str, Any]] = []
     for i, split in enumerate(splits):
         pool = [s for s in subjects() if subject_split(s) == split]
         k = sum(1 for p in plan if p["split"] == split) + SPLITS.index(split)  # tiny builds: every grade
