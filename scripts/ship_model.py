@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from segkit.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from segkit.export import write_onnx
+from segkit.onnx_export import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "postprocess_val_dice", "segkit_version")

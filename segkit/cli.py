@@ -214,7 +214,7 @@ def export(
 
     fmt = check_format(format_)
     if fmt == "onnx":
-        from segkit.export import export_onnx
+        from segkit.onnx_export import export_onnx
 
         r = export_onnx(model, out)
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in r["max_abs_diff"].items())

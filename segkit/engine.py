@@ -2,7 +2,7 @@
 
 A shipped model `<task>.pt` may carry `<task>.onnx` (mask logits and slice features),
 `<task>.grade.onnx` (slice features -> grade logits) and `<task>.onnx.json`, written together by
-segkit.export.write_onnx() from that exact `.pt` (the JSON records its SHA-256). On a CPU, `--engine auto` runs
+segkit.onnx_export.write_onnx() from that exact `.pt` (the JSON records its SHA-256). On a CPU, `--engine auto` runs
 the network through ONNX Runtime when the three files are there and still match the `.pt`;
 everything around the network (preprocessing, the inverse to the input grid, measurements) is the
 one path PyTorch runs too. Timings: scripts/bench.py.
@@ -77,7 +77,8 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
         except ImportError:
             why = "onnxruntime is not installed (pip install onnxruntime)"
     if engine == "onnx":
-        raise CheckpointError(f"--engine onnx: {why}; use --engine torch, or write them: python -m segkit.export {pt}")
+        fix = f"use --engine torch, or write them: python -m segkit.onnx_export {pt}"
+        raise CheckpointError(f"--engine onnx: {why}; {fix}")
     # a run of one's own has no ONNX files: say so only when asked (--verbose); stale files always
     log.log(logging.DEBUG if missing else logging.INFO, "running %s with PyTorch: %s", pt.name, why)
     return None

@@ -26,7 +26,7 @@ def test_every_shipped_model_has_onnx_files_exported_from_its_own_checkpoint(tas
     if not pt.is_file():
         pytest.skip(f"no shipped {task} model in this checkout")
     files = onnx_files(pt)
-    assert all(f.is_file() for f in files.values()), "reship with scripts/ship_model.py or python -m segkit.export"
+    assert all(f.is_file() for f in files.values()), "reship with scripts/ship_model.py or python -m segkit.onnx_export"
     assert json.loads(files["meta"].read_text())["checkpoint_sha256"] == file_sha256(pt)
 
 

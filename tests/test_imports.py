@@ -84,4 +84,5 @@ def test_prediction_and_dicom_reading_do_not_import_the_review_exports():
     graph = import_graph()
     for module in ("segkit.infer", "segkit.dicom", "segkit.render"):
         assert "segkit.export" not in reachable(graph, module), module
+        assert "segkit.onnx_export" not in reachable(graph, module), module
     assert "segkit.render" in graph["segkit.infer"] and "segkit.render" in graph["segkit.export"]
