@@ -86,6 +86,8 @@ def model_card(f: dict, ck: dict) -> str:
             "augmentation on by default (`--no-tta` halves the network time)."
             if cfg["eval"].get("tta")
             else "augmentation off by default (`--tta`)."
+            if cfg["augment"].get("flip_lr", 0.5) > 0
+            else "augmentation refused (trained without left-right flips: a mirrored scan is unseen anatomy)."
         ),
         "- Labels: "
         + ", ".join(f"{i} {n}" for i, n in enumerate(cfg["task"]["labels"]))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.checkpoint import load_checkpoint
+from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import config_from_dict, config_to_dict
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, InputError
 from segkit.infer import load_model, predict_preprocessed
 from segkit.postprocess import apply_rules, choose_rules, keep_components
 
@@ -80,6 +80,15 @@ def test_training_ends_by_choosing_the_rules_on_val(tiny_run):
     cfg = config_from_dict(ck["config"])
     assert len(cfg.eval.keep_components) == cfg.num_classes - 1
     assert set(ck["postprocess_val_dice"]) == set(range(1, cfg.num_classes))
+
+
+def test_mirror_tta_is_refused_for_a_model_trained_without_left_right_flips(tiny_run, tmp_path):
+    ck = load_checkpoint(tiny_run / "best.pt")
+    ck["config"]["augment"]["flip_lr"] = 0.0  # as the liver-cyst model: the liver is on the right
+    save_checkpoint(tmp_path / "noflip.pt", ck)
+    with pytest.raises(InputError, match="without left-right flips"):
+        load_model(tmp_path / "noflip.pt", "cpu", tta=True)
+    assert not load_model(tmp_path / "noflip.pt", "cpu")[1].eval.tta  # without --tta it loads
 
 
 def test_mirror_tta_is_exactly_left_right_equivariant(tiny_run):
