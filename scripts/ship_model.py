@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 
 from segkit.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from segkit.config import config_from_dict
+from segkit.infer import trained_on_mirrors
 from segkit.onnx_export import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +88,7 @@ def model_card(f: dict, ck: dict) -> str:
             "augmentation on by default (`--no-tta` halves the network time)."
             if cfg["eval"].get("tta")
             else "augmentation off by default (`--tta`)."
-            if cfg["augment"].get("flip_lr", 0.5) > 0
+            if trained_on_mirrors(config_from_dict(cfg))
             else "augmentation refused (trained without left-right flips: a mirrored scan is unseen anatomy)."
         ),
         "- Labels: "

@@ -45,6 +45,11 @@ def label_color(index: int) -> RGB:
     return PALETTE[index] if index < len(PALETTE) else PALETTE[1 + (index - 1) % (len(PALETTE) - 1)]
 
 
+def label_key(labels: tuple[str, ...]) -> list[tuple[str, RGB]]:
+    """(name, colour) of every foreground label, for a picture's colour key."""
+    return [(name, label_color(i)) for i, name in enumerate(labels) if i]
+
+
 def write_label_descriptions(folder: Path, labels: tuple[str, ...]) -> None:
     """labels.itksnap.txt (ITK-SNAP label description) and labels.ctbl (3D Slicer colour table)."""
     snap = [
@@ -193,8 +198,7 @@ def render_overlay(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, labe
     lo, hi = np.percentile(image[::2, ::2, ::2], [1, 99.5])  # display window; a subsample is plenty
     colors = [label_color(i) for i in range(len(labels))]
     panels = [render_view(v, (float(lo), float(hi)), colors) for v in views]
-    key = [(n, colors[i]) for i, n in enumerate(labels) if i]
-    return compose(panels, [v.plane for v in views], title, key)
+    return compose(panels, [v.plane for v in views], title, label_key(labels))
 
 
 def write_overlay(

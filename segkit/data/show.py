@@ -8,7 +8,7 @@ import numpy as np
 
 from segkit.data.msd import Case, Dataset, read_dataset
 from segkit.io import atomic_write, read_volume
-from segkit.render import compose, label_color, render_view, slice_view, to_ras
+from segkit.render import compose, label_color, label_key, render_view, slice_view, to_ras
 from segkit.tasks import TASKS
 
 CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window, HU
@@ -86,8 +86,7 @@ def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
         f"{ds.meta.get('name', ds.root.name)}: axial and coronal, patient right on image left; "
         f"biomarker {biomarker.get('name', '')} thresholds {biomarker.get('thresholds', '')}"
     )
-    key = [(n, label_color(k)) for k, n in enumerate(labels) if k > 0]
-    sheet = compose([grid], [""], title, key)
+    sheet = compose([grid], [""], title, label_key(labels))
     out_png = Path(out_png)
     atomic_write(out_png, lambda t: sheet.save(t, format="PNG"))
     return out_png
