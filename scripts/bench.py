@@ -189,14 +189,14 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     probs_torch, _, _ = predict_preprocessed(net, pre, cfg)
     ours_torch = time.perf_counter() - t
     roi = tuple(cfg.train.patch_size)
-    swi = torch.empty_like(probs)
+    swi = np.empty_like(probs)
     t = time.perf_counter()
     with torch.no_grad():
         for z0 in range(0, pre.shape[2], 16):  # (N, C, X, Y) stacks of 5 context slices, as predict_preprocessed
             z = np.arange(z0, min(pre.shape[2], z0 + 16))
             x = torch.from_numpy(context_stack(pre, z, cfg.preprocess.context_slices))
             logits = sliding_window_inference(x, roi, 1, lambda p: net(p)[0], overlap=0.25, mode="constant")
-            swi[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0)
+            swi[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0).numpy()
     theirs = time.perf_counter() - t
     agree = dice(probs_to_mask(swi, grid), probs_to_mask(probs, grid), cfg.task.labels)
     times = {"segkit_network_s": ours, "segkit_torch_network_s": ours_torch, "sliding_window_s": theirs}
@@ -223,8 +223,8 @@ def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
     vol = read_input(image)
     pre, _ = preprocess_image(vol.data, vol.affine, cfg)
     mid = pre.shape[2] // 2
-    x, _ = pad_to_multiple(
-        torch.from_numpy(context_stack(pre, np.arange(mid - 8, mid + 8), cfg.preprocess.context_slices))
+    x = torch.from_numpy(
+        pad_to_multiple(context_stack(pre, np.arange(mid - 8, mid + 8), cfg.preprocess.context_slices))[0]
     )
 
     def forward(dev: str, dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:

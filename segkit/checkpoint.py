@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from segkit.errors import CheckpointError
 from segkit.io import atomic_write
@@ -20,6 +19,8 @@ from segkit.tasks import TASKS
 
 def plain(value: Any) -> Any:
     """Tensors stay; numpy scalars/arrays become Python numbers/lists (weights_only-loadable)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, dict):
@@ -33,17 +34,27 @@ def plain(value: Any) -> Any:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Serialise to memory, then write temp + fsync + rename: a kill never leaves half a file."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(plain(state), buf)
     data = buf.getvalue()
     atomic_write(Path(path), lambda t: t.write_bytes(data))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely; pickled code objects are refused."""
+def require_checkpoint(path: Path) -> Path:
+    """path, or an error when no checkpoint file is there."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; train a model first (segkit train)")
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely; pickled code objects are refused."""
+    import torch
+
+    path = require_checkpoint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

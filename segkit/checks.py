@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from segkit.config import TaskConfig
 
@@ -32,11 +31,12 @@ def modality_warnings(image: np.ndarray, modality: str) -> list[str]:
     ]
 
 
-def foreground_confidence(probs: torch.Tensor) -> float | None:
+def foreground_confidence(probs: np.ndarray) -> float | None:
     """Mean top-class probability over the voxels whose top class is not background; None if none."""
-    top, cls = probs.max(dim=0)  # probs: (K, X, Y, Z) on the model grid
-    fg = cls > 0
-    return float(top[fg].mean()) if bool(fg.any()) else None
+    from segkit.transforms import first_argmax
+
+    fg = first_argmax(probs) > 0  # probs: (K, X, Y, Z) on the model grid
+    return float(probs[:, fg].max(axis=0).mean()) if fg.any() else None
 
 
 def confidence_warnings(confidence: float | None, threshold: float) -> list[str]:

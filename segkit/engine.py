@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from segkit.errors import CheckpointError
 
@@ -36,23 +36,28 @@ def onnx_files(pt: Path) -> dict[str, Path]:
 class OnnxNet:
     """SegGrader's forward and pool_grade run by ONNX Runtime on the CPU, with the same signatures."""
 
-    def __init__(self, files: dict[str, Path]) -> None:
+    def __init__(self, files: dict[str, Path], state: dict[str, Any] | None = None) -> None:
         import onnxruntime as ort
+
+        # the checkpoint's config, epoch and limits, copied into the JSON at export: a predict reads no .pt
+        self.state = state
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only
         self.net = ort.InferenceSession(str(files["net"]), opts, providers=["CPUExecutionProvider"])
         self.head = ort.InferenceSession(str(files["grade"]), opts, providers=["CPUExecutionProvider"])
-        self.device = torch.device("cpu")
         self.version = ort.__version__
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, feats = self.net.run(["mask_logits", "slice_features"], {"image": x.numpy()})
-        return torch.from_numpy(logits), torch.from_numpy(feats)
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, *spatial) float32 -> mask logits (N, K, *spatial), features (N, F + K)."""
+        image = np.ascontiguousarray(x, dtype=np.float32)
+        logits, feats = self.net.run(["mask_logits", "slice_features"], {"image": image})
+        return logits, feats
 
-    def pool_grade(self, feats: torch.Tensor, num_cases: int) -> torch.Tensor:
-        grouped = feats.reshape(num_cases, -1, feats.shape[-1]).numpy().astype(np.float32, copy=False)
-        return torch.from_numpy(self.head.run(["grade_logits"], {"slice_features": grouped})[0])
+    def pool_grade(self, feats: np.ndarray, num_cases: int) -> np.ndarray:
+        """Features of num_cases cases' slices (or windows), case by case -> grade logits (num_cases, G)."""
+        grouped = feats.reshape(num_cases, -1, feats.shape[-1]).astype(np.float32, copy=False)
+        return self.head.run(["grade_logits"], {"slice_features": grouped})[0]
 
 
 def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
@@ -69,11 +74,11 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
         why = (
             f"{pt.name} has no ONNX files beside it ({files['net'].name}, {files['grade'].name}, {files['meta'].name})"
         )
-    elif json.loads(files["meta"].read_text()).get("checkpoint_sha256") != sha256:
+    elif (meta := json.loads(files["meta"].read_text())).get("checkpoint_sha256") != sha256:
         why = f"{files['net'].name} was exported from another {pt.name} (SHA-256 differs)"
     else:
         try:
-            return OnnxNet(files)
+            return OnnxNet(files, meta.get("checkpoint_state"))
         except ImportError:
             why = "onnxruntime is not installed (pip install onnxruntime)"
     if engine == "onnx":

@@ -11,14 +11,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from segkit import __version__
-from segkit.checkpoint import ModelRef, file_sha256, load_checkpoint, resolve_model
+from segkit.checkpoint import ModelRef, file_sha256, load_checkpoint, require_checkpoint, resolve_model
 from segkit.checks import (
     confidence_warnings,
     foreground_confidence,
@@ -30,7 +29,7 @@ from segkit.checks import (
 from segkit.config import Config, apply_overrides, config_from_dict, config_to_dict
 from segkit.engine import ENGINES, OnnxNet, open_onnx
 from segkit.errors import CheckpointError, InputError, SegkitError
-from segkit.forward import Network, pick_device, predict_preprocessed
+from segkit.forward import Network, cpu_only_here, pick_device, predict_preprocessed
 from segkit.io import (
     Volume,
     atomic_write_text,
@@ -43,10 +42,14 @@ from segkit.io import (
     write_volume,
 )
 from segkit.measure import measure
-from segkit.models import SegGrader, build_model
 from segkit.postprocess import apply_rules
 from segkit.render import write_label_descriptions, write_overlay
 from segkit.transforms import preprocess_image, probs_to_mask
+
+if TYPE_CHECKING:
+    import torch
+
+    from segkit.models import SegGrader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,8 +104,14 @@ def load_model(
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
     ref = model if isinstance(model, ModelRef) else resolve_model(model)
-    path = ref.path
-    state = load_checkpoint(path)
+    path = require_checkpoint(ref.path)
+    sha = file_sha256(path)
+    # A CPU prediction through ONNX Runtime reads the config from the ONNX files' JSON and never imports torch.
+    on_cpu = device == "cpu" or (device == "auto" and cpu_only_here())
+    if engine == "onnx" and not on_cpu and pick_device(device).type != "cpu":
+        raise InputError("--engine onnx runs on the CPU; add --device cpu or use --engine torch")
+    onnx = open_onnx(path, sha, engine) if on_cpu or engine == "onnx" else None
+    state = onnx.state if onnx is not None and onnx.state else load_checkpoint(path)
     cfg = config_from_dict(state["config"])
     if tta is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tta=tta))
@@ -111,15 +120,7 @@ def load_model(
     check_tta(cfg)
     if ref.kind == "shipped" and cfg.task.name != ref.name:
         raise CheckpointError(f"{path}: holds a {cfg.task.name} model, not {ref.name}; replace the file")
-    sha = file_sha256(path)
-    dev = pick_device(device)
-    if engine == "onnx" and dev.type != "cpu":
-        raise InputError("--engine onnx runs on the CPU; add --device cpu or use --engine torch")
-    net: Network | None = open_onnx(path, sha, engine if dev.type == "cpu" else "torch")
-    if net is None:
-        net = build_model(cfg)
-        load_weights(net, state["model"], path)
-        net.to(dev).eval()
+    net: Network = onnx if onnx is not None else torch_model(cfg, state["model"], path, device)
     info = {
         "kind": ref.kind,
         "name": ref.name,
@@ -127,7 +128,7 @@ def load_model(
         "epoch": state.get("epoch"),
         "arch": cfg.model.arch,
         "sha256": sha[:16],
-        "engine": f"onnxruntime {net.version}" if isinstance(net, OnnxNet) else f"torch {torch.__version__}",
+        "engine": f"onnxruntime {net.version}" if isinstance(net, OnnxNet) else f"torch {_torch_version()}",
         "tta": cfg.eval.tta,
         "keep_components": dict(zip(cfg.task.labels[1:], _rules(cfg), strict=True)),
     }
@@ -171,8 +172,25 @@ def _rules(cfg: Config) -> tuple[str, ...]:
 ADDED_LAYERS = ("grade_head.direct.",)  # segkit 2026-11: the linear path from label fractions to grade logits
 
 
+def torch_model(cfg: Config, weights: dict[str, torch.Tensor], path: Path, device: str) -> SegGrader:
+    """The checkpoint's PyTorch network, eval mode, on the device."""
+    from segkit.models import build_model
+
+    net = build_model(cfg)
+    load_weights(net, weights, path)
+    return net.to(pick_device(device)).eval()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
 def load_weights(net: SegGrader, weights: dict[str, torch.Tensor], path: Path) -> None:
     """Load a checkpoint's weights; layers newer than the checkpoint start at zero (the old model, unchanged)."""
+    import torch
+
     try:
         missing, unexpected = net.load_state_dict(weights, strict=False)
     except RuntimeError as e:

@@ -19,6 +19,7 @@ from segkit.errors import InputError, OutputError
 from segkit.io import atomic_write, atomic_write_text
 
 ONNX_OPSET = 17
+STATE_KEYS = ("config", "epoch", "limits")  # of a checkpoint, copied into the ONNX files' JSON
 
 
 def export_onnx(model: str | Path | None, out: Path, atol: float = 1e-4) -> dict[str, Any]:
@@ -33,8 +34,10 @@ def export_onnx(model: str | Path | None, out: Path, atol: float = 1e-4) -> dict
     import torch
 
     from segkit.infer import load_model
+    from segkit.models import SegGrader
 
     net, cfg, info = load_model(model, "cpu", engine="torch")
+    assert isinstance(net, SegGrader)  # engine torch
     gen = torch.Generator().manual_seed(0)
     size, c = tuple(cfg.train.patch_size), cfg.in_channels
     with torch.no_grad():
@@ -141,11 +144,16 @@ def write_onnx(pt: Path, sha256: str) -> dict[str, Any]:
         result = export_onnx(pt, Path(tmp))
         shutil.move(Path(tmp) / "model.onnx", files["net"])
         shutil.move(Path(tmp) / "grade_head.onnx", files["grade"])
+    from segkit.checkpoint import load_checkpoint
+
+    state = load_checkpoint(pt)
     meta = {
         **result,
         "checkpoint": pt.name,
         "checkpoint_sha256": sha256,
         "files": [files["net"].name, files["grade"].name],
+        # what predict needs besides the weights: with it, a prediction through these files never loads pt (torch)
+        "checkpoint_state": {k: state[k] for k in STATE_KEYS if k in state},
     }
     atomic_write_text(files["meta"], json.dumps(meta, indent=1) + "\n")
     return meta

@@ -50,7 +50,7 @@ def evaluate(
     dices, correct, nll = [], 0, 0.0
     for c in cases:
         probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
-        mask = first_argmax(probs).numpy()
+        mask = first_argmax(probs)
         dices.append(dice_per_label(mask, c.label, cfg.num_classes))
         if masks is not None:
             masks.append(mask)
@@ -73,7 +73,7 @@ def refit_grade_head(net: SegGrader, cases: list[CaseData], cfg: Config, steps: 
     and masks are frozen), one vector per training volume.
     """
     net.eval()
-    pooled = torch.stack([predict_preprocessed(net, c.image, cfg)[2] for c in cases])  # (N, F + K)
+    pooled = torch.from_numpy(np.stack([predict_preprocessed(net, c.image, cfg)[2] for c in cases]))  # (N, F + K)
     y = torch.tensor([c.grade for c in cases])
     dev = next(net.parameters()).device
     pooled, y = pooled.to(dev), y.to(dev)

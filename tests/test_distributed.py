@@ -34,7 +34,7 @@ def _masks(run, data) -> list[tuple[np.ndarray, np.ndarray]]:
     cases = load_cases(ds.split("val") + ds.split("test"), cfg, "cases")
     out = []
     for c in cases:
-        probs = predict_preprocessed(net, c.image, cfg)[0].numpy()
+        probs = predict_preprocessed(net, c.image, cfg)[0]
         out.append((probs, probs.argmax(0).astype(np.uint8)))
     return out
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from conftest import run_cli, write_nifti
 
-from segkit.checkpoint import file_sha256
+from segkit.checkpoint import file_sha256, load_checkpoint
 from segkit.engine import OnnxNet, onnx_files
 from segkit.errors import CheckpointError
 from segkit.infer import load_model, predict_volume
 from segkit.io import read_volume
+from segkit.onnx_export import STATE_KEYS
 from segkit.tasks import TASKS
 
 SHIPPED = Path(__file__).resolve().parents[1] / "segkit" / "weights"
@@ -27,7 +28,11 @@ def test_every_shipped_model_has_onnx_files_exported_from_its_own_checkpoint(tas
         pytest.skip(f"no shipped {task} model in this checkout")
     files = onnx_files(pt)
     assert all(f.is_file() for f in files.values()), "reship with scripts/ship_model.py or python -m segkit.onnx_export"
-    assert json.loads(files["meta"].read_text())["checkpoint_sha256"] == file_sha256(pt)
+    meta = json.loads(files["meta"].read_text())
+    assert meta["checkpoint_sha256"] == file_sha256(pt)
+    # predict through ONNX Runtime reads these from the JSON instead of the .pt: they must be the .pt's own
+    state = load_checkpoint(pt)
+    assert meta["checkpoint_state"] == {k: state[k] for k in STATE_KEYS if k in state}
 
 
 def _brain_like(tmp_path: Path) -> Path:

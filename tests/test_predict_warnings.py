@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from conftest import ROOT, run_cli, write_nifti
 
@@ -83,15 +82,16 @@ def test_modality_unlike_the_training_data_warns():
 
 def test_foreground_confidence_is_the_mean_top_probability_where_the_model_sees_tissue():
     # 4 voxels, 3 classes: one confident background voxel (ignored), three foreground voxels
-    probs = torch.tensor(
+    probs = np.array(
         [
             [0.9, 0.1, 0.3, 0.0],  # background
             [0.05, 0.6, 0.6, 0.2],  # brain
             [0.05, 0.3, 0.1, 0.8],  # ventricles
-        ]
+        ],
+        dtype=np.float32,
     ).reshape(3, 2, 2, 1)
     assert foreground_confidence(probs) == pytest.approx((0.6 + 0.6 + 0.8) / 3)
-    assert foreground_confidence(torch.tensor([[0.7, 0.9], [0.3, 0.1]]).reshape(2, 2, 1, 1)) is None
+    assert foreground_confidence(np.array([[0.7, 0.9], [0.3, 0.1]]).reshape(2, 2, 1, 1)) is None
     (w,) = confidence_warnings(0.62, 0.75)
     assert w.startswith("network unsure over the structure (mean probability 0.62, below 0.75)")
     assert confidence_warnings(0.9, 0.75) == [] and confidence_warnings(None, 0.75) == []

@@ -16,6 +16,7 @@ from segkit.transforms import (
     preprocess_image,
     preprocess_label,
     probs_to_mask,
+    resize,
     to_canonical,
 )
 
@@ -34,16 +35,27 @@ def test_reorientation_round_trips_exactly(name):
 def test_resample_then_inverse_restores_the_input_grid(name):
     shape = (30, 26, 14)
     grid = plan_grid(shape, GEOMETRIES[name], CFG.preprocess)
-    probs = torch.softmax(torch.randn(3, *grid.model_shape), 0)
-    mask = probs_to_mask(probs, grid)
+    probs = torch.softmax(torch.randn(3, *grid.model_shape), 0).numpy()
+    mask = probs_to_mask(probs, grid, slab=7)  # slab by slab equals the whole volume at once
     assert mask.shape == shape and mask.dtype == np.uint8
-    full = F.interpolate(probs[None], size=grid.canonical_shape, mode="trilinear", align_corners=False)[0]
-    assert np.array_equal(mask, from_canonical(full.argmax(0).numpy().astype(np.uint8), grid.ornt))
+    full = resize(probs, grid.canonical_shape)
+    assert np.array_equal(mask, from_canonical(full.argmax(0).astype(np.uint8), grid.ornt))
 
 
-def test_first_argmax_equals_torch_argmax_with_ties_going_to_the_first_class():
-    scores = torch.randint(0, 3, (4, 9, 8, 7)).float()  # many ties
-    assert torch.equal(first_argmax(scores), scores.argmax(0).to(torch.uint8))
+@pytest.mark.parametrize(("src", "dst"), [((30, 26, 14), (20, 39, 14)), ((9, 64, 5), (31, 17, 12))])
+def test_resize_matches_torch_interpolate(src, dst):
+    """NumPy resize (predict never imports torch) against the independent reference, F.interpolate."""
+    image = np.random.default_rng(0).normal(0, 100, (2, *src)).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(image)[None], size=dst, mode="trilinear", align_corners=False)[0]
+    assert np.allclose(resize(image, dst), ref.numpy(), rtol=0, atol=1e-3)  # float32 rounding of 100-sized values
+    label = np.random.default_rng(1).integers(0, 4, src, dtype=np.uint8)
+    ref_label = F.interpolate(torch.from_numpy(label)[None, None].float(), size=dst, mode="nearest-exact")[0, 0]
+    assert np.array_equal(resize(label, dst, label=True), ref_label.numpy().astype(np.uint8))
+
+
+def test_first_argmax_equals_argmax_with_ties_going_to_the_first_class():
+    scores = np.random.default_rng(0).integers(0, 3, (4, 9, 8, 7)).astype(np.float32)  # many ties
+    assert np.array_equal(first_argmax(scores), scores.argmax(0).astype(np.uint8))
 
 
 @pytest.mark.parametrize("name", GEOMETRIES)
@@ -57,8 +69,8 @@ def test_blob_lands_at_the_same_world_position(name):
     blob = np.linalg.norm(world - target, axis=-1) < 9.0
     image = np.where(blob, 100.0, 0.0).astype(np.float32)
     pre, grid = preprocess_image(image, affine, CFG)
-    fg = torch.from_numpy(pre > pre.mean())
-    probs = torch.stack([~fg, fg]).float()  # an oracle "network": threshold on the model grid
+    fg = pre > pre.mean()
+    probs = np.stack([~fg, fg]).astype(np.float32)  # an oracle "network": threshold on the model grid
     mask = probs_to_mask(probs, grid)
     found = world[mask > 0].mean(0)
     assert np.linalg.norm(found - world[blob].mean(0)) < 0.5 * max(np.abs(affine[:3, :3]).sum(0))
