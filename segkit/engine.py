@@ -1,11 +1,12 @@
-"""ONNX Runtime for the shipped models' networks: the same masks as PyTorch, faster on CPU.
+"""ONNX Runtime for the shipped models' networks: the same masks as PyTorch, and no torch import.
 
 A shipped model `<task>.pt` may carry `<task>.onnx` (mask logits and slice features),
 `<task>.grade.onnx` (slice features -> grade logits) and `<task>.onnx.json`, written together by
-segkit.onnx_export.write_onnx() from that exact `.pt` (the JSON records its SHA-256). On a CPU, `--engine auto` runs
-the network through ONNX Runtime when the three files are there and still match the `.pt`;
-everything around the network (preprocessing, the inverse to the input grid, measurements) is the
-one path PyTorch runs too. Timings: scripts/bench.py.
+segkit.onnx_export.write_onnx() from that exact `.pt` (the JSON records its SHA-256, and its config, epoch
+and limits). On a CPU, `--engine auto` runs the network through ONNX Runtime when the three files are there
+and still match the `.pt`, and reads the `.pt`'s settings from the JSON: such a predict never imports
+torch (1.3-5 s of start-up). Everything around the network (preprocessing, the inverse to the input
+grid, measurements) is the one NumPy path PyTorch models run too. Timings: scripts/bench.py.
 """
 
 from __future__ import annotations
