@@ -97,40 +97,50 @@ def finish_run(
     ck = load_checkpoint(run_dir / "best.pt")
     net.load_state_dict(ck["model"])
     masks: list[np.ndarray] = []  # the refit changes grades only: these masks serve the post-processing choice
-    before = evaluate(net, val, cfg, masks)
     # a whole-volume pass per case (seconds each for a 3-D model): at most REFIT_CASES, evenly spread
     step = max(1, -(-len(train) // REFIT_CASES))
-    refit_grade_head(net, train[::step], cfg)
-    after = evaluate(net, val, cfg)
-    # keep the refit only if the val grade loss (smoother than accuracy on a few cases) improves
-    kept = after["val_grade_loss"] < before["val_grade_loss"]
-    if kept:
-        ck["model"] = net.state_dict()
-    else:
-        net.load_state_dict(ck["model"])
+    record = refit_if_better(net, train[::step], val, cfg, masks)
+    ck["model"] = net.state_dict()
     rules, ck["postprocess_val_dice"] = _choose(masks, val, cfg)
     ck["config"]["eval"]["keep_components"] = list(rules)
     log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
-    ck["grade_head_refit"] = {
+    ck["grade_head_refit"] = record
+    save_checkpoint(run_dir / "best.pt", ck)
+    atomic_write_text(run_dir / "grade_head.json", json.dumps(record, indent=2))
+    return record
+
+
+def refit_if_better(
+    net: SegGrader, train: list[CaseData], val: list[CaseData], cfg: Config, masks: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Refit the grade head on the train volumes; keep it only if the val grade loss (smoother than accuracy on
+    a few cases) falls, else restore the head. Returns the record; masks receives val masks from before."""
+    before = evaluate(net, val, cfg, masks)
+    head = {k: v.clone() for k, v in net.grade_head.state_dict().items()}
+    refit_grade_head(net, train, cfg)
+    after = evaluate(net, val, cfg)
+    kept = after["val_grade_loss"] < before["val_grade_loss"]
+    if not kept:
+        net.grade_head.load_state_dict(head)
+    record = {
         "kept": kept,
-        "train_volumes": len(train[::step]),
+        "train_volumes": len(train),
+        "val_volumes": len(val),
         "val_grade_acc_before": before["val_grade_acc"],
         "val_grade_acc_after": after["val_grade_acc"],
         "val_grade_loss_before": before["val_grade_loss"],
         "val_grade_loss_after": after["val_grade_loss"],
     }
-    save_checkpoint(run_dir / "best.pt", ck)
-    atomic_write_text(run_dir / "grade_head.json", json.dumps(ck["grade_head_refit"], indent=2))
     log.info(
         "grade head refit on %d whole training volumes: val grade acc %.3f -> %.3f, loss %.3f -> %.3f (%s)",
-        len(train[::step]),
+        len(train),
         before["val_grade_acc"],
         after["val_grade_acc"],
         before["val_grade_loss"],
         after["val_grade_loss"],
         "kept" if kept else "discarded: val grade loss did not improve",
     )
-    return ck["grade_head_refit"]
+    return record
 
 
 def choose_on_val(net: Network, cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:

@@ -1,0 +1,51 @@
+"""Refit a run's grade head on more whole training volumes than training's own last step reads.
+
+Run:  .venv/bin/python scripts/refit_grade_head.py RUN_DIR DATA_DIR [--cases 120]
+
+The head is refit on --cases training volumes of DATA_DIR (evenly spread) and kept only if the grade loss
+on DATA_DIR's whole val split falls (segkit.validate.refit_if_better, the rule training applies); the record
+goes into RUN_DIR/best.pt (grade_head_refit) and RUN_DIR/grade_head.json. Encoder and masks are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.config import config_from_dict
+from segkit.data.msd import read_dataset
+from segkit.infer import load_weights
+from segkit.io import atomic_write_text
+from segkit.models import build_model
+from segkit.train import load_cases
+from segkit.validate import refit_if_better
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--cases", type=int, default=120, help="training volumes the head is refit on")
+    a = ap.parse_args()
+    path = a.run / "best.pt"
+    ck = load_checkpoint(path)
+    cfg = config_from_dict(ck["config"])
+    net = build_model(cfg)
+    load_weights(net, ck["model"], path)
+    net.eval()
+    ds = read_dataset(a.data)
+    train = ds.split("train")
+    train = train[:: max(1, -(-len(train) // a.cases))]
+    record = refit_if_better(net, load_cases(train, cfg, "train"), load_cases(ds.split("val"), cfg, "val"), cfg)
+    record["data"] = str(a.data)
+    ck["model"] = net.state_dict()
+    ck["grade_head_refit"] = record
+    save_checkpoint(path, ck)
+    atomic_write_text(a.run / "grade_head.json", json.dumps(record, indent=2))
+    print(f"{path}: {json.dumps(record)}")
+
+
+if __name__ == "__main__":
+    main()
