@@ -24,7 +24,7 @@ from segkit import __version__, distributed
 from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
-from segkit.errors import CheckpointError, ConfigError, InputError
+from segkit.errors import CheckpointError, ConfigError, InputError, SegkitError
 from segkit.forward import amp_dtype, autocast, pick_device
 from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
@@ -270,8 +270,24 @@ def _fit(
     summary = {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best, "grade_head": {}}
     if main and state["history"]:
         summary["grade_head"] = finish_run(net, train, val, cfg, run_dir)
+        summary["onnx"] = export_best(run_dir / "best.pt")
         write_curves(state["history"], run_dir / "curves.png")
     return {**summary, "rank": distributed.rank()}
+
+
+def export_best(best: Path) -> bool:
+    """best.onnx, best.grade.onnx and best.onnx.json beside the final best.pt (checked against PyTorch), so
+    that predict and evaluate run this run through ONNX Runtime without importing torch. A failed export
+    leaves the run as it is: those commands then use PyTorch."""
+    from segkit.checkpoint import file_sha256
+    from segkit.onnx_export import write_onnx
+
+    try:
+        write_onnx(best, file_sha256(best))
+    except SegkitError as e:
+        log.warning("no ONNX files for %s (predict and evaluate use PyTorch): %s", best, e)
+        return False
+    return True
 
 
 def _read_splits(cfg: Config, data_dir: Path) -> tuple[list[CaseData], list[CaseData]]:

@@ -18,7 +18,10 @@ from segkit.infer import load_model, predict_preprocessed
 from segkit.metrics import dice_per_label
 from segkit.train import load_cases
 
-RUN_FILES = ["best.pt", "config.yaml", "curves.png", "grade_head.json", "last.pt", "metrics.csv", "run.json", "tb"]
+RUN_FILES = [
+    *("best.grade.onnx", "best.onnx", "best.onnx.json", "best.pt"),
+    *("config.yaml", "curves.png", "grade_head.json", "last.pt", "metrics.csv", "run.json", "tb"),
+]
 
 
 def _free_port() -> int:

@@ -92,3 +92,16 @@ def test_an_unknown_engine_is_one_line_and_exit_2(tmp_path, capsys):
         ["predict", str(_brain_like(tmp_path)), "--out", str(tmp_path / "p"), "--engine", "tvm"], capsys
     )
     assert code == 2 and "--engine 'tvm'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_training_writes_the_runs_onnx_files_which_give_the_pytorch_mask(tiny_run, tmp_path):
+    files = onnx_files(tiny_run / "best.pt")
+    assert json.loads(files["meta"].read_text())["checkpoint_sha256"] == file_sha256(tiny_run / "best.pt")
+    vol = read_volume(_brain_like(tmp_path))
+    results = {}
+    for engine in ("torch", "auto"):
+        net, cfg, info = load_model(tiny_run, "cpu", engine)
+        assert isinstance(net, OnnxNet) == (engine == "auto")
+        results[engine] = predict_volume(net, cfg, vol)
+    a, b = results["torch"], results["auto"]
+    assert (a.mask == b.mask).mean() >= 0.9999 and a.grade == b.grade

@@ -284,7 +284,7 @@ def test_onnx_export_matches_pytorch(tiny_run, tmp_path, capsys):
     info = json.loads((out / "onnx.json").read_text())
     assert set(info["max_abs_diff"]) == {"mask_logits", "slice_features", "grade_logits"}
     onnx.checker.check_model(str(out / "model.onnx"))
-    net, cfg, _ = load_model(tiny_run, "cpu")
+    net, cfg, _ = load_model(tiny_run, "cpu", engine="torch")  # the reference: PyTorch itself
     x = torch.randn(3, cfg.in_channels, 48, 80, generator=torch.Generator().manual_seed(1))  # not the export shape
     with torch.no_grad():
         logits, feats = net(x)

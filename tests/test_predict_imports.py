@@ -67,13 +67,16 @@ def test_predicting_with_a_shipped_model_on_the_cpu_never_imports_torch(tmp_path
     assert loaded(modules, ("torch", *NOT_FOR_NIFTI)) == []
 
 
-def test_predicting_a_nifti_imports_no_dicom_stack_or_plotting_library_and_leaves_monai_unloaded(tiny_run, tmp_path):
+def test_predicting_a_nifti_with_a_run_of_ones_own_imports_no_torch_dicom_stack_or_plotting_library(tiny_run, tmp_path):
     data = np.random.default_rng(0).normal(300, 60, (24, 20, 14)).clip(0).astype(np.float32)
     src = write_nifti(tmp_path / "scan.nii.gz", data, np.diag([4.0, 4.0, 6.0, 1.0]))
     out = tmp_path / "out"
-    modules = modules_after(PREDICT, "predict", str(src), "--model", str(tiny_run), "--out", str(out))
+    args = ("predict", str(src), "--model", str(tiny_run), "--device", "cpu", "--out", str(out))
+    modules = modules_after(PREDICT, *args)
     assert (out / "scan_mask.nii.gz").is_file() and (out / "scan_overlay.png").is_file()
-    assert loaded(modules, NOT_FOR_NIFTI) == []  # the UNet's few MONAI modules left sys.modules again
+    # training wrote the run's ONNX files: its predict runs without torch, like a shipped model's
+    assert json.loads((out / "scan_report.json").read_text())["model"]["engine"].startswith("onnxruntime")
+    assert loaded(modules, ("torch", *NOT_FOR_NIFTI)) == []
     assert loaded(modules, ("matplotlib",)) == []  # the overlay is drawn with Pillow
 
 

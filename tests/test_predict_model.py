@@ -119,9 +119,11 @@ def test_predict_without_model_uses_the_shipped_model_and_records_it(tiny_run, w
 def test_report_records_a_run_folder_model(tiny_run, weights, tmp_path, capsys):
     out = tmp_path / "out"
     src = mri_like(tmp_path / "scan.nii.gz")
-    code, stdout, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(out)], capsys)
+    args = ["predict", str(src), "--model", str(tiny_run), "--device", "cpu", "--out", str(out)]
+    code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
-    assert f"model: checkpoint {tiny_run} ({(tiny_run / 'best.pt').resolve()}; torch " in stdout
+    # on a CPU the run goes through the ONNX files training wrote beside best.pt
+    assert f"model: checkpoint {tiny_run} ({(tiny_run / 'best.pt').resolve()}; onnxruntime " in stdout
     used = json.loads((out / "scan_report.json").read_text())["model"]
     assert (used["kind"], used["name"]) == ("checkpoint", str(tiny_run))
     assert used["checkpoint"] == str((tiny_run / "best.pt").resolve()) and used["sha256"] == sha16(tiny_run / "best.pt")
