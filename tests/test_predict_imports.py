@@ -8,7 +8,7 @@ import sys
 import warnings
 
 import numpy as np
-from conftest import ROOT, TINY, write_nifti
+from conftest import ROOT, TINY, ct_like, write_dicom_series, write_nifti
 
 from segkit.transforms import window
 
@@ -78,6 +78,17 @@ def test_predicting_a_nifti_with_a_run_of_ones_own_imports_no_torch_dicom_stack_
     assert json.loads((out / "scan_report.json").read_text())["model"]["engine"].startswith("onnxruntime")
     assert loaded(modules, ("torch", *NOT_FOR_NIFTI)) == []
     assert loaded(modules, ("matplotlib",)) == []  # the overlay is drawn with Pillow
+
+
+def test_predicting_a_dicom_ct_series_with_the_shipped_model_never_imports_torch(tmp_path):
+    """A DICOM series without --model: the CT picks the shipped liver-cyst model, run through ONNX Runtime."""
+    folder = tmp_path / "series"
+    write_dicom_series(folder, ct_like((48, 40, 24)), np.diag([1.5, 1.5, 3.0, 1.0]))
+    out = tmp_path / "out"
+    modules = modules_after(PREDICT, "predict", str(folder), "--device", "cpu", "--out", str(out))
+    (report,) = [json.loads(f.read_text()) for f in out.glob("*_report.json")]
+    assert report["task"] == "liver-cyst" and report["model"]["engine"].startswith("onnxruntime")
+    assert loaded(modules, ("torch", "monai", "torchvision", "matplotlib")) == []
 
 
 UNET_TWICE = """
