@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from segkit.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import config_from_dict
 from segkit.infer import trained_on_mirrors
 from segkit.onnx_export import write_onnx
@@ -168,7 +168,7 @@ def main() -> None:
         raise SystemExit(f"{a.run}: a {ck['config']['task']['name']} model, not {a.task}")
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     save_checkpoint(out, {**{k: ck[k] for k in KEEP if k in ck}, "limits": a.limit})
-    onnx = write_onnx(out, file_sha256(out))  # predict runs it through ONNX Runtime on CPUs (same masks)
+    onnx = write_onnx(out)  # predict runs it through ONNX Runtime on CPUs (same masks)
     init = json.loads((a.run / "run.json").read_text()).get("init")
     if init:
         src = Path(init["path"])

@@ -135,17 +135,17 @@ def _grade_head_module(net: Any) -> Any:
     return PooledGrade().eval()
 
 
-def write_onnx(pt: Path, sha256: str) -> dict[str, Any]:
+def write_onnx(pt: Path) -> dict[str, Any]:
     """Export checkpoint pt's network and grade head next to it (checked against PyTorch by export_onnx)."""
+    from segkit.checkpoint import file_sha256, load_checkpoint
     from segkit.engine import onnx_files
 
+    sha256 = file_sha256(pt)  # before the export reads it: the files record the .pt they came from
     files = onnx_files(pt)
     with tempfile.TemporaryDirectory(dir=pt.parent) as tmp:
         result = export_onnx(pt, Path(tmp))
         shutil.move(Path(tmp) / "model.onnx", files["net"])
         shutil.move(Path(tmp) / "grade_head.onnx", files["grade"])
-    from segkit.checkpoint import load_checkpoint
-
     state = load_checkpoint(pt)
     meta = {
         **result,
@@ -163,11 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     """python -m segkit.onnx_export WEIGHTS.pt ...: (re)write the ONNX files of shipped checkpoints."""
     import sys
 
-    from segkit.checkpoint import file_sha256
-
     for arg in argv if argv is not None else sys.argv[1:]:
         pt = Path(arg)
-        meta = write_onnx(pt, file_sha256(pt))
+        meta = write_onnx(pt)
         print(f"{pt}: wrote {', '.join(meta['files'])}; max |ONNX - PyTorch| {meta['max_abs_diff']}")
 
 

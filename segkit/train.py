@@ -279,11 +279,10 @@ def export_best(best: Path) -> bool:
     """best.onnx, best.grade.onnx and best.onnx.json beside the final best.pt (checked against PyTorch), so
     that predict and evaluate run this run through ONNX Runtime without importing torch. A failed export
     leaves the run as it is: those commands then use PyTorch."""
-    from segkit.checkpoint import file_sha256
     from segkit.onnx_export import write_onnx
 
     try:
-        write_onnx(best, file_sha256(best))
+        write_onnx(best)
     except SegkitError as e:
         log.warning("no ONNX files for %s (predict and evaluate use PyTorch): %s", best, e)
         return False

@@ -162,11 +162,10 @@ def test_3d_evaluate_and_onnx_give_the_torch_masks(run3d, phantom_ventricle, tmp
     )
     assert code == 0, err
     assert (tmp_path / "e" / "report.json").is_file()
-    from segkit.checkpoint import file_sha256
     from segkit.onnx_export import write_onnx
 
     pt = run3d / "best.pt"
-    write_onnx(pt, file_sha256(pt))
+    write_onnx(pt)
     f = sorted((phantom_ventricle / "imagesTr").glob("*.nii.gz"))[0]
     masks = []
     for engine in ("torch", "onnx"):
