@@ -250,22 +250,24 @@ def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
     return result
 
 
-def train_loop(data: Path | None, tmp: Path, steps: int, cases: int) -> dict[str, Any]:
+def train_loop(data: Path | None, tmp: Path, steps: int, cases: int, rounds: int) -> dict[str, Any]:
     """(e) Compute bound vs the real train loop, default ventricle config, on this process's threads.
 
-    Bound: forward + backward + Adam step on one batch already in memory, `steps` times. Loop:
-    segkit's own train_one_epoch over `steps` steps on `cases` loaded training cases (slice sampling,
-    cropping and augmentation included; the data pool is drawn beforehand by `segkit data make`).
+    Bound: forward + backward + Adam step on one batch already in memory. Loop: segkit's own
+    train_one_epoch on `cases` loaded training cases (slice sampling, cropping and augmentation included,
+    in worker processes where train.workers gives any; the data pool is drawn beforehand by `segkit data
+    make`). `rounds` rounds of `steps` steps each way, alternating, so a slow spell of the machine hits
+    both; the medians are reported. Then the same with torch on one thread fewer and one sampling worker
+    (train.workers=1): what a worker buys where a core is left to it.
     """
     import numpy as np
     import torch
 
     from segkit.allocator import tune_allocator
+    from segkit.batches import sample_batch
     from segkit.config import load_config
     from segkit.data.msd import read_dataset
-    from segkit.losses import SegGradeLoss
-    from segkit.models import build_model
-    from segkit.train import _build_optimizer, load_cases, sample_batch, train_one_epoch
+    from segkit.train import load_cases
 
     if data is None or not (data / "dataset.json").is_file():
         data = tmp / "ventricle"
@@ -273,14 +275,50 @@ def train_loop(data: Path | None, tmp: Path, steps: int, cases: int) -> dict[str
             [*SEGKIT, "data", "make", "ventricle", "--out", str(data), "--cases", str(cases + 4)], check=True
         )
     tune_allocator()  # as `segkit train` does, for both measurements
-    cfg = load_config(ROOT / "configs" / "ventricle.yaml", [f"train.steps_per_epoch={steps}"])
-    train = load_cases(read_dataset(data).split("train")[:cases], cfg, "bench")
+    threads = torch.get_num_threads()
+    base = load_config(ROOT / "configs" / "ventricle.yaml", [f"train.steps_per_epoch={steps}"])
+    train = load_cases(read_dataset(data).split("train")[:cases], base, "bench")
+    x, y, g = sample_batch(train, base, np.random.default_rng(0), None)
+    out: dict[str, Any] = {"data": str(data), "cases_loaded": len(train), "steps": steps, "rounds": rounds}
+    out["slices_per_step"] = int(x.shape[0])
+    variants = {"inline": (threads, 0)}
+    if threads > 1:
+        variants[f"{threads - 1} threads + 1 worker"] = (threads - 1, 1)
+    for name, (num_threads, workers) in variants.items():
+        torch.set_num_threads(num_threads)
+        overrides = [f"train.steps_per_epoch={steps}", f"train.workers={workers}"]
+        cfg = load_config(ROOT / "configs" / "ventricle.yaml", overrides)
+        bounds, loops = _bound_and_loop(cfg, train, (x, y, g), rounds)
+        bound, loop = float(np.median(bounds)), float(np.median(loops))
+        out[name] = {
+            "threads": num_threads,
+            "workers": workers,
+            "bound_s_per_step": round(bound, 4),
+            "loop_s_per_step": round(loop, 4),
+            "bound_slices_per_s": round(out["slices_per_step"] / bound, 1),
+            "loop_slices_per_s": round(out["slices_per_step"] / loop, 1),
+            "loop_over_bound": round(bound / loop, 3),
+            "loop_over_bound_per_round": [round(b / lo, 3) for b, lo in zip(bounds, loops, strict=True)],
+        }
+    torch.set_num_threads(threads)
+    return out
+
+
+def _bound_and_loop(cfg: Any, train: list, batch: tuple, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per step of the compute bound (batch in memory) and of train_one_epoch, alternating rounds."""
+    import torch
+
+    from segkit.losses import SegGradeLoss
+    from segkit.models import build_model
+    from segkit.train import _build_optimizer, train_one_epoch
+
+    x, y, g = batch
+    steps = cfg.train.steps_per_epoch
+    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
     torch.manual_seed(0)
     net = build_model(cfg)
     opt, _ = _build_optimizer(net, cfg)
     loss_fn = SegGradeLoss(cfg.train.grade_loss_weight)
-    x, y, g = sample_batch(train, cfg, np.random.default_rng(0), None)
-    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
 
     def step() -> None:
         logits, feats = net(x)
@@ -291,26 +329,16 @@ def train_loop(data: Path | None, tmp: Path, steps: int, cases: int) -> dict[str
 
     net.train()
     step()  # warm-up
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    bound = (time.perf_counter() - t) / steps
-    t = time.perf_counter()
-    train_one_epoch(net, loss_fn, opt, train, cfg, epoch=1)
-    loop = (time.perf_counter() - t) / steps
-    slices = int(x.shape[0])
-    return {
-        "data": str(data),
-        "cases_loaded": len(train),
-        "steps": steps,
-        "slices_per_step": slices,
-        "threads": torch.get_num_threads(),
-        "bound_s_per_step": round(bound, 4),
-        "loop_s_per_step": round(loop, 4),
-        "bound_slices_per_s": round(slices / bound, 1),
-        "loop_slices_per_s": round(slices / loop, 1),
-        "loop_over_bound": round(bound / loop, 3),
-    }
+    bounds, loops = [], []
+    for r in range(rounds):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        bounds.append((time.perf_counter() - t) / steps)
+        t = time.perf_counter()
+        train_one_epoch(net, loss_fn, opt, train, cfg, epoch=r)
+        loops.append((time.perf_counter() - t) / steps)
+    return bounds, loops
 
 
 def machine() -> dict[str, Any]:
@@ -342,12 +370,14 @@ def table(result: dict[str, Any]) -> str:
     if swi := result.get("sliding_window"):
         rows.append(f"| sliding window / segkit time | {swi['time_ratio_sliding_over_segkit']:.2f}x |")
         rows.append(f"| sliding window vs segkit Dice | {swi['dice_sliding_vs_segkit']} |")
-    if tl := result.get("train_loop"):
+    for name, tl in result.get("train_loop", {}).items():
+        if not isinstance(tl, dict):
+            continue
+        times = f"{tl['bound_s_per_step']:.3f} / {tl['loop_s_per_step']:.3f} s/step"
         rows.append(
-            f"| train: compute bound | {tl['bound_s_per_step']:.3f} s/step ({tl['bound_slices_per_s']} slices/s) |"
+            f"| train ({name}): compute bound / loop | {times}, "
+            f"loop at {tl['loop_over_bound']:.2f} of the bound (per round {tl['loop_over_bound_per_round']}) |"
         )
-        rows.append(f"| train: segkit loop | {tl['loop_s_per_step']:.3f} s/step ({tl['loop_slices_per_s']} slices/s) |")
-        rows.append(f"| train: loop / bound | {tl['loop_over_bound']:.2f} |")
     if p := result.get("precision"):
         for dev, r in ((d, p[d]) for d in ("cpu", "cuda") if d in p):
             values = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
@@ -365,6 +395,7 @@ def main() -> None:
     )
     ap.add_argument("--steps", type=int, default=20, help="(e) training steps timed, each way")
     ap.add_argument("--cases", type=int, default=24, help="(e) training cases loaded")
+    ap.add_argument("--rounds", type=int, default=5, help="(e) alternating rounds of bound and loop (medians)")
     ap.add_argument("--split-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.split_child:
@@ -405,7 +436,7 @@ def main() -> None:
         if "d" in parts:
             result["precision"] = precision(brain, model, args.repeats)
         if "e" in parts:
-            result["train_loop"] = train_loop(args.data, tmp, args.steps, args.cases)
+            result["train_loop"] = train_loop(args.data, tmp, args.steps, args.cases, args.rounds)
     result["notes"] += [m["note"] for m in result["models"].values() if m["note"]]
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(table(result))

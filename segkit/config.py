@@ -104,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0  # 0: torch default
+    workers: int = -1  # batch-sampling processes; -1: one per spare core (segkit.batches.num_workers), 0: inline
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.device must be auto, cpu or cuda")
     if any(s <= 0 for s in cfg.preprocess.spacing):
         raise ConfigError("preprocess.spacing must be positive")
+    if cfg.train.workers < -1:
+        raise ConfigError("train.workers must be -1 (one per spare core), 0 (sample in the main process) or more")
     if len(cfg.train.patch_size) != cfg.spatial_dims:
         raise ConfigError(
             f"train.patch_size needs {cfg.spatial_dims} sizes for model.arch {cfg.model.arch}, "

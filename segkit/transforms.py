@@ -252,8 +252,14 @@ def build_augment(aug: AugmentConfig, seed: int | None = None):  # -> albumentat
 
 def augment_slice(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Augment one (C, H, W) slice stack and its (H, W) mask together."""
+    img, msk = augment_hwc(np.ascontiguousarray(image.transpose(1, 2, 0)), mask, pipelines)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), msk
+
+
+def augment_hwc(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """augment_slice on an (H, W, C) image, albumentations' own layout: (H, W, C) float32 and (H, W) out."""
     spatial, intensity = pipelines
-    out = spatial(image=np.ascontiguousarray(image.transpose(1, 2, 0)), mask=mask)
+    out = spatial(image=image, mask=mask)
     img, msk = out["image"], out["mask"]
     # Gamma and contrast are defined on [0, 1]: apply them there and map back.
     lo, hi = float(img.min()), float(img.max())
@@ -261,4 +267,4 @@ def augment_slice(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tupl
         unit = ((img - lo) / (hi - lo)).astype(np.float32)
         unit = np.clip(intensity(image=unit)["image"], 0.0, 1.0)
         img = unit * (hi - lo) + lo
-    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32), msk
+    return np.asarray(img, dtype=np.float32), msk

@@ -1,0 +1,115 @@
+"""Training batches: the fused slice crop, and the same batches from worker processes as from the main process."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+from segkit.batches import epoch_batches, num_workers, slice_patch
+from segkit.config import load_config
+from segkit.data.msd import read_dataset
+from segkit.train import load_cases, slices_contiguous
+from segkit.transforms import context_stack
+from segkit.validate import CaseData
+
+CPU = torch.device("cpu")
+
+
+def _workers(cfg, n: int):
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workers=n))
+
+
+def _reference_patch(c: CaseData, z: int, context: int, size, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The plain way: stack the context slices, pad (image: edge, label: 0) to the patch, random crop."""
+    x = context_stack(c.image, np.array([z]), context)[0]  # (C, X, Y)
+    y = c.label[:, :, z]
+    short = [max(0, p - n) for n, p in zip(x.shape[1:], size, strict=True)]
+    pads = [(k // 2, k - k // 2) for k in short]
+    x = np.pad(x, [(0, 0), *pads], mode="edge")
+    y = np.pad(y, pads)
+    i = rng.integers(0, x.shape[1] - size[0] + 1)
+    j = rng.integers(0, x.shape[2] - size[1] + 1)
+    return x[:, i : i + size[0], j : j + size[1]].transpose(1, 2, 0), y[i : i + size[0], j : j + size[1]]
+
+
+@pytest.mark.parametrize("size", [(32, 32), (48, 16), (16, 48), (64, 64)])
+def test_slice_patch_equals_stack_pad_and_crop(size):
+    rng = np.random.default_rng(0)
+    image = slices_contiguous(rng.normal(size=(40, 24, 9)).astype(np.float32))
+    label = slices_contiguous(rng.integers(0, 3, size=(40, 24, 9)).astype(np.uint8))
+    case = CaseData("c", image, label, 0, np.arange(9), np.arange(9))
+    for z in (0, 1, 4, 7, 8):  # the ends repeat their edge slices as context
+        for seed in range(3):
+            got = slice_patch(case, z, 2, size, np.random.default_rng(seed))
+            want = _reference_patch(case, z, 2, size, np.random.default_rng(seed))
+            assert got[0].shape == (*size, 5) and got[0].dtype == np.float32
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_slices_contiguous_keeps_values_and_stores_each_slice_in_one_block():
+    v = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    s = slices_contiguous(v)
+    assert np.array_equal(s, v) and s.shape == v.shape
+    assert s[:, :, 3].flags.c_contiguous and not v[:, :, 3].flags.c_contiguous
+
+
+def test_workers_draw_the_batches_the_main_process_draws(phantom_ventricle):
+    """Step k's batch comes from its own seed, augmentation included: 2 worker processes give the same
+    epoch, in the same order, as drawing in the main process (so a run does not depend on the core count)."""
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.steps_per_epoch=5", "train.patch_size=[32, 32]"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    inline = list(
+        epoch_batches(
+            cases, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workers=0)), 3, torch.device("cpu")
+        )
+    )
+    two = list(
+        epoch_batches(
+            cases, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workers=2)), 3, torch.device("cpu")
+        )
+    )
+    assert len(inline) == len(two) == 5
+    for a, b in zip(inline, two, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not torch.equal(inline[0][0], inline[1][0])  # steps differ from each other
+    other_epoch = next(
+        epoch_batches(
+            cases, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workers=0)), 4, torch.device("cpu")
+        )
+    )
+    assert not torch.equal(inline[0][0], other_epoch[0])
+
+
+def test_automatic_worker_count(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml")
+    assert cfg.train.workers == -1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert num_workers(cfg, torch.device("cpu")) == 0  # torch's threads use every core: sample inline
+    assert num_workers(cfg, torch.device("cuda")) == 4  # a GPU step: spare cores draw batches (at most 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 14)
+    assert num_workers(cfg, torch.device("cpu")) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert num_workers(cfg, torch.device("cuda")) == 0  # one core: nothing to spare
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's 4 processes on this machine share its cores
+    assert num_workers(cfg, torch.device("cuda")) == 3
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert num_workers(cfg, CPU) == 2
+    assert num_workers(_workers(cfg, 3), CPU) == 3
+
+
+def test_workers_leave_the_global_torch_stream_alone(phantom_ventricle):
+    """Dropout draws from torch's global generator: starting workers must not advance it, or a run with
+    workers would train differently from one without."""
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.steps_per_epoch=2", "train.patch_size=[32, 32]"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    torch.manual_seed(5)
+    list(epoch_batches(cases, _workers(cfg, 1), 0, CPU))
+    after_workers = torch.rand(3)
+    torch.manual_seed(5)
+    list(epoch_batches(cases, _workers(cfg, 0), 0, CPU))
+    assert torch.equal(torch.rand(3), after_workers)
