@@ -113,3 +113,21 @@ def test_workers_leave_the_global_torch_stream_alone(phantom_ventricle):
     torch.manual_seed(5)
     list(epoch_batches(cases, _workers(cfg, 0), 0, CPU))
     assert torch.equal(torch.rand(3), after_workers)
+
+
+def test_a_run_with_sampling_workers_trains_exactly_like_one_without(phantom_ventricle, tmp_path):
+    """`segkit train` with 2 sampling processes: the same losses, epoch by epoch, as a run that samples inline."""
+    import csv
+
+    from conftest import TINY
+
+    from segkit.train import fit
+
+    keys = ("train_loss", "train_seg_loss", "train_grade_loss", "val_dice")
+    losses = []
+    for workers in (0, 2):
+        cfg = load_config(ROOT / "configs" / "ventricle.yaml", [*TINY, f"train.workers={workers}"])
+        fit(cfg, phantom_ventricle, tmp_path / str(workers))
+        rows = list(csv.DictReader((tmp_path / str(workers) / "metrics.csv").open()))
+        losses.append([[r[k] for k in keys] for r in rows])
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
