@@ -21,7 +21,7 @@ from segkit.transforms import augment_hwc, build_augment
 from segkit.validate import CaseData
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-MAX_WORKERS = 4  # one worker keeps up with a 2-D step on a GPU; more only hide slow 3-D augmentation
+MAX_WORKERS = 4  # a cap: each worker holds a prefetched batch or two and its own copy of the Python state
 
 
 def sample_batch(cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: tuple | None) -> Batch:
@@ -56,8 +56,8 @@ def slice_patch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random size[0] x size[1] crop of slice z with its context slices as channels: image (H, W, C)
     float32, label (H, W). Where the slice is smaller than the patch it is centred and padded (image:
-    edge values, label: background). One gather instead of stacking, padding and cropping copies:
-    the same values as context_stack, np.pad(edge) and a crop, at a tenth of the cost."""
+    edge values, label: background). The same values as context_stack, np.pad(edge) and a crop (tested),
+    copying only the crop: 0.030 s instead of 0.035 s for a batch's 32 crops before augmentation."""
     starts = []
     for n, p in zip(c.image.shape[:2], size, strict=True):
         short = max(0, p - n)
@@ -66,7 +66,7 @@ def slice_patch(
     lo0, lo1 = max(0, r0), max(0, k0)
     hi0, hi1 = min(c.image.shape[0], r0 + p0), min(c.image.shape[1], k0 + p1)
     nz = c.image.shape[2]
-    if context <= z < nz - context:  # a strided copy of the crop: 5x faster than a gather
+    if context <= z < nz - context:  # a plain copy of the crop
         image = np.array(c.image[lo0:hi0, lo1:hi1, z - context : z + context + 1])  # (h, w, C)
     else:  # edge slices repeat at the volume's ends
         image = c.image[lo0:hi0, lo1:hi1][:, :, np.clip(np.arange(z - context, z + context + 1), 0, nz - 1)]
