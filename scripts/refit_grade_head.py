@@ -13,14 +13,13 @@ import argparse
 import json
 from pathlib import Path
 
-from segkit.checkpoint import load_checkpoint, save_checkpoint
+from segkit.checkpoint import load_checkpoint
 from segkit.config import config_from_dict
 from segkit.data.msd import read_dataset
 from segkit.infer import load_weights
-from segkit.io import atomic_write_text
 from segkit.models import build_model
 from segkit.train import load_cases
-from segkit.validate import refit_if_better
+from segkit.validate import refit_if_better, save_refit, spread
 
 
 def main() -> None:
@@ -36,14 +35,10 @@ def main() -> None:
     load_weights(net, ck["model"], path)
     net.eval()
     ds = read_dataset(a.data)
-    train = ds.split("train")
-    train = train[:: max(1, -(-len(train) // a.cases))]
-    record = refit_if_better(net, load_cases(train, cfg, "train"), load_cases(ds.split("val"), cfg, "val"), cfg)
+    train = load_cases(spread(ds.split("train"), a.cases), cfg, "train")  # spread before loading: no wasted reads
+    record = refit_if_better(net, train, load_cases(ds.split("val"), cfg, "val"), cfg)
     record["data"] = str(a.data)
-    ck["model"] = net.state_dict()
-    ck["grade_head_refit"] = record
-    save_checkpoint(path, ck)
-    atomic_write_text(a.run / "grade_head.json", json.dumps(record, indent=2))
+    save_refit(net, ck, record, a.run)
     print(f"{path}: {json.dumps(record)}")
 
 

@@ -17,7 +17,7 @@ import torch
 
 from segkit.config import Config
 from segkit.patches import build_augment_3d, sample_patches
-from segkit.transforms import augment_hwc, build_augment
+from segkit.transforms import augment_hwc, build_augment, seed_augment
 from segkit.validate import CaseData
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -65,11 +65,8 @@ def slice_patch(
     (r0, k0), (p0, p1) = starts, size
     lo0, lo1 = max(0, r0), max(0, k0)
     hi0, hi1 = min(c.image.shape[0], r0 + p0), min(c.image.shape[1], k0 + p1)
-    nz = c.image.shape[2]
-    if context <= z < nz - context:  # a plain copy of the crop
-        image = np.array(c.image[lo0:hi0, lo1:hi1, z - context : z + context + 1])  # (h, w, C)
-    else:  # edge slices repeat at the volume's ends
-        image = c.image[lo0:hi0, lo1:hi1][:, :, np.clip(np.arange(z - context, z + context + 1), 0, nz - 1)]
+    zs = np.clip(np.arange(z - context, z + context + 1), 0, c.image.shape[2] - 1)  # ends repeat their slice
+    image = c.image[lo0:hi0, lo1:hi1][:, :, zs]  # (h, w, C): a copy of the crop only
     label = c.label[lo0:hi0, lo1:hi1, z]
     if (hi0 - lo0, hi1 - lo1) != (p0, p1):  # centred in a patch larger than the slice
         rows = np.clip(np.arange(r0, r0 + p0), lo0, hi0 - 1) - lo0
@@ -101,18 +98,12 @@ class EpochBatches(torch.utils.data.IterableDataset):
             rng = np.random.default_rng([cfg.train.seed, self.epoch, step])
             if cfg.augment.enabled:
                 seed = int(rng.integers(2**31))
-                aug = build_augment_3d(cfg.augment, seed) if three_d else _reseed(aug, cfg, seed)
+                aug = (
+                    build_augment_3d(cfg.augment, seed)
+                    if three_d
+                    else seed_augment(aug or build_augment(cfg.augment), seed)
+                )
             yield sample(self.cases, cfg, rng, aug)
-
-
-def _reseed(aug: tuple | None, cfg: Config, seed: int) -> tuple:
-    """The 2-D pipelines of build_augment(cfg.augment, seed), reusing built ones."""
-    if aug is None:
-        return build_augment(cfg.augment, seed)
-    spatial, intensity = aug
-    spatial.set_random_seed(seed)
-    intensity.set_random_seed(seed + 1)
-    return aug
 
 
 def num_workers(cfg: Config, device: torch.device) -> int:

@@ -97,17 +97,26 @@ def finish_run(
     ck = load_checkpoint(run_dir / "best.pt")
     net.load_state_dict(ck["model"])
     masks: list[np.ndarray] = []  # the refit changes grades only: these masks serve the post-processing choice
-    # a whole-volume pass per case (seconds each for a 3-D model): at most REFIT_CASES, evenly spread
-    step = max(1, -(-len(train) // REFIT_CASES))
-    record = refit_if_better(net, train[::step], val, cfg, masks)
-    ck["model"] = net.state_dict()
+    # a whole-volume pass per case (seconds each for a 3-D model): at most REFIT_CASES
+    record = refit_if_better(net, spread(train, REFIT_CASES), val, cfg, masks)
     rules, ck["postprocess_val_dice"] = _choose(masks, val, cfg)
     ck["config"]["eval"]["keep_components"] = list(rules)
     log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
+    save_refit(net, ck, record, run_dir)
+    return record
+
+
+def spread(items: list, limit: int) -> list:
+    """At most about limit of items, evenly spread (every k-th)."""
+    return items[:: max(1, -(-len(items) // limit))]
+
+
+def save_refit(net: SegGrader, ck: dict[str, Any], record: dict[str, Any], run_dir: Path) -> None:
+    """best.pt with net's weights and the refit record, and the record as grade_head.json."""
+    ck["model"] = net.state_dict()
     ck["grade_head_refit"] = record
     save_checkpoint(run_dir / "best.pt", ck)
     atomic_write_text(run_dir / "grade_head.json", json.dumps(record, indent=2))
-    return record
 
 
 def refit_if_better(
