@@ -68,6 +68,7 @@ class AugmentConfig:
 
 
 THREE_D_ARCHS = ("monai_unet3d",)
+MONITORS = ("val_dice", "val_dice_pooled", "val_score")  # train.monitor: validate.evaluate's keys
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class TrainConfig:
     grade_lr_scale: float = 1.0  # grade head learning rate = lr * this
     patience: int = 10  # epochs without val improvement before stopping
     val_cases: int = 0  # validate on this many val cases, evenly spread (first and last kept); 0 = all
-    monitor: str = "val_dice"  # "val_dice" or "val_score" (mean of val Dice and grade accuracy)
+    monitor: str = "val_dice"  # "val_dice", "val_dice_pooled" or "val_score" (val Dice and grade accuracy)
     amp: str = "auto"  # "auto", "bf16", "fp16", "off"
     seed: int = 0
     device: str = "auto"
@@ -294,8 +295,8 @@ def validate(cfg: Config) -> None:
         r = getattr(t, key)
         if r and (len(r) != 2 or not 0 <= r[0] < r[1]):
             raise ConfigError(f"task.{key} must be [] or [low, high] mL with 0 <= low < high, not {list(r)}")
-    if cfg.train.monitor not in ("val_dice", "val_score"):
-        raise ConfigError("train.monitor must be val_dice or val_score")
+    if cfg.train.monitor not in MONITORS:
+        raise ConfigError(f"train.monitor must be one of {', '.join(MONITORS)}")
     if cfg.train.amp not in ("auto", "bf16", "fp16", "off"):
         raise ConfigError("train.amp must be auto, bf16, fp16 or off")
     if cfg.train.device not in ("auto", "cpu", "cuda"):

@@ -34,7 +34,7 @@ EMPTY_RULE = (
 )
 
 
-def _confusion_counts(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+def confusion_counts(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) voxel counts, rows = truth label, columns = predicted label."""
     if pred.shape != truth.shape:
         raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
@@ -61,7 +61,14 @@ def _dice_iou(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def dice_per_label(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
     """Dice of labels 1..K-1 (length K-1) from label maps; a label empty in both scores 1.0."""
-    return _dice_iou(_confusion_counts(pred, truth, num_classes))[0]
+    return _dice_iou(confusion_counts(pred, truth, num_classes))[0]
+
+
+def dice_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Dice of labels 1..K-1 from confusion_counts. Summed over cases first, it is the pooled Dice (nnU-Net's
+    pseudo-Dice): every voxel weighs the same, so a small false lesion in a lesion-free case costs its
+    voxels, not the whole 1.0 that the mean of per-case Dice takes off."""
+    return _dice_iou(counts)[0]
 
 
 def _surface_metrics(
@@ -92,7 +99,7 @@ def segmentation_metrics(
     if len(spacing) != pred.ndim:
         raise ValueError(f"spacing {spacing} does not match a {pred.ndim}-D mask")
     num_classes = len(labels)
-    counts = _confusion_counts(pred, truth, num_classes)  # (K, K) rows = truth
+    counts = confusion_counts(pred, truth, num_classes)  # (K, K) rows = truth
     dice, iou = _dice_iou(counts)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     in_truth, in_pred = counts.sum(axis=1), counts.sum(axis=0)

@@ -349,12 +349,13 @@ def _log_epoch(run_dir: Path, history: list[dict[str, Any]], writer: Any, row: d
             if k != "epoch":
                 writer.add_scalar(k, v, row["epoch"])
         writer.flush()
-    mark = " *" if improved else ""
+    mark = " *" if improved else ""  # best so far on train.monitor
     log.info(
-        "epoch %d  loss %.4f  val dice %.4f  val grade acc %.3f  (%.1fs)%s",
+        "epoch %d  loss %.4f  val dice %.4f (pooled %.4f)  val grade acc %.3f  (%.1fs)%s",
         row["epoch"],
         row["train_loss"],
         row["val_dice"],
+        row["val_dice_pooled"],
         row["val_grade_acc"],
         row["seconds"],
         mark,

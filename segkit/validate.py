@@ -16,7 +16,7 @@ from segkit.config import Config
 from segkit.forward import Network, predict_preprocessed
 from segkit.io import atomic_write_text
 from segkit.losses import grade_class_weights
-from segkit.metrics import dice_per_label
+from segkit.metrics import confusion_counts, dice_from_counts
 from segkit.models import SegGrader
 from segkit.postprocess import choose_rules
 from segkit.transforms import first_argmax
@@ -48,10 +48,13 @@ def evaluate(
     if isinstance(net, torch.nn.Module):
         net.eval()
     dices, correct, nll = [], 0, 0.0
+    pooled = np.zeros((cfg.num_classes, cfg.num_classes), dtype=np.int64)
     for c in cases:
         probs, grade_p, _ = predict_preprocessed(net, c.image, cfg)
         mask = first_argmax(probs)
-        dices.append(dice_per_label(mask, c.label, cfg.num_classes))
+        counts = confusion_counts(mask, c.label, cfg.num_classes)
+        pooled += counts
+        dices.append(dice_from_counts(counts))
         if masks is not None:
             masks.append(mask)
         correct += int(grade_p.argmax() == c.grade)
@@ -59,6 +62,7 @@ def evaluate(
     d = np.mean(dices, axis=0)
     out = {f"val_dice_{n}": float(v) for n, v in zip(cfg.task.labels[1:], d, strict=True)}
     out["val_dice"] = float(d.mean())
+    out["val_dice_pooled"] = float(dice_from_counts(pooled).mean())
     out["val_grade_acc"] = correct / len(cases)
     out["val_grade_loss"] = nll / len(cases)
     out["val_score"] = (out["val_dice"] + out["val_grade_acc"]) / 2

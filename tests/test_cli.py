@@ -21,7 +21,7 @@ def test_train_writes_a_complete_run(tiny_run):
     assert any((tiny_run / "tb").iterdir())
     rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert {"train_loss", "val_dice", "val_grade_acc", "val_dice_lateral_ventricles"} <= set(rows[0])
+    assert {"train_loss", "val_dice", "val_dice_pooled", "val_grade_acc", "val_dice_lateral_ventricles"} <= set(rows[0])
     info = json.loads((tiny_run / "run.json").read_text())
     assert info["seed"] == 0 and info["torch"] == torch.__version__
     ck = load_checkpoint(tiny_run / "best.pt")  # weights_only=True

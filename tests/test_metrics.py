@@ -18,6 +18,8 @@ from sklearn.metrics import (
 
 from segkit.metrics import (
     bootstrap_ci,
+    confusion_counts,
+    dice_from_counts,
     dice_per_label,
     expected_calibration_error,
     grade_agreement,
@@ -131,6 +133,25 @@ def test_dice_per_label_matches_monai_dicemetric():
 def test_dice_per_label_rejects_labels_out_of_range():
     with pytest.raises(ValueError, match="outside"):
         dice_per_label(np.full((4, 4), 3), np.zeros((4, 4), dtype=int), 3)
+
+
+def test_pooled_dice_weighs_voxels_not_cases():
+    """A 1-voxel false lesion in a lesion-free case: the per-case mean loses half, the pooled Dice a sliver;
+    pooling matches MONAI's DiceMetric on the cases laid side by side as one image."""
+    truth = np.zeros((2, 10, 10), dtype=np.uint8)
+    truth[1, 2:6, 2:6] = 1  # 16 lesion voxels in case 1; case 0 has none
+    pred = truth.copy()
+    pred[0, 8, 8] = 1  # one false lesion voxel in case 0
+    per_case = [dice_per_label(p, t, 2)[0] for p, t in zip(pred, truth, strict=True)]
+    assert per_case == [0.0, 1.0]
+    pooled = dice_from_counts(sum(confusion_counts(p, t, 2) for p, t in zip(pred, truth, strict=True)))
+    assert pooled[0] == pytest.approx(32 / 33)
+    metric = DiceMetric(include_background=False)
+    one_hot = [
+        torch.nn.functional.one_hot(torch.from_numpy(a.reshape(20, 10)).long(), 2).permute(2, 0, 1)[None]
+        for a in (pred, truth)
+    ]
+    assert pooled[0] == pytest.approx(float(metric(*one_hot)[0, 0]))
 
 
 def random_grading(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
