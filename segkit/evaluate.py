@@ -105,7 +105,9 @@ def summary_line(report: dict[str, Any], labels: tuple[str, ...], split: str) ->
     parts = []
     for name in labels[1:]:
         d = report["segmentation"][name]["dice"]
-        parts.append(f"Dice {name} {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]")
+        pooled = report["segmentation"][name]["dice_pooled"]
+        pooled_txt = "" if pooled is None else f" (pooled {pooled:.3f})"
+        parts.append(f"Dice {name} {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]{pooled_txt}")
     g = report.get("grading")
     if g:
         parts.append(f"grade accuracy {g['accuracy']:.3f} (balanced {g['balanced_accuracy']:.3f})")

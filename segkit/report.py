@@ -107,10 +107,21 @@ def _seg_summary(rows: list[dict], name: str, num_samples: int) -> dict[str, Any
     out: dict[str, Any] = {m: _ci([r.get(f"{m}_{name}") for r in rows], num_samples) for m in SEG_SUMMARY}
     present = [r.get(f"dice_{name}") for r in rows if r.get(f"empty_{name}") not in ("both", "truth")]
     out["dice_truth_present"] = _ci(present, num_samples)
+    out["dice_pooled"] = _pooled_dice(rows, name)
     out["empty"] = {
         kind: [str(r.get("case")) for r in rows if r.get(f"empty_{name}") == kind] for kind in ("both", "truth", "pred")
     }
     return out
+
+
+def _pooled_dice(rows: list[dict], name: str) -> float | None:
+    """The label's Dice over all cases at once (nnU-Net's pooled Dice; volumes in mL summed, so each mL weighs
+    the same): unlike the per-case mean, a lesion-free case adds only its false volume, never a free 1.0 or a
+    whole 0. None when the label is in no truth and no prediction."""
+    true = sum(float(r.get(f"vol_true_ml_{name}") or 0.0) for r in rows)
+    pred = sum(float(r.get(f"vol_pred_ml_{name}") or 0.0) for r in rows)
+    false = sum(float(r.get(f"vol_fp_ml_{name}") or 0.0) for r in rows)
+    return 2 * (pred - false) / (true + pred) if true + pred > 0 else None
 
 
 def _healthy_fp(rows: list[dict], labels: tuple[str, ...], healthy: str) -> dict[str, Any]:
@@ -240,6 +251,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Dice over cases where the label is present in the truth (both-empty cases left "
         "out): " + "; ".join(f"{k} {_mean_ci(s['dice_truth_present'])}" for k, s in report["segmentation"].items()),
+        "",
+        "Pooled Dice (all cases' voxels together, each mL weighing the same): "
+        + "; ".join(f"{k} {_num(s['dice_pooled'])}" for k, s in report["segmentation"].items()),
         "",
     ]
 

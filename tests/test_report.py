@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segkit.metrics import EMPTY_RULE, segmentation_metrics
+from segkit.metrics import EMPTY_RULE, confusion_counts, dice_from_counts, segmentation_metrics
 from segkit.report import FILES, per_case_columns, write_evaluation
 
 LABELS = ("background", "liver", "cyst")
@@ -144,3 +144,25 @@ def test_report_json_has_no_nan(tmp_path: Path):
         raise AssertionError(f"{token} in report.json")
 
     json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)
+
+
+def test_pooled_dice_in_the_report_is_the_dice_of_all_cases_together(tmp_path: Path):
+    """A healthy case with a small false cyst and a cyst case found exactly: per-case mean 0.5, pooled ~0.94,
+    equal to the Dice of the two masks laid side by side (same spacing)."""
+    truth = np.zeros((2, 16, 16, 12), dtype=np.uint8)
+    truth[:, 2:14, 2:14, 2:10] = 1
+    truth[1, 5:9, 5:9, 4:8] = 2  # 64 cyst voxels in case 1; case 0 is healthy
+    pred = truth.copy()
+    pred[0, 10:12, 10:12, 5:7] = 2  # 8 false cyst voxels in the healthy case
+    pred[1, 2, 2:14, 2:10] = 0  # and some liver missed
+    rows = [
+        {"case": f"c{i}", **segmentation_metrics(pred[i], truth[i], (1.0, 1.0, 2.5), LABELS, 2.0), "grade_true": g}
+        for i, g in enumerate(("healthy", "moderate"))
+    ]
+    report = write_evaluation(rows, np.full((2, 3), 1 / 3), np.array([0, 1]), GRADES, LABELS, tmp_path, META, 50, 2.0)
+    cyst = report["segmentation"]["cyst"]
+    assert cyst["dice"]["mean"] == pytest.approx(0.5)
+    together = dice_from_counts(confusion_counts(np.concatenate(pred), np.concatenate(truth), 3))
+    assert cyst["dice_pooled"] == pytest.approx(together[1]) and together[1] == pytest.approx(128 / 136)
+    assert report["segmentation"]["liver"]["dice_pooled"] == pytest.approx(together[0])
+    assert "Pooled Dice" in (tmp_path / "report.md").read_text()
