@@ -40,6 +40,7 @@ def summarise(report_path: Path) -> dict:
         "split": r["meta"].get("split"),
         "num_cases": r["num_cases"],
         "dice_mean": {k: _round(v["dice"]["mean"], 4) for k, v in r["segmentation"].items()},
+        "dice_pooled": {k: _round(v.get("dice_pooled"), 4) for k, v in r["segmentation"].items()},
         "hd95_mean_mm": {k: _round(v["hd95"]["mean"], 2) for k, v in r["segmentation"].items()},
         "grade_accuracy": g.get("accuracy"),
         "grade_auc_macro": g.get("auc_macro"),
@@ -104,6 +105,12 @@ def model_card(f: dict, ck: dict) -> str:
         lines += [
             f"**{e['data']}** (split `{e['split']}`, {e['num_cases']} cases): mean Dice "
             + ", ".join(f"{k} {_fmt(v)}" for k, v in e["dice_mean"].items())
+            + (
+                "; pooled Dice (all cases' voxels together) "
+                + ", ".join(f"{k} {_fmt(v)}" for k, v in e["dice_pooled"].items())
+                if e.get("dice_pooled")
+                else ""
+            )
             + "; HD95 (mm) "
             + ", ".join(f"{k} {v}" for k, v in e["hd95_mean_mm"].items())
             + f"; grade accuracy {_fmt(e['grade_accuracy'])}, macro AUC {_fmt(e['grade_auc_macro'])}.",
@@ -167,13 +174,13 @@ def main() -> None:
     if ck["config"]["task"]["name"] != a.task:
         raise SystemExit(f"{a.run}: a {ck['config']['task']['name']} model, not {a.task}")
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
-    save_checkpoint(out, {**{k: ck[k] for k in KEEP if k in ck}, "limits": a.limit})
-    onnx = write_onnx(out)  # predict runs it through ONNX Runtime on CPUs (same masks)
     init = json.loads((a.run / "run.json").read_text()).get("init")
-    if init:
+    if init:  # before out is replaced: a fine-tune of the shipped model started from the file about to be replaced
         src = Path(init["path"])
         init["sha256_16"] = hashlib.sha256(src.read_bytes()).hexdigest()[:16] if src.is_file() else None
         init["about"] = a.init_about
+    save_checkpoint(out, {**{k: ck[k] for k in KEEP if k in ck}, "limits": a.limit})
+    onnx = write_onnx(out)  # predict runs it through ONNX Runtime on CPUs (same masks)
     figures = {
         "task": a.task,
         "command": a.command or f"bash scripts/train_shipped.sh {a.task}",
