@@ -56,7 +56,7 @@ import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 for model in ("shipped", "own"):
-    for split, what in (("real", "real T1 images (3)"), ("test", "unseen-subject draws")):
+    for split, what in (("real", "real T1 templates"), ("test", "unseen-subject draws")):
         p = out / f"{model}-{split}" / "report.json"
         if not p.is_file():
             continue

@@ -7,7 +7,9 @@ DATA_DIR is an MSD dataset (`segkit data make ventricle-real`, `segkit data make
 PREDICTIONS_DIR holds `<case>_mask.nii.gz` from `segkit evaluate` (its `predictions/` folder).
 Prints per case: reference and predicted ventricle volume, false positive (all, and more than 2 mm
 from the reference), false negative, Dice; for the real templates also the false positive inside the
-Desikan-Killiany choroid plexus labels (31/63, dilated by one voxel), which the reference leaves out.
+Desikan-Killiany choroid plexus labels (31/63, dilated by one voxel), which the reference leaves out;
+and the brain label (brain + ventricles) predicted more than 5 and 10 mm outside the reference brain
+(on the real head, mni152_fsl_t1_head_2mm: tissue outside the skull labelled brain would show here).
 Then the ceiling of the model grid: a perfect network on the configured spacing (and finer ones),
 i.e. the reference taken to the grid (nearest) and back through segkit's own inverse.
 --sweep MODEL: predicts every case again (`--model` names: ventricle, a run folder) and prints the mean
@@ -55,6 +57,17 @@ def errors(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray, rea
         plexus = ndi.binary_dilation(np.isin(_atlas_on(ref.shape, affine), CHOROID), iterations=1)
         line += f"; false positive in the atlas's choroid plexus (+1 voxel) {(fp & plexus).sum() * ml:.1f} mL"
     return line
+
+
+def outside_brain(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray) -> str:
+    """One line: the brain label (any foreground) predicted more than 5 and 10 mm from the reference brain."""
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    ml = float(np.prod(zooms)) / 1000
+    away = ndi.distance_transform_edt(~ref, sampling=zooms)
+    return (
+        f"{case}: brain label outside the reference brain {(pred & ~ref).sum() * ml:.1f} mL, "
+        f"{(pred & (away > 5)).sum() * ml:.1f} mL > 5 mm away, {(pred & (away > 10)).sum() * ml:.1f} mL > 10 mm away"
+    )
 
 
 def grid_ceiling(label: np.ndarray, affine: np.ndarray, pre, spacing: float) -> float:
@@ -106,8 +119,9 @@ def main() -> None:
         label = np.asarray(lab_img.dataobj).astype(np.uint8)
         pred_path = args.predictions / f"{c.case_id}_mask.nii.gz"
         if pred_path.is_file():
-            pred = np.asarray(nib.load(str(pred_path)).dataobj) == LV
-            print(errors(c.case_id, label == LV, pred, lab_img.affine, c.case_id in REAL_IMAGES))
+            pred_label = np.asarray(nib.load(str(pred_path)).dataobj)
+            print(errors(c.case_id, label == LV, pred_label == LV, lab_img.affine, c.case_id in REAL_IMAGES))
+            print(outside_brain(c.case_id, label > 0, pred_label > 0, lab_img.affine))
         ceilings.append([grid_ceiling(label, lab_img.affine, pre, s) for s in (pre.spacing[0], 1.25, 1.0)])
     spacings = (pre.spacing[0], 1.25, 1.0)
     print(
