@@ -61,7 +61,7 @@ def _dice_iou(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def dice_per_label(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
     """Dice of labels 1..K-1 (length K-1) from label maps; a label empty in both scores 1.0."""
-    return _dice_iou(confusion_counts(pred, truth, num_classes))[0]
+    return dice_from_counts(confusion_counts(pred, truth, num_classes))
 
 
 def dice_from_counts(counts: np.ndarray) -> np.ndarray:

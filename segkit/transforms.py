@@ -257,14 +257,9 @@ def seed_augment(pipelines: tuple, seed: int) -> tuple:
     return pipelines
 
 
-def augment_slice(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one (C, H, W) slice stack and its (H, W) mask together."""
-    img, msk = augment_hwc(np.ascontiguousarray(image.transpose(1, 2, 0)), mask, pipelines)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)), msk
-
-
 def augment_hwc(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """augment_slice on an (H, W, C) image, albumentations' own layout: (H, W, C) float32 and (H, W) out."""
+    """Augment one (H, W, C) slice stack (albumentations' own layout) and its (H, W) mask together:
+    (H, W, C) float32 and (H, W) out."""
     spatial, intensity = pipelines
     out = spatial(image=image, mask=mask)
     img, msk = out["image"], out["mask"]

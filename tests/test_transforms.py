@@ -7,7 +7,7 @@ from conftest import GEOMETRIES
 
 from segkit.config import AugmentConfig, Config, PreprocessConfig, TaskConfig
 from segkit.transforms import (
-    augment_slice,
+    augment_hwc,
     build_augment,
     first_argmax,
     from_canonical,
@@ -121,10 +121,10 @@ def test_mask_moves_with_its_image_under_every_spatial_augmentation(seed):
     mask = np.zeros((64, 64), np.uint8)
     mask[10:30, 20:50] = 1
     mask[40:55, 5:20] = 2
-    image = np.stack([mask.astype(np.float32)] * 3)  # (C, H, W): the image *is* the mask
-    img, msk = augment_slice(image, mask, build_augment(aug, seed=seed))
+    image = np.stack([mask.astype(np.float32)] * 3, axis=-1)  # (H, W, C): the image *is* the mask
+    img, msk = augment_hwc(image, mask, build_augment(aug, seed=seed))
     assert img.shape == image.shape and msk.shape == mask.shape
-    agree = (np.rint(img[1]).astype(np.uint8) == msk).mean()
+    agree = (np.rint(img[..., 1]).astype(np.uint8) == msk).mean()
     assert agree > 0.97
     assert not np.array_equal(msk, mask)  # something moved
 
@@ -132,9 +132,9 @@ def test_mask_moves_with_its_image_under_every_spatial_augmentation(seed):
 def test_intensity_augmentation_leaves_the_mask_alone():
     aug = AugmentConfig(flip_lr=0, affine=0, elastic=0, brightness_contrast=1, gamma=1, noise=1, blur=1)
     rng = np.random.default_rng(1)
-    image = rng.normal(size=(3, 32, 32)).astype(np.float32)
+    image = rng.normal(size=(32, 32, 3)).astype(np.float32)
     mask = (rng.random((32, 32)) > 0.5).astype(np.uint8)
-    img, msk = augment_slice(image, mask, build_augment(aug, seed=3))
+    img, msk = augment_hwc(image, mask, build_augment(aug, seed=3))
     assert np.array_equal(msk, mask) and not np.allclose(img, image) and np.isfinite(img).all()
 
 
