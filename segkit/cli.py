@@ -16,7 +16,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="U-Net segmen
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect datasets.")
 app.add_typer(data_app, name="data")
 
-TASKS_HELP = "ventricle, ventricle-real (real T1 images, for evaluation) or liver-cyst"
+TASKS_HELP = (
+    "ventricle, ventricle-real (real T1 images, for evaluation), liver-cyst or liver-real (the real CT the"
+    " liver scenes are drawn from, for evaluation)"
+)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -122,3 +122,23 @@ def test_splits_hold_every_grade_and_use_their_own_seed_streams() -> None:
         assert {p["grade"] for p in rows} == set(TASK.grades)
     assert [p["split"] for p in plan_cases(1, 0)] == ["train"]  # case 0 is the same case in any build size
     assert len(set(SPLIT_STREAM.values())) == 3
+
+
+def test_real_liver_set_is_the_base_ct_with_segkit_labels(tmp_path) -> None:
+    """`segkit data make liver-real`: the LiTS crop as one test case, LiTS tumour -> segkit tumour, no cysts,
+    on the package's LPS voxel axes."""
+    import json
+
+    from segkit.data.liver import base_ct, make_liver_real
+    from segkit.io import read_volume
+
+    make_liver_real(tmp_path)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    (rec,) = meta["training"]
+    assert rec["split"] == "test" and rec["grade"] == "healthy" and rec["volumes_ml"]["cyst"] == 0
+    img, lab = read_volume(tmp_path / rec["image"]), read_volume(tmp_path / rec["label"], kind="label").data
+    hu, lits, affine = base_ct()
+    assert np.allclose(img.affine, affine) and np.array_equal(img.data, hu)
+    assert np.array_equal(lab == 1, lits == 1) and np.array_equal(lab == 3, lits == 2) and not (lab == 2).any()
+    assert 1000 < rec["volumes_ml"]["liver"] + rec["volumes_ml"]["tumour"] < 4500
+    assert "".join(synth.axcodes(img.affine)) == "LPS"

@@ -25,8 +25,8 @@ from scipy import ndimage as ndi
 from segkit.data import abdomen, liver_scene, organs, synth
 from segkit.data.abdomen import CODES, Body, Scene
 from segkit.data.liver_scene import TARGETS, Base
-from segkit.data.msd import SPLITS, write_dataset_json
-from segkit.io import write_volume
+from segkit.data.msd import SPLITS, write_case, write_dataset_json
+from segkit.io import voxel_volume_ml, write_volume
 from segkit.measure import measure
 from segkit.tasks import TASKS
 
@@ -63,16 +63,26 @@ def tissue_map(hu: np.ndarray, lits: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _base() -> Base:
-    """Read the LiTS crop once per process and derive the channels every case samples."""
-    import mrcfile  # optional dependency: only the liver dataset needs it
+def base_ct() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The LiTS 117 crop as the package ships it: HU (float32), LiTS labels (0, 1 liver, 2 tumour), affine
+    (LPS voxel axes at BASE_SPACING_MM into RAS world, centred on the origin)."""
+    import mrcfile  # optional dependency: only the liver datasets need it
 
     paths = [synth.package_file("liver_ct_segmentation_package", p, INSTALL) for p in (IMAGE, LABEL)]
     with mrcfile.open(str(paths[0]), permissive=True) as f:
         hu = np.asarray(f.data, dtype=np.float32).copy()
     with mrcfile.open(str(paths[1]), permissive=True) as f:
         lits = np.asarray(f.data).copy()
+    s = BASE_SPACING_MM
+    affine = np.diag([-s, -s, s, 1.0])
+    affine[:3, 3] = -affine[:3, :3] @ ((np.array(hu.shape) - 1) / 2.0)
+    return hu, lits, affine
+
+
+@functools.lru_cache(maxsize=1)
+def _base() -> Base:
+    """Read the LiTS crop once per process and derive the channels every case samples."""
+    hu, lits, affine = base_ct()
     tissues = tissue_map(hu, lits)
     names = ("air", "fat", "soft", "enhanced", "bone", "liver", "liver_vessel", "tumour")
     tissue_hu = {n: round(float(np.median(hu[tissues == i])), 1) for i, n in enumerate(names) if (tissues == i).any()}
@@ -87,8 +97,6 @@ def _base() -> Base:
     edge = np.unique(np.concatenate([np.take(comp, i, axis=a).ravel() for a in range(3) for i in (0, -1)]))
     comp[np.isin(comp, edge[edge > 0])] = 0  # a tumour cut by the crop would be extruded past it
     s = BASE_SPACING_MM
-    affine = np.diag([-s, -s, s, 1.0])  # LPS voxel axes into RAS world
-    affine[:3, 3] = -affine[:3, :3] @ ((np.array(hu.shape) - 1) / 2.0)
     spine = _spine_voxel(hu)
     centroid = np.argwhere(organ).mean(axis=0)
     anchor = affine[:3, :3] @ np.array([spine[0], spine[1], centroid[2]]) + affine[:3, 3]
@@ -318,6 +326,33 @@ def make_liver_cyst(out: Path, cases: int, seed: int, workers: int | None = None
         "card": "data_cards/liver-cyst.md",
     }
     return write_dataset_json(out, TASK, records, seed, extra)
+
+
+def make_liver_real(out: Path, cases: int = 0, seed: int = 0) -> Path:
+    """The real CT the liver-cyst scenes are drawn from, as it ships (LiTS 117: a 128^3 crop that cuts the
+    liver at its faces, with its real tumours), as one test case; cases and seed are unused. Not unseen
+    anatomy: real texture, real tumours and a field of view no training scene has."""
+    out = Path(out)
+    hu, lits, affine = base_ct()
+    label = np.zeros(lits.shape, dtype=np.uint8)
+    label[lits == 1], label[lits == 2] = LIVER, TUMOUR
+    write_case(out, "lits117", hu, label, affine)
+    bio = measure(label, voxel_volume_ml(affine), TASK)
+    record = {
+        "case": "lits117",
+        "split": "test",
+        "subject": "lits117",
+        "grade": bio["biomarker"]["grade"],
+        "biomarker": bio["biomarker"]["value"],
+        "description": "LiTS volume 117, liver-centred 128^3 crop (the base of every liver-cyst scene)",
+        "volumes_ml": bio["volumes_ml"],
+    }
+    extra = {
+        "description": "the real CT the liver-cyst scenes are drawn from (not unseen anatomy); no cysts",
+        "sources": sources(),
+        "card": "data_cards/liver-cyst.md",
+    }
+    return write_dataset_json(out, TASK, [record], seed, extra)
 
 
 def sources() -> list[dict[str, str]]:

@@ -1,11 +1,11 @@
-"""Registry of the built-in dataset makers: `segkit data make {ventricle,ventricle-real,liver-cyst}`."""
+"""Registry of the built-in dataset makers: `segkit data make {ventricle,ventricle-real,liver-cyst,liver-real}`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from segkit.data.liver import make_liver_cyst
+from segkit.data.liver import make_liver_cyst, make_liver_real
 from segkit.data.ventricle import make_ventricle
 from segkit.data.ventricle_real import make_ventricle_real
 from segkit.errors import ConfigError
@@ -14,6 +14,7 @@ MAKERS: dict[str, Callable[..., Path]] = {
     "ventricle": make_ventricle,
     "ventricle-real": make_ventricle_real,  # real T1 images for evaluation only
     "liver-cyst": make_liver_cyst,
+    "liver-real": make_liver_real,  # the real CT the liver scenes are drawn from, for evaluation only
 }
 
 
