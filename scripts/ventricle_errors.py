@@ -10,6 +10,10 @@ from the reference), false negative, Dice; for the real templates also the false
 Desikan-Killiany choroid plexus labels (31/63, dilated by one voxel), which the reference leaves out;
 and the brain label (brain + ventricles) predicted more than 5 and 10 mm outside the reference brain
 (on the real head, mni152_fsl_t1_head_2mm: tissue outside the skull labelled brain would show here).
+For the real templates also where each boundary lies on the image's CSF-to-white-matter intensity scale
+(0: the median of the reference's core, 1: the median of the atlas's cerebral white matter, 2/41): a
+partial-volume voxel that is mostly CSF lies below 0.5, so a boundary well below 0.5 marks a reference
+that keeps only near-pure CSF, and false positives below 0.5 are voxels that are mostly CSF.
 Then the ceiling of the model grid: a perfect network on the configured spacing (and finer ones),
 i.e. the reference taken to the grid (nearest) and back through segkit's own inverse.
 --sweep MODEL: predicts every case again (`--model` names: ventricle, a run folder) and prints the mean
@@ -35,6 +39,7 @@ from segkit.transforms import plan_grid, preprocess_label, probs_to_mask
 
 LV = 2
 CHOROID = (31, 63)
+WHITE_MATTER = (2, 41)  # Desikan-Killiany (FreeSurfer aseg) left/right cerebral white matter
 SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
 
 
@@ -67,6 +72,25 @@ def outside_brain(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarr
     return (
         f"{case}: brain label outside the reference brain {(pred & ~ref).sum() * ml:.1f} mL, "
         f"{(pred & (away > 5)).sum() * ml:.1f} mL > 5 mm away, {(pred & (away > 10)).sum() * ml:.1f} mL > 10 mm away"
+    )
+
+
+def contrast_scale(case: str, image: np.ndarray, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray) -> str:
+    """One line: the reference's and the prediction's boundary voxels and the false positives, as medians on
+    the CSF (0) to white matter (1) intensity scale, and the share of false positives below its midpoint."""
+    csf = float(np.median(image[ndi.binary_erosion(ref, iterations=2)]))
+    wm = float(np.median(image[np.isin(_atlas_on(ref.shape, affine), WHITE_MATTER)]))
+
+    def position(m: np.ndarray) -> float:
+        return (float(np.median(image[m])) - csf) / (wm - csf) if m.any() else float("nan")
+
+    fp = pred & ~ref
+    ref_edge, pred_edge = ref & ~ndi.binary_erosion(ref), pred & ~ndi.binary_erosion(pred)
+    below = float((image[fp] < (csf + wm) / 2).mean()) if fp.any() else float("nan")
+    return (
+        f"{case}: on the CSF (0) to white matter (1) scale the reference boundary lies at "
+        f"{position(ref_edge):.2f}, the predicted at {position(pred_edge):.2f}; "
+        f"false positives at {position(fp):.2f}, {below:.0%} of them mostly CSF (below 0.5)"
     )
 
 
@@ -122,6 +146,9 @@ def main() -> None:
             pred_label = np.asarray(nib.load(str(pred_path)).dataobj)
             print(errors(c.case_id, label == LV, pred_label == LV, lab_img.affine, c.case_id in REAL_IMAGES))
             print(outside_brain(c.case_id, label > 0, pred_label > 0, lab_img.affine))
+            if c.case_id in REAL_IMAGES:
+                image = np.asarray(nib.load(str(c.image)).dataobj, dtype=np.float32)
+                print(contrast_scale(c.case_id, image, label == LV, pred_label == LV, lab_img.affine))
         ceilings.append([grid_ceiling(label, lab_img.affine, pre, s) for s in (pre.spacing[0], 1.25, 1.0)])
     spacings = (pre.spacing[0], 1.25, 1.0)
     print(
