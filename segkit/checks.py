@@ -73,6 +73,41 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
     return out
 
 
+CUT_AREA_CM2 = 2.0  # organ cross-section on the image's faces above which the organ counts as cut by the field of view
+SIDE_NAMES = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
+
+
+def field_of_view_warnings(mask: np.ndarray, affine: np.ndarray, task: TaskConfig) -> list[str]:
+    """Warn when the organ (the biomarker's denominator labels) runs into the image's faces over more than
+    CUT_AREA_CM2: part of it likely lies outside the scan, so its volume and the biomarker cover only the part
+    in view. The faces are named by the anatomical side they face (from the affine)."""
+    import nibabel as nib
+
+    codes = [k for k, name in enumerate(task.labels) if name in task.denominator]
+    organ = np.isin(mask, codes)
+    if not organ.any():
+        return []
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    axcodes = nib.orientations.aff2axcodes(affine)  # the side each array axis runs towards
+    opposite = dict(zip("RLAPSI", "LRPAIS", strict=True))
+    area, sides = 0.0, []
+    for axis in range(3):
+        face_mm2 = float(np.prod(np.delete(zooms, axis)))
+        for index, side in ((0, opposite[axcodes[axis]]), (-1, axcodes[axis])):
+            cm2 = np.take(organ, index, axis=axis).sum() * face_mm2 / 100.0
+            area += cm2
+            if cm2 > 0.1 * CUT_AREA_CM2:
+                sides.append(SIDE_NAMES[side])
+    if area <= CUT_AREA_CM2:
+        return []
+    organ_name = "+".join(task.denominator)
+    return [
+        f"the {organ_name} reaches the edge of the image ({area:.0f} cm2 of it on the {', '.join(sides)} "
+        f"side{'s' if len(sides) > 1 else ''}): part of it may lie outside the field of view, so its volume and "
+        f"the {task.biomarker} cover only the part in view; check the scan's coverage"
+    ]
+
+
 def grade_warnings(
     grade: str | None, grade_probs: dict[str, float], biomarker: dict[str, Any], low_confidence: float
 ) -> list[str]:

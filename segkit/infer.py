@@ -20,6 +20,7 @@ from segkit import __version__
 from segkit.checkpoint import ModelRef, file_sha256, load_checkpoint, require_checkpoint, resolve_model
 from segkit.checks import (
     confidence_warnings,
+    field_of_view_warnings,
     foreground_confidence,
     grade_warnings,
     guess_modality,
@@ -223,6 +224,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
     warnings = [
         *modality_warnings(vol.data, cfg.task.modality),
         *volume_warnings(m["volumes_ml"], cfg.task),
+        *field_of_view_warnings(mask, vol.affine, cfg.task),
         *confidence_warnings(confidence, cfg.eval.min_confidence_fg),
         *grade_warnings(grade, probs_d, m["biomarker"], cfg.eval.low_confidence),
     ]

@@ -10,6 +10,7 @@ from conftest import ROOT, run_cli, write_nifti
 
 from segkit.checks import (
     confidence_warnings,
+    field_of_view_warnings,
     foreground_confidence,
     grade_warnings,
     guess_modality,
@@ -67,6 +68,27 @@ def test_nothing_of_the_organ_found_warns():
         {"liver": 0.0, "cyst": 0.0, "tumour": 0.0}, dataclasses.replace(LIVER, denominator_range_ml=())
     )
     assert w.startswith("no liver+cyst+tumour found")
+
+
+def test_organ_cut_by_the_field_of_view_warns_and_names_the_side():
+    mask = np.zeros((40, 40, 30), dtype=np.uint8)
+    mask[10:30, 10:30, 5:25] = 1  # 2 mm voxels: 40 x 40 mm of liver in every section
+    lps = np.diag([-2.0, -2.0, 2.0, 1.0])  # axis 0 runs to the patient's left, axis 2 up
+    assert field_of_view_warnings(mask, lps, LIVER) == []  # well inside the image
+    mask[30:, 10:30, 5:25] = 1  # the liver now runs out at the high end of axis 0: the patient's left
+    (w,) = field_of_view_warnings(mask, lps, LIVER)
+    assert w.startswith("the liver+cyst+tumour reaches the edge of the image (16 cm2 of it on the left side)")
+    assert "cyst_burden cover only the part in view" in w
+    ras = np.diag([2.0, 2.0, 2.0, 1.0])
+    assert "on the right side)" in field_of_view_warnings(mask, ras, LIVER)[0]
+    mask[10:30, 10:30, :5] = 3  # tumour (part of the organ) reaching the bottom face too
+    assert "(32 cm2 of it on the right, inferior sides)" in field_of_view_warnings(mask, ras, LIVER)[0]
+    # a sliver on the face (1 x 10 voxels, 0.4 cm2) is not a cut organ
+    small = np.zeros_like(mask)
+    small[10:30, 10:30, 5:25] = 1
+    small[39, 10:20, 10] = 1
+    assert field_of_view_warnings(small, ras, LIVER) == []
+    assert field_of_view_warnings(np.zeros_like(mask), ras, LIVER) == []  # no organ: volume_warnings says so
 
 
 def test_modality_unlike_the_training_data_warns():
