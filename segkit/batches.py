@@ -55,9 +55,11 @@ def slice_patch(
     c: CaseData, z: int, context: int, size: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random size[0] x size[1] crop of slice z with its context slices as channels: image (H, W, C)
-    float32, label (H, W). Where the slice is smaller than the patch it is centred and padded (image:
-    edge values, label: background). The same values as context_stack, np.pad(edge) and a crop (tested),
-    copying only the crop: 0.030 s instead of 0.035 s for a batch's 32 crops before augmentation."""
+    float32, label (H, W). Where the slice is smaller than the patch it is centred and padded with edge
+    values, the label as the image: replicated tissue keeps its own label (as background it taught the liver
+    model that liver running into an image edge is not liver). The same values as context_stack, np.pad(edge)
+    and a crop (tested), copying only the crop: 0.030 s instead of 0.035 s for a batch's 32 crops before
+    augmentation."""
     starts = []
     for n, p in zip(c.image.shape[:2], size, strict=True):
         short = max(0, p - n)
@@ -71,10 +73,7 @@ def slice_patch(
     if (hi0 - lo0, hi1 - lo1) != (p0, p1):  # centred in a patch larger than the slice
         rows = np.clip(np.arange(r0, r0 + p0), lo0, hi0 - 1) - lo0
         cols = np.clip(np.arange(k0, k0 + p1), lo1, hi1 - 1) - lo1
-        image = image[rows][:, cols]  # edge values
-        padded = np.zeros((p0, p1), dtype=c.label.dtype)
-        padded[lo0 - r0 : hi0 - r0, lo1 - k0 : hi1 - k0] = label
-        label = padded
+        image, label = image[rows][:, cols], label[rows][:, cols]  # edge values
     return np.asarray(image, dtype=np.float32), np.ascontiguousarray(label)
 
 

@@ -61,13 +61,14 @@ def _anywhere(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 def crop_patch(
     image: np.ndarray, label: np.ndarray, centre: np.ndarray, size: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The size patch around centre, shifted to stay inside the volume; edges replicated (image) and
-    background (label) where the volume is smaller than the patch, as the sliding window pads."""
+    """The size patch around centre, shifted to stay inside the volume; edges replicated where the volume is
+    smaller than the patch, in the image as the sliding window pads and in the label alike (replicated tissue
+    keeps its label; see batches.slice_patch)."""
     short = [max(0, p - n) for n, p in zip(image.shape, size, strict=True)]
     pads = [(k // 2, k - k // 2) for k in short]
     if any(short):
         image = np.pad(image, pads, mode="edge")
-        label = np.pad(label, pads, mode="constant")
+        label = np.pad(label, pads, mode="edge")
         centre = centre + np.array([a for a, _ in pads])
     start = [int(np.clip(c - p // 2, 0, n - p)) for c, p, n in zip(centre, size, image.shape, strict=True)]
     sl = tuple(slice(s, s + p) for s, p in zip(start, size, strict=True))

@@ -22,13 +22,13 @@ def _workers(cfg, n: int):
 
 
 def _reference_patch(c: CaseData, z: int, context: int, size, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The plain way: stack the context slices, pad (image: edge, label: 0) to the patch, random crop."""
+    """The plain way: stack the context slices, pad (image and label: edge values) to the patch, random crop."""
     x = context_stack(c.image, np.array([z]), context)[0]  # (C, X, Y)
     y = c.label[:, :, z]
     short = [max(0, p - n) for n, p in zip(x.shape[1:], size, strict=True)]
     pads = [(k // 2, k - k // 2) for k in short]
     x = np.pad(x, [(0, 0), *pads], mode="edge")
-    y = np.pad(y, pads)
+    y = np.pad(y, pads, mode="edge")
     i = rng.integers(0, x.shape[1] - size[0] + 1)
     j = rng.integers(0, x.shape[2] - size[1] + 1)
     return x[:, i : i + size[0], j : j + size[1]].transpose(1, 2, 0), y[i : i + size[0], j : j + size[1]]

@@ -75,6 +75,21 @@ def test_body_surrounds_the_liver_with_fat_and_air_outside() -> None:
     assert body_w > 260.0 and body_w > 1.4 * liver_w
 
 
+def test_a_zoomed_liver_view_can_cut_the_liver_at_its_sides() -> None:
+    """Zoomed reconstructions (like the LiTS crop itself) show a liver that leaves the field on several sides."""
+    from segkit.data.liver import LIVER_VIEW_SIDE_MM
+
+    img, lab, aff, rec = next(
+        c
+        for c in (_draw(s, voxel_mm=5.0, clean=True) for s in range(60))
+        if c[3]["liver_view"] and min(c[3]["fov_mm"][:2]) < 190.0
+    )
+    assert LIVER_VIEW_SIDE_MM[0] <= min(rec["fov_mm"][:2])
+    axial = int(np.abs(aff[2, :3]).argmax())
+    cut = [a for a in range(3) if a != axial for i in (0, -1) if np.take(lab > 0, i, axis=a).any()]
+    assert len(cut) >= 2  # liver on at least two of the four in-plane faces
+
+
 def _check_right_side(orientation: int) -> None:
     img, lab, aff, rec = _draw(orientation, orientation=orientation, voxel_mm=10.0, clean=True)
     assert rec["orientation_index"] == orientation

@@ -46,6 +46,10 @@ SPLIT_STREAM = {"train": 11, "val": 22, "test": 33}
 MAX_VOXELS = 4_000_000  # a case is at most ~200 x 200 x 100 voxels (~5 MB of int16 .nii.gz)
 MAX_FINE_VOXELS = 5_500_000  # with the sub-slices of thick slices: keeps a case near 2-3 s on one core
 MAX_SLICES = 120
+# Zoomed liver reconstructions: at 150 mm a large liver fills the field and leaves it on every side (the
+# LiTS 117 crop itself is 230 mm wide with 3.6 L of liver and tumour, cut by all six faces).
+LIVER_VIEW_SHARE = 0.3
+LIVER_VIEW_SIDE_MM = (150.0, 300.0)
 
 
 def tissue_map(hu: np.ndarray, lits: np.ndarray) -> np.ndarray:
@@ -130,10 +134,10 @@ def _scanner(
     if voxel_mm is not None:
         inplane, thick = voxel_mm, voxel_mm
     width = 2.0 * float(body.r0[abdomen.NTHETA // 2])
-    liver_view = rng.random() < 0.2
-    if liver_view:  # a reconstruction zoomed on the liver: its edges may fall outside
-        side = rng.uniform(200.0, 300.0)
-        center = liver_c + rng.uniform(-30.0, 30.0, 3) * np.array([1.0, 1.0, 0.0])
+    liver_view = rng.random() < LIVER_VIEW_SHARE
+    if liver_view:  # a reconstruction zoomed on the liver: a large liver may fill it and leave at every face
+        side = rng.uniform(*LIVER_VIEW_SIDE_MM)
+        center = liver_c + rng.uniform(-40.0, 40.0, 3) * np.array([1.0, 1.0, 0.0])
     else:
         side = rng.uniform(max(320.0, width * 0.95), max(460.0, width * 1.1))
         center = np.array([rng.uniform(-15.0, 15.0), rng.uniform(-20.0, 20.0), 0.0])
