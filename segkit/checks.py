@@ -84,9 +84,6 @@ def field_of_view_warnings(mask: np.ndarray, affine: np.ndarray, task: TaskConfi
     import nibabel as nib
 
     codes = [k for k, name in enumerate(task.labels) if name in task.denominator]
-    organ = np.isin(mask, codes)
-    if not organ.any():
-        return []
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     axcodes = nib.orientations.aff2axcodes(affine)  # the side each array axis runs towards
     opposite = dict(zip("RLAPSI", "LRPAIS", strict=True))
@@ -94,7 +91,7 @@ def field_of_view_warnings(mask: np.ndarray, affine: np.ndarray, task: TaskConfi
     for axis in range(3):
         face_mm2 = float(np.prod(np.delete(zooms, axis)))
         for index, side in ((0, opposite[axcodes[axis]]), (-1, axcodes[axis])):
-            cm2 = np.take(organ, index, axis=axis).sum() * face_mm2 / 100.0
+            cm2 = np.isin(np.take(mask, index, axis=axis), codes).sum() * face_mm2 / 100.0  # the faces only
             area += cm2
             if cm2 > 0.1 * CUT_AREA_CM2:
                 sides.append(SIDE_NAMES[side])
