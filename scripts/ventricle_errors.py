@@ -47,8 +47,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
-def errors(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray, real: bool) -> str:
-    """One line: volumes, false positives near and far, false negatives, Dice (and the choroid plexus share)."""
+def errors(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray, atlas: np.ndarray | None) -> str:
+    """One line: volumes, false positives near and far, false negatives, Dice (and, given the real templates'
+    atlas on the case's grid, the choroid plexus share)."""
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     ml = float(np.prod(zooms)) / 1000
     fp, fn = pred & ~ref, ref & ~pred
@@ -58,8 +59,8 @@ def errors(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray, rea
         f"{fp.sum() * ml:.1f} mL ({far.sum() * ml:.1f} > 2 mm away), false negative {fn.sum() * ml:.1f} mL, "
         f"Dice {dice(ref, pred):.3f}"
     )
-    if real:
-        plexus = ndi.binary_dilation(np.isin(_atlas_on(ref.shape, affine), CHOROID), iterations=1)
+    if atlas is not None:
+        plexus = ndi.binary_dilation(np.isin(atlas, CHOROID), iterations=1)
         line += f"; false positive in the atlas's choroid plexus (+1 voxel) {(fp & plexus).sum() * ml:.1f} mL"
     return line
 
@@ -75,11 +76,11 @@ def outside_brain(case: str, ref: np.ndarray, pred: np.ndarray, affine: np.ndarr
     )
 
 
-def contrast_scale(case: str, image: np.ndarray, ref: np.ndarray, pred: np.ndarray, affine: np.ndarray) -> str:
+def contrast_scale(case: str, image: np.ndarray, ref: np.ndarray, pred: np.ndarray, atlas: np.ndarray) -> str:
     """One line: the reference's and the prediction's boundary voxels and the false positives, as medians on
     the CSF (0) to white matter (1) intensity scale, and the share of false positives below its midpoint."""
     csf = float(np.median(image[ndi.binary_erosion(ref, iterations=2)]))
-    wm = float(np.median(image[np.isin(_atlas_on(ref.shape, affine), WHITE_MATTER)]))
+    wm = float(np.median(image[np.isin(atlas, WHITE_MATTER)]))
 
     def position(m: np.ndarray) -> float:
         return (float(np.median(image[m])) - csf) / (wm - csf) if m.any() else float("nan")
@@ -144,11 +145,12 @@ def main() -> None:
         pred_path = args.predictions / f"{c.case_id}_mask.nii.gz"
         if pred_path.is_file():
             pred_label = np.asarray(nib.load(str(pred_path)).dataobj)
-            print(errors(c.case_id, label == LV, pred_label == LV, lab_img.affine, c.case_id in REAL_IMAGES))
+            atlas = _atlas_on(label.shape, lab_img.affine) if c.case_id in REAL_IMAGES else None  # resampled once
+            print(errors(c.case_id, label == LV, pred_label == LV, lab_img.affine, atlas))
             print(outside_brain(c.case_id, label > 0, pred_label > 0, lab_img.affine))
-            if c.case_id in REAL_IMAGES:
+            if atlas is not None:
                 image = np.asarray(nib.load(str(c.image)).dataobj, dtype=np.float32)
-                print(contrast_scale(c.case_id, image, label == LV, pred_label == LV, lab_img.affine))
+                print(contrast_scale(c.case_id, image, label == LV, pred_label == LV, atlas))
         ceilings.append([grid_ceiling(label, lab_img.affine, pre, s) for s in (pre.spacing[0], 1.25, 1.0)])
     spacings = (pre.spacing[0], 1.25, 1.0)
     print(

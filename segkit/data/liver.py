@@ -335,7 +335,8 @@ def make_liver_cyst(out: Path, cases: int, seed: int, workers: int | None = None
 def make_liver_real(out: Path, cases: int = 0, seed: int = 0) -> Path:
     """The real CT the liver-cyst scenes are drawn from, as it ships (LiTS 117: a 128^3 crop that cuts the
     liver at its faces, with its real tumours), as one test case; cases and seed are unused. Not unseen
-    anatomy: real texture, real tumours and a field of view no training scene has."""
+    anatomy: real texture, its real tumours (those the crop cuts never enter a scene) and a liver that fills
+    the field of view."""
     out = Path(out)
     hu, lits, affine = base_ct()
     label = np.zeros(lits.shape, dtype=np.uint8)
