@@ -238,7 +238,13 @@ def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
         return statistics.median(times[1:]), out
 
-    result: dict[str, Any] = {"slices": int(x.shape[0]), "mkldnn_bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported()}
+    from segkit.forward import native_bf16
+
+    result: dict[str, Any] = {
+        "slices": int(x.shape[0]),
+        "native_bf16": native_bf16(),  # what `amp: auto` trains with on this CPU
+        "mkldnn_bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported(),  # oneDNN's check: yes on any AVX512 CPU
+    }
     fp32, ref = forward("cpu", None)
     bf16, low = forward("cpu", torch.bfloat16)
     result["cpu"] = {"fp32_s": fp32, "bf16_s": bf16, "max_prob_diff": float((low - ref).abs().max())}
