@@ -104,7 +104,7 @@ class TrainConfig:
     amp: str = "auto"  # "auto", "bf16", "fp16", "off"
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # 0: torch default
+    num_threads: int = 0  # 0: auto (from 6 cores a few go to sampling workers: batches.training_threads)
     workers: int = -1  # batch-sampling processes; -1: one per spare core (segkit.batches.num_workers), 0: inline
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from segkit import __version__, distributed
-from segkit.batches import epoch_batches
+from segkit.batches import epoch_batches, training_threads
 from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
@@ -176,8 +176,9 @@ def fit(
 def _fit(
     cfg: Config, data_dir: Path, run_dir: Path, dev: torch.device, resume: bool, init: str | Path | None
 ) -> dict[str, Any]:
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
+    threads = cfg.train.num_threads or training_threads(cfg, dev)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
     train, val = _read_splits(cfg, data_dir)
     net = build_model(cfg).to(dev)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from segkit.batches import epoch_batches, num_workers, slice_patch
+from segkit.batches import epoch_batches, num_workers, slice_patch, training_threads
 from segkit.config import load_config
 from segkit.data.msd import read_dataset
 from segkit.train import load_cases, slices_contiguous
@@ -131,3 +131,25 @@ def test_a_run_with_sampling_workers_trains_exactly_like_one_without(phantom_ven
         rows = list(csv.DictReader((tmp_path / str(workers) / "metrics.csv").open()))
         losses.append([[r[k] for k in keys] for r in rows])
     assert len(losses[0]) == 2 and losses[0] == losses[1]
+
+
+def test_a_many_core_cpu_leaves_cores_to_sampling_workers(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml")
+    threads = {"n": 16}
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads["n"])
+    threads["n"] = training_threads(cfg, CPU)
+    assert threads["n"] == 14 and num_workers(cfg, CPU) == 2  # 14 torch threads + 2 sampling workers
+    assert training_threads(cfg, torch.device("cuda")) is None  # a GPU run: workers take the spare cores anyway
+    set_threads = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_threads=16))
+    assert training_threads(set_threads, CPU) is None and training_threads(_workers(cfg, 0), CPU) is None
+    threads["n"] = 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert training_threads(cfg, CPU) is None and num_workers(cfg, CPU) == 0  # 2 cores: inline (measured faster)
+    threads["n"] = 64
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert training_threads(cfg, CPU) == 60  # at most MAX_WORKERS workers
+    threads["n"] = 8  # 8 of 16 logical cores (SMT): torch leaves 8 spare, workers take them as before
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert training_threads(cfg, CPU) is None and num_workers(cfg, CPU) == 4
