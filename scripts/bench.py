@@ -264,7 +264,8 @@ def train_loop(data: Path | None, tmp: Path, steps: int, cases: int, rounds: int
     in worker processes where train.workers gives any; the data pool is drawn beforehand by `segkit data
     make`). `rounds` rounds of `steps` steps each way, alternating, so a slow spell of the machine hits
     both; the medians are reported. Then the same with torch on one thread fewer and one sampling worker
-    (train.workers=1): what a worker buys where a core is left to it.
+    (train.workers=1): what a worker buys where a core is left to it. Last, the bound in torch's default
+    layout against channels_last.
     """
     import numpy as np
     import torch
@@ -307,7 +308,40 @@ def train_loop(data: Path | None, tmp: Path, steps: int, cases: int, rounds: int
             "loop_over_bound_per_round": [round(b / lo, 3) for b, lo in zip(bounds, loops, strict=True)],
         }
     torch.set_num_threads(threads)
+    out["memory_format"] = memory_formats(base, (x, y, g), rounds, steps)
     return out
+
+
+def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int) -> dict[str, Any]:
+    """The compute bound in torch's default (NCHW) layout against channels_last, alternating rounds."""
+    import numpy as np
+    import torch
+
+    from segkit.losses import SegGradeLoss
+    from segkit.models import build_model
+    from segkit.train import _build_optimizer
+
+    x, y, g = batch
+    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
+    times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
+    for _ in range(rounds):
+        for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            torch.manual_seed(0)
+            net = build_model(cfg).to(memory_format=fmt)
+            opt, _ = _build_optimizer(net, cfg)
+            loss_fn = SegGradeLoss(cfg.train.grade_loss_weight)
+            xf = x.contiguous(memory_format=fmt)
+            for k in range(steps + 1):  # the first step warms up
+                t = time.perf_counter()
+                logits, feats = net(xf)
+                total, _, _ = loss_fn(logits, y, net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch), g)
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                if k:
+                    times[name].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"bound_s_per_step": med, "channels_last_over_contiguous": med["channels_last"] / med["contiguous"]}
 
 
 def _bound_and_loop(cfg: Any, train: list, batch: tuple, rounds: int) -> tuple[list[float], list[float]]:
@@ -377,6 +411,11 @@ def table(result: dict[str, Any]) -> str:
         rows.append(f"| sliding window / segkit time | {swi['time_ratio_sliding_over_segkit']:.2f}x |")
         rows.append(f"| sliding window vs segkit Dice | {swi['dice_sliding_vs_segkit']} |")
     for name, tl in result.get("train_loop", {}).items():
+        if name == "memory_format":
+            b = tl["bound_s_per_step"]
+            times = f"{b['contiguous']:.3f} / {b['channels_last']:.3f} s/step"
+            rows.append(f"| train compute bound: NCHW / channels_last | {times} |")
+            continue
         if not isinstance(tl, dict):
             continue
         times = f"{tl['bound_s_per_step']:.3f} / {tl['loop_s_per_step']:.3f} s/step"
