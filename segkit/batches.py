@@ -111,13 +111,13 @@ def training_threads(cfg: Config, device: torch.device) -> int | None:
     to sampling workers (16 cores: 14 threads + 2 workers). None: keep torch's default.
 
     The rule comes from the 2-core figures (scripts/bench.py --parts e): sampling and augmentation cost one
-    core about 0.065 s a step whatever the machine, inline it adds that to every step, and a worker with a
-    core of its own hides it (the loop at 0.92 of its bound); a core taken from torch costs 1/n of the
-    compute. On 2 cores inline wins (0.52 against 0.79 s a step); from about 6 cores the worker should.
-    Not yet measured on a CPU that large."""
+    core 0.06-0.16 s a step (single-threaded, so no less on a bigger CPU), inline it adds that to every
+    step, and a worker with a core of its own hides it (the loop at 0.92 of its bound); a core taken from
+    torch costs 1/n of the compute. On 2 cores inline wins (0.52 against 0.79 s a step); from about 6 cores
+    the worker should. Not yet measured on a CPU that large."""
     if device.type != "cpu" or cfg.train.num_threads or cfg.train.workers != -1:
         return None
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    local = _local_processes()
     per_process = _cores() // local
     if per_process < 6 or (_cores() - torch.get_num_threads() * local) // local > 0:
         return None  # too few cores to give one up, or some are spare already
@@ -128,6 +128,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _local_processes() -> int:
+    """Training processes on this machine (torchrun's LOCAL_WORLD_SIZE), which share its cores."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def num_workers(cfg: Config, device: torch.device) -> int:
     """train.workers, or (-1, auto) as many sampling processes as there are cores to spare, at most
     MAX_WORKERS: on a GPU every core of this process's share of the machine (torchrun's processes on this
@@ -136,8 +141,7 @@ def num_workers(cfg: Config, device: torch.device) -> int:
     from 6 cores training_threads leaves some)."""
     if cfg.train.workers >= 0:
         return cfg.train.workers
-    cores = _cores()
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # processes on this machine (torchrun)
+    cores, local = _cores(), _local_processes()
     if device.type == "cuda":
         spare = cores // local - 1
     else:

@@ -192,7 +192,7 @@ def amp_dtype(dev: torch.device, amp: str) -> torch.dtype | None:
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). Without it bf16 autocast is emulated
-    and slow: 15x on a 2-core AMD EPYC (3.9 vs 62.7 img/s), 2.7x for the training step on a 2-core Xeon with
+    and slow: 15x on a 2-core AMD EPYC (3.9 vs 62.7 img/s), 2.4x for a training step on a 2-core Xeon with
     AVX512 but no AVX512-BF16. oneDNN's own check (torch.ops.mkldnn._is_mkldnn_bf16_supported) says yes on
     any AVX512 CPU, which is what put that Xeon's training on bf16."""
     import torch
