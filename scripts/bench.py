@@ -317,46 +317,34 @@ def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int) -> dict[str,
     import numpy as np
     import torch
 
-    from segkit.losses import SegGradeLoss
-    from segkit.models import build_model
-    from segkit.train import _build_optimizer
-
-    x, y, g = batch
-    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
     times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
     for _ in range(rounds):
         for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
-            torch.manual_seed(0)
-            net = build_model(cfg).to(memory_format=fmt)
-            opt, _ = _build_optimizer(net, cfg)
-            loss_fn = SegGradeLoss(cfg.train.grade_loss_weight)
-            xf = x.contiguous(memory_format=fmt)
-            for k in range(steps + 1):  # the first step warms up
-                t = time.perf_counter()
-                logits, feats = net(xf)
-                total, _, _ = loss_fn(logits, y, net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch), g)
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                if k:
-                    times[name].append(time.perf_counter() - t)
+            *_, step = _training_step(cfg, batch, fmt)
+            step()  # warm-up
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append((time.perf_counter() - t) / steps)
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"bound_s_per_step": med, "channels_last_over_contiguous": med["channels_last"] / med["contiguous"]}
 
 
-def _bound_and_loop(cfg: Any, train: list, batch: tuple, rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds per step of the compute bound (batch in memory) and of train_one_epoch, alternating rounds."""
+def _training_step(cfg: Any, batch: tuple, memory_format: Any = None) -> tuple[Any, Any, Any, Any]:
+    """A fresh seeded model in train mode, its optimizer and loss, and one forward + backward + Adam step on
+    the batch in memory (in the given memory format): (net, loss_fn, opt, step)."""
     import torch
 
     from segkit.losses import SegGradeLoss
     from segkit.models import build_model
-    from segkit.train import _build_optimizer, train_one_epoch
+    from segkit.train import _build_optimizer
 
+    fmt = memory_format or torch.contiguous_format
     x, y, g = batch
-    steps = cfg.train.steps_per_epoch
+    x = x.contiguous(memory_format=fmt)
     num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
     torch.manual_seed(0)
-    net = build_model(cfg)
+    net = build_model(cfg).to(memory_format=fmt)
     opt, _ = _build_optimizer(net, cfg)
     loss_fn = SegGradeLoss(cfg.train.grade_loss_weight)
 
@@ -368,6 +356,15 @@ def _bound_and_loop(cfg: Any, train: list, batch: tuple, rounds: int) -> tuple[l
         opt.step()
 
     net.train()
+    return net, loss_fn, opt, step
+
+
+def _bound_and_loop(cfg: Any, train: list, batch: tuple, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per step of the compute bound (batch in memory) and of train_one_epoch, alternating rounds."""
+    from segkit.train import train_one_epoch
+
+    steps = cfg.train.steps_per_epoch
+    net, loss_fn, opt, step = _training_step(cfg, batch)
     step()  # warm-up
     bounds, loops = [], []
     for r in range(rounds):
@@ -411,17 +408,17 @@ def table(result: dict[str, Any]) -> str:
         rows.append(f"| sliding window / segkit time | {swi['time_ratio_sliding_over_segkit']:.2f}x |")
         rows.append(f"| sliding window vs segkit Dice | {swi['dice_sliding_vs_segkit']} |")
     for name, tl in result.get("train_loop", {}).items():
-        if name == "memory_format":
-            b = tl["bound_s_per_step"]
-            times = f"{b['contiguous']:.3f} / {b['channels_last']:.3f} s/step"
-            rows.append(f"| train compute bound: NCHW / channels_last | {times} |")
-            continue
-        if not isinstance(tl, dict):
+        if not isinstance(tl, dict) or "loop_s_per_step" not in tl:
             continue
         times = f"{tl['bound_s_per_step']:.3f} / {tl['loop_s_per_step']:.3f} s/step"
         rows.append(
             f"| train ({name}): compute bound / loop | {times}, "
             f"loop at {tl['loop_over_bound']:.2f} of the bound (per round {tl['loop_over_bound_per_round']}) |"
+        )
+    if mf := result.get("train_loop", {}).get("memory_format"):
+        b = mf["bound_s_per_step"]
+        rows.append(
+            f"| train compute bound: NCHW / channels_last | {b['contiguous']:.3f} / {b['channels_last']:.3f} s/step |"
         )
     if p := result.get("precision"):
         for dev, r in ((d, p[d]) for d in ("cpu", "cuda") if d in p):

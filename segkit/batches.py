@@ -117,9 +117,9 @@ def training_threads(cfg: Config, device: torch.device) -> int | None:
     the worker should. Not yet measured on a CPU that large."""
     if device.type != "cpu" or cfg.train.num_threads or cfg.train.workers != -1:
         return None
-    local = _local_processes()
-    per_process = _cores() // local
-    if per_process < 6 or (_cores() - torch.get_num_threads() * local) // local > 0:
+    cores, local = _cores(), _local_processes()
+    per_process = cores // local
+    if per_process < 6 or (cores - torch.get_num_threads() * local) // local > 0:
         return None  # too few cores to give one up, or some are spare already
     return per_process - min(MAX_WORKERS, -(-per_process // 8))
 

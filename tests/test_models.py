@@ -34,7 +34,7 @@ def test_smp_never_downloads_weights_by_default():
 
 @pytest.mark.parametrize(("bf16_unit", "amx", "want"), [(False, False, None), (True, False, torch.bfloat16)])
 def test_cpu_amp_auto_takes_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, bf16_unit, amx, want):
-    # oneDNN's check says yes on any AVX512 CPU; on a Xeon without AVX512-BF16 that made training 2.7x slower
+    # oneDNN's check says yes on any AVX512 CPU; on a Xeon without AVX512-BF16 that made a training step 2.4x slower
     from segkit.forward import amp_dtype
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
