@@ -138,6 +138,19 @@ def test_intensity_augmentation_leaves_the_mask_alone():
     assert np.array_equal(msk, mask) and not np.allclose(img, image) and np.isfinite(img).all()
 
 
+def test_augmenting_turns_opencvs_thread_pool_off():
+    """Its threads contend with torch's on 128x128 slices (0.448 vs 0.423 s a train step, build_augment)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        build_augment(AugmentConfig(), seed=0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
 class _ThresholdNet(torch.nn.Module):
     """Stands in for the U-Net: foreground where the (normalised) centre slice is bright."""
 
