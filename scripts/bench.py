@@ -346,7 +346,7 @@ def _training_step(cfg: Any, batch: tuple, memory_format: Any = None) -> tuple[A
     torch.manual_seed(0)
     net = build_model(cfg).to(memory_format=fmt)
     opt, _ = _build_optimizer(net, cfg)
-    loss_fn = SegGradeLoss(cfg.train.grade_loss_weight)
+    loss_fn = SegGradeLoss.for_config(cfg)
 
     def step() -> None:
         logits, feats = net(x)

@@ -68,6 +68,7 @@ class AugmentConfig:
 
 
 THREE_D_ARCHS = ("monai_unet3d",)
+EXTRA_PER_CASE = 2  # seg-only slices (3-D: patches) per case in a training batch: one anywhere, one on the target
 MONITORS = ("val_dice", "val_dice_pooled", "val_score")  # train.monitor: validate.evaluate's keys
 
 
@@ -92,11 +93,12 @@ class TrainConfig:
     epochs: int = 40
     steps_per_epoch: int = 50
     cases_per_batch: int = 4  # slices (3-D: patches) of one case are pooled for its grade
-    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2) slices, or 3-D patches
+    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + EXTRA_PER_CASE) slices or patches
     patch_size: tuple[int, ...] = (128, 128)  # 2 sizes for 2-D models, 3 for 3-D (also the sliding window)
     lr: float = 1e-3
     weight_decay: float = 1e-5
     grade_loss_weight: float = 0.5
+    dice_over: str = "batch"  # Dice loss pooled over the "batch", or per training "case" (its slices), averaged
     grade_lr_scale: float = 1.0  # grade head learning rate = lr * this
     patience: int = 10  # epochs without val improvement before stopping
     val_cases: int = 0  # validate on this many val cases, evenly spread (first and last kept); 0 = all
@@ -297,6 +299,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"task.{key} must be [] or [low, high] mL with 0 <= low < high, not {list(r)}")
     if cfg.train.monitor not in MONITORS:
         raise ConfigError(f"train.monitor must be one of {', '.join(MONITORS)}")
+    if cfg.train.dice_over not in ("batch", "case"):
+        raise ConfigError("train.dice_over must be batch or case")
     if cfg.train.amp not in ("auto", "bf16", "fp16", "off"):
         raise ConfigError("train.amp must be auto, bf16, fp16 or off")
     if cfg.train.device not in ("auto", "cpu", "cuda"):

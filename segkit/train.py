@@ -195,7 +195,7 @@ def _fit(
         _write_start(cfg, run_dir, info, resume)
     model = distributed.wrap_model(net, dev)  # net itself for one process
     weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
-    loss_fn = SegGradeLoss(cfg.train.grade_loss_weight, weights)
+    loss_fn = SegGradeLoss.for_config(cfg, weights)
     log.info(
         "model %s: %d parameters; %d train / %d val cases on %s",
         cfg.model.arch,
