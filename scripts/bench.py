@@ -317,11 +317,15 @@ def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int) -> dict[str,
     import numpy as np
     import torch
 
-    times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
+    steps_of = {
+        name: _training_step(cfg, batch, fmt)[3]
+        for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last))
+    }
+    times: dict[str, list[float]] = {name: [] for name in steps_of}
+    for step in steps_of.values():
+        step()  # warm-up
     for _ in range(rounds):
-        for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
-            *_, step = _training_step(cfg, batch, fmt)
-            step()  # warm-up
+        for name, step in steps_of.items():
             t = time.perf_counter()
             for _ in range(steps):
                 step()

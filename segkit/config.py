@@ -68,7 +68,6 @@ class AugmentConfig:
 
 
 THREE_D_ARCHS = ("monai_unet3d",)
-EXTRA_PER_CASE = 2  # seg-only slices (3-D: patches) per case in a training batch: one anywhere, one on the target
 MONITORS = ("val_dice", "val_dice_pooled", "val_score")  # train.monitor: validate.evaluate's keys
 
 
@@ -93,7 +92,7 @@ class TrainConfig:
     epochs: int = 40
     steps_per_epoch: int = 50
     cases_per_batch: int = 4  # slices (3-D: patches) of one case are pooled for its grade
-    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + EXTRA_PER_CASE) slices or patches
+    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2) slices, or 3-D patches
     patch_size: tuple[int, ...] = (128, 128)  # 2 sizes for 2-D models, 3 for 3-D (also the sliding window)
     lr: float = 1e-3
     weight_decay: float = 1e-5

@@ -67,7 +67,7 @@ def _batch_of_cases(num_cases: int, slices_per_case: int):
 
 def test_per_case_groups_each_cases_slices_as_the_sampler_lays_them_out():
     (x, _, _), cfg = _batch_of_cases(num_cases=3, slices_per_case=4)
-    grouped = per_case(x, 3)  # (3, C, voxels)
+    grouped = per_case(x, 3, 4)  # (3, C, voxels)
     assert grouped.shape == (3, x.shape[1], (4 + 2) * 16 * 16)
     for case in grouped:
         assert torch.unique(case).numel() == 1  # every slice of one case, and only its slices
@@ -85,9 +85,9 @@ def test_per_case_dice_weighs_a_small_structure_as_much_as_a_large_one():
     guess[rows_b] = 0  # the small one missed
     logits, glog, grade = _perfect_logits(guess, 2), torch.zeros(2, 3), torch.tensor([0, 0])
     pooled = SegGradeLoss(0.0)(logits, mask, glog, grade)[1]
-    cases = SegGradeLoss(0.0, cases=2)(logits, mask, glog, grade)[1]
+    cases = SegGradeLoss(0.0, cases=2, slices_per_case=1)(logits, mask, glog, grade)[1]
     assert cases.item() - pooled.item() > 0.45  # the cross-entropy half is the same both ways
-    perfect = SegGradeLoss(0.0, cases=2)(_perfect_logits(mask, 2), mask, glog, grade)[1]
+    perfect = SegGradeLoss(0.0, cases=2, slices_per_case=1)(_perfect_logits(mask, 2), mask, glog, grade)[1]
     assert perfect.item() < 1e-3
 
 
