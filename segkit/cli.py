@@ -190,11 +190,18 @@ def evaluate(
     engine: EngineOption = "auto",
     tta: TtaOption = None,
     set_: SetOption = None,
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="dataset.json case field to break results down by, e.g. site (repeatable); "
+            "default: each text or yes/no field with 2-8 values."
+        ),
+    ] = None,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
     from segkit.evaluate import evaluate_split
 
-    report = evaluate_split(model, data, split, out, device, engine, tta, set_)
+    report = evaluate_split(model, data, split, out, device, engine, tta, set_, by)
     _say(report["summary_line"])
     _say(f"report: {report['out']}/report.md")
 

@@ -11,16 +11,17 @@ import numpy as np
 from tqdm import tqdm
 
 from segkit import __version__
-from segkit.data.msd import read_case, read_dataset
+from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import InputError
 from segkit.infer import load_model, predict_volume, write_prediction
 from segkit.measure import measure
 from segkit.metrics import segmentation_metrics
 from segkit.render import write_label_descriptions
-from segkit.report import write_evaluation
+from segkit.report import group_name, write_evaluation
 from segkit.tasks import TASKS
 
 log = logging.getLogger(__name__)
+MAX_GROUPS = 8  # a field with more values than this (a case number, an orientation code) is not a subgroup
 
 
 def evaluate_split(
@@ -32,12 +33,17 @@ def evaluate_split(
     engine: str = "auto",
     tta: bool | None = None,
     settings: list[str] | None = None,
+    by: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Score one split of a dataset (model None: its task's shipped model); writes predictions/ and reports into out."""
+    """Score one split of a dataset (model None: its task's shipped model); writes predictions/ and reports into out.
+
+    by: dataset.json case fields to break the results down by; None: each text or yes/no field with 2 to
+    MAX_GROUPS values over the split (e.g. a draw's contrast and subject, a user's site or scanner)."""
     ds = read_dataset(data)
     cases = ds.split(split)
     if not cases:
         raise InputError(f"{data}: the {split} split has no cases; pick another --split")
+    fields = subgroup_fields(cases, by, data)
     if model is None:
         if ds.task not in TASKS:
             raise InputError(
@@ -59,7 +65,7 @@ def evaluate_split(
         vol, truth = read_case(case, cfg.task.labels)
         pred = predict_volume(net, cfg, vol)
         write_prediction(pred, vol, out / "predictions", cfg, info)
-        row: dict[str, Any] = {"case": case.case_id}
+        row: dict[str, Any] = {"case": case.case_id, **{f: case.info.get(f) for f in fields}}
         row.update(segmentation_metrics(pred.mask, truth, vol.spacing, cfg.task.labels, cfg.eval.nsd_tolerance_mm))
         row["biomarker_true"] = measure(truth, vol.voxel_ml, cfg.task)["biomarker"]["value"]
         row["biomarker_pred"] = pred.measurements["biomarker"]["value"]
@@ -94,10 +100,31 @@ def evaluate_split(
         meta,
         cfg.eval.bootstrap,
         cfg.eval.nsd_tolerance_mm,
+        fields,
     )
     report["out"] = str(out)
     report["summary_line"] = summary_line(report, cfg.task.labels, split)
     return report
+
+
+def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> tuple[str, ...]:
+    """The case fields to break results down by: those asked for (each must be in some case of the split), else
+    every field whose values over the split are text or yes/no, number 2 to MAX_GROUPS and group some cases."""
+    present = list(dict.fromkeys(k for c in cases for k in c.info))
+    if asked is not None:
+        unknown = [f for f in asked if f not in present]
+        if unknown:
+            have = ", ".join(present) or "none"
+            raise InputError(f"{data}/dataset.json: no case of the split has field {unknown[0]!r} (fields: {have})")
+        return tuple(dict.fromkeys(asked))
+    chosen = []
+    for key in present:
+        values = [c.info.get(key) for c in cases]
+        categorical = all(v is None or isinstance(v, str | bool) for v in values)
+        num_values = len({group_name(v) for v in values})
+        if categorical and 2 <= num_values <= MAX_GROUPS and num_values < len(cases):  # one per case names cases
+            chosen.append(key)
+    return tuple(chosen)
 
 
 def summary_line(report: dict[str, Any], labels: tuple[str, ...], split: str) -> str:

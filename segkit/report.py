@@ -38,11 +38,13 @@ def write_evaluation(
     meta: dict,
     bootstrap: int = 1000,
     nsd_tolerance_mm: float | None = None,
+    by: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Write the seven evaluation files into out and return the report dict.
 
-    rows: one dict per case (segmentation_metrics keys plus case, biomarker_*, grade_*, p_*).
+    rows: one dict per case (segmentation_metrics keys plus case, biomarker_*, grade_*, p_*, and the fields in by).
     probs: (N, G) grade probabilities; y_true: (N,) true grade index, -1 where unknown.
+    by: case fields to break the results down by (the true grade always is, when cases are graded).
     """
     probs = np.asarray(probs, dtype=np.float64).reshape(len(rows), len(grades))  # (N, G)
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)  # (N,)
@@ -50,6 +52,8 @@ def write_evaluation(
         raise ValueError(f"{len(rows)} rows but {len(y_true)} true grades")
     out = Path(out)
     report = build_report(rows, probs, y_true, grades, labels, meta, bootstrap)
+    fields = (("grade_true",) if (y_true >= 0).any() else ()) + tuple(by)
+    report["subgroups"] = {key: _subgroups(rows, key, labels, bootstrap) for key in fields}
     report["nsd_tolerance_mm"] = nsd_tolerance_mm
     report["files"] = list(FILES)
     write_per_case_csv(out / "per_case.csv", rows, per_case_columns(rows, grades, labels))
@@ -93,6 +97,27 @@ def build_report(
             "biomarker_vs_truth": grade_agreement(col("grade_true"), col("grade_biomarker"), grades),
         },
     }
+
+
+def _subgroups(rows: list[dict], key: str, labels: tuple[str, ...], num_samples: int) -> dict[str, Any]:
+    """Per value of one case field: cases, per-case Dice per label (mean with CI) and grade accuracy."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(group_name(r.get(key)), []).append(r)
+    out = {}
+    for value, members in sorted(groups.items()):
+        right = [r.get("grade_pred") == r["grade_true"] for r in members if r.get("grade_true") is not None]
+        out[value] = {
+            "num_cases": len(members),
+            "dice": {name: _ci([r.get(f"dice_{name}") for r in members], num_samples) for name in labels[1:]},
+            "grade_accuracy": float(np.mean(right)) if right else None,
+        }
+    return out
+
+
+def group_name(v: Any) -> str:
+    """A case field's value as a subgroup name: text as it is, anything else as JSON (true, null, 3)."""
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _ci(values: list | np.ndarray, num_samples: int) -> dict[str, Any]:
@@ -263,6 +288,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     else:
         lines += ["## Grading", "", "No case has a ground-truth grade; grading not evaluated.", ""]
     lines += _agreement_section(report["agreement"])
+    lines += _subgroup_section(report.get("subgroups", {}))
     lines += [
         "## Figures",
         "",
@@ -278,6 +304,30 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _subgroup_section(subgroups: dict[str, Any]) -> list[str]:
+    if not subgroups:
+        return []
+    lines = [
+        "## By subgroup",
+        "",
+        "Mean per-case Dice (95% CI) and grade accuracy within the cases that share a value of a dataset.json "
+        "field (`segkit evaluate --by FIELD`; `grade_true` is the reference grade). A group of a few cases "
+        "varies widely: read the intervals.",
+        "",
+    ]
+    for key, groups in subgroups.items():
+        names = list(next(iter(groups.values()))["dice"])
+        body = [
+            [f"`{value}`", str(g["num_cases"])]
+            + [_mean_ci(g["dice"][n]) for n in names]
+            + [_num(g["grade_accuracy"]) if g["grade_accuracy"] is not None else "-"]
+            for value, g in groups.items()
+        ]
+        lines += [f"### {key}", ""]
+        lines += _table([key, "Cases"] + [f"Dice, {n}" for n in names] + ["Grade accuracy"], body) + [""]
+    return lines
 
 
 def _meta_value(v: Any) -> str:

@@ -84,3 +84,11 @@ def test_data_make_rejects_unknown_task_and_empty_split(phantom_ventricle, tiny_
     (data / "dataset.json").write_text(json.dumps(meta))
     code, _, err = run_cli(["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "test"], capsys)
     assert code == 2 and "no cases" in err
+
+
+def test_evaluate_by_a_field_no_case_has_is_refused(phantom_ventricle, tiny_run, tmp_path, capsys):
+    out = tmp_path / "ev"
+    args = ["evaluate", "--model", str(tiny_run), "--data", str(phantom_ventricle), "--out", str(out), "--by", "site"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "no case of the split has field 'site'" in err and "Traceback" not in err
+    assert not out.exists()

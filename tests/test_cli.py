@@ -199,6 +199,8 @@ def test_evaluate_writes_the_report(tiny_run, phantom_ventricle, tmp_path, capsy
     assert "Dice lateral_ventricles" in stdout
     rows = list(csv.DictReader((out / "per_case.csv").open()))
     assert len(rows) == len(json.loads((phantom_ventricle / "dataset.json").read_text())["split"]["test"])
+    by_grade = json.loads((out / "report.json").read_text())["subgroups"]["grade_true"]
+    assert sum(g["num_cases"] for g in by_grade.values()) == len(rows)
 
 
 def test_same_seed_and_config_give_identical_metrics(tiny_run, phantom_ventricle, tmp_path):

@@ -166,3 +166,42 @@ def test_pooled_dice_in_the_report_is_the_dice_of_all_cases_together(tmp_path: P
     assert cyst["dice_pooled"] == pytest.approx(together[1]) and together[1] == pytest.approx(128 / 136)
     assert report["segmentation"]["liver"]["dice_pooled"] == pytest.approx(together[0])
     assert "Pooled Dice" in (tmp_path / "report.md").read_text()
+
+
+def test_results_are_broken_down_by_a_case_field_and_by_true_grade(tmp_path: Path):
+    y = [0, 1, 2, 0, 1, 2]
+    rows, probs = synthetic_rows(y)
+    for i, r in enumerate(rows):
+        r["site"] = "A" if i < 4 else "B"
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 50, by=("site",))
+    a, b = report["subgroups"]["site"]["A"], report["subgroups"]["site"]["B"]
+    assert (a["num_cases"], b["num_cases"]) == (4, 2)
+    assert a["dice"]["liver"]["mean"] == pytest.approx(np.mean([r["dice_liver"] for r in rows[:4]]))
+    assert b["dice"]["cyst"]["mean"] == pytest.approx(np.mean([r["dice_cyst"] for r in rows[4:]]))
+    assert b["grade_accuracy"] == pytest.approx(np.mean([r["grade_pred"] == r["grade_true"] for r in rows[4:]]))
+    assert list(report["subgroups"]["grade_true"]) == ["healthy", "moderate", "severe"]
+    assert report["subgroups"]["grade_true"]["healthy"]["num_cases"] == 2
+    md = (tmp_path / "report.md").read_text()
+    assert "### site" in md and "| `B` | 2 |" in md
+    assert next(csv.reader((tmp_path / "per_case.csv").open()))[-1] == "site"
+
+
+def test_subgroup_fields_are_the_categorical_ones_or_those_asked_for(tmp_path: Path):
+    from segkit.data.msd import Case
+    from segkit.errors import InputError
+    from segkit.evaluate import subgroup_fields
+
+    def case(i: int, **info) -> Case:
+        return Case(f"c{i}", tmp_path / "i.nii.gz", None, "healthy", None, "test", info)
+
+    cases = [
+        case(i, contrast="T1" if i % 2 else "T2", skull=i < 2, subject=f"s{i}", only="x", thick=1.0 + i, fov=None)
+        for i in range(10)
+    ]
+    cases[0].info["fov"] = "+x"
+    # two values each; ten subjects are too many groups, one value no breakdown, numbers are not categories
+    assert subgroup_fields(cases, None, tmp_path) == ("contrast", "skull", "fov")
+    assert subgroup_fields(cases[:4], None, tmp_path) == ("contrast", "skull", "fov")  # 4 subjects name 4 cases
+    assert subgroup_fields(cases, ["thick", "subject"], tmp_path) == ("thick", "subject")
+    with pytest.raises(InputError, match="no case of the split has field 'site'"):
+        subgroup_fields(cases, ["site"], tmp_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from segkit.errors import InputError
 from segkit.io import Volume, atomic_write_text, check_same_grid, label_array, read_volume, write_volume
 
 SPLITS = ("train", "val", "test")
+CORE_FIELDS = ("image", "label", "case", "grade", "biomarker", "split")  # a dataset.json row's own keys
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,13 @@ class Case:
     grade: str | None
     biomarker: float | None
     split: str
+    info: dict[str, Any] = field(default_factory=dict, compare=False)  # the row's other one-value fields
+
+
+def case_info(row: dict[str, Any]) -> dict[str, Any]:
+    """A dataset.json row's fields beyond the core ones that hold one value (text, number, yes/no or null),
+    e.g. a synthetic draw's contrast or a user's site and scanner."""
+    return {k: v for k, v in row.items() if k not in CORE_FIELDS and (v is None or isinstance(v, str | int | float))}
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,7 @@ def read_dataset(root: str | Path, need_labels: bool = True) -> Dataset:
         split = r.get("split", "train")
         if split not in SPLITS:
             raise InputError(f"{meta_path}: case {cid} has split {split!r}, not one of {list(SPLITS)}")
-        cases.append(Case(cid, image, label, grade, r.get("biomarker"), split))
+        cases.append(Case(cid, image, label, grade, r.get("biomarker"), split, case_info(r)))
     if not cases:
         raise InputError(f"{meta_path}: lists no cases")
     return Dataset(root, str(meta.get("task", "")), labels, grades, tuple(cases), meta)
