@@ -44,6 +44,13 @@ def summarise(report_path: Path) -> dict:
         "hd95_mean_mm": {k: _round(v["hd95"]["mean"], 2) for k, v in r["segmentation"].items()},
         "grade_accuracy": g.get("accuracy"),
         "grade_auc_macro": g.get("auc_macro"),
+        "subgroups": {
+            key: {
+                v: {"cases": s["num_cases"], **{k: _round(d["mean"], 3) for k, d in s["dice"].items()}}
+                for v, s in groups.items()
+            }
+            for key, groups in (r.get("subgroups") or {}).items()
+        },
         "per_case": [
             {
                 "case": row["case"],
@@ -58,6 +65,12 @@ def summarise(report_path: Path) -> dict:
 
 def _fmt(v: object) -> str:
     return "n/a" if v is None or v == "" else f"{float(v):.3f}"
+
+
+def _group(value: str, s: dict) -> str:
+    """One subgroup of the evaluation: its value, case count and mean per-case Dice per label."""
+    dice = ", ".join(f"{k} {_fmt(v)}" for k, v in s.items() if k != "cases")
+    return f"{value} ({s['cases']}): {dice}"
 
 
 def model_card(f: dict, ck: dict) -> str:
@@ -124,6 +137,11 @@ def model_card(f: dict, ck: dict) -> str:
             dice = " | ".join(_fmt(v) for k, v in c.items() if k.startswith("dice_"))
             lines.append(f"| {c['case']} | {c['grade_true']} | {c['grade_pred']} | {dice} |")
         lines.append("")
+        lines += [
+            f"- by `{key}`: " + "; ".join(_group(v, s) for v, s in groups.items())
+            for key, groups in e.get("subgroups", {}).items()
+        ]
+        lines += [""] if e.get("subgroups") else []
     if f.get("limits"):
         lines += ["## Known limits (repeated as a warning in every report.json)", ""]
         lines += [f"- {x}" for x in f["limits"]] + [""]
