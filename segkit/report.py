@@ -51,9 +51,7 @@ def write_evaluation(
     if len(y_true) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(y_true)} true grades")
     out = Path(out)
-    report = build_report(rows, probs, y_true, grades, labels, meta, bootstrap)
-    fields = (("grade_true",) if (y_true >= 0).any() else ()) + tuple(by)
-    report["subgroups"] = {key: _subgroups(rows, key, labels, bootstrap) for key in fields}
+    report = build_report(rows, probs, y_true, grades, labels, meta, bootstrap, by)
     report["nsd_tolerance_mm"] = nsd_tolerance_mm
     report["files"] = list(FILES)
     write_per_case_csv(out / "per_case.csv", rows, per_case_columns(rows, grades, labels))
@@ -75,8 +73,9 @@ def build_report(
     labels: tuple[str, ...],
     meta: dict,
     bootstrap: int = 1000,
+    by: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The report dict: segmentation means with CIs, empty cases, grading, agreement."""
+    """The report dict: segmentation means with CIs, empty cases, grading, agreement, subgroups."""
     graded = y_true >= 0
     grading = None
     if graded.any():
@@ -95,6 +94,9 @@ def build_report(
         "agreement": {
             "classifier_vs_biomarker": grade_agreement(col("grade_pred"), col("grade_biomarker"), grades),
             "biomarker_vs_truth": grade_agreement(col("grade_true"), col("grade_biomarker"), grades),
+        },
+        "subgroups": {
+            key: _subgroups(rows, key, labels, bootstrap) for key in (("grade_true",) if graded.any() else ()) + by
         },
     }
 
