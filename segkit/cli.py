@@ -193,8 +193,8 @@ def evaluate(
     by: Annotated[
         list[str] | None,
         typer.Option(
-            help="dataset.json case field to break results down by, e.g. site (repeatable); "
-            "default: each text or yes/no field with 2-8 values."
+            help="dataset.json case field to break results down by, e.g. site or slice_thickness (a number: "
+            "by thirds of the cases; repeatable); default: each text or yes/no field with 2-8 values."
         ),
     ] = None,
 ) -> None:

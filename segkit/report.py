@@ -16,6 +16,7 @@ from segkit.metrics import EMPTY_RULE, bootstrap_ci, grade_agreement, grading_me
 from segkit.plots import plot_calibration, plot_confusion, plot_dice_by_case, plot_roc, save_figure
 
 SEG_SUMMARY = ("dice", "iou", "hd95", "assd", "nsd", "vol_diff_ml")  # averaged with bootstrap CIs
+NUM_BINS = 3  # a numeric case field with more values than this is reported by thirds of the cases
 SEG_COLUMNS = SEG_SUMMARY[:5] + ("vol_true_ml", "vol_pred_ml", "vol_diff_ml", "vol_fp_ml", "empty")
 FILES = (
     "per_case.csv",
@@ -103,11 +104,10 @@ def build_report(
 
 def _subgroups(rows: list[dict], key: str, labels: tuple[str, ...], num_samples: int) -> dict[str, Any]:
     """Per value of one case field: cases, per-case Dice per label (mean with CI) and grade accuracy."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(group_name(r.get(key)), []).append(r)
+    names, order = group_names([r.get(key) for r in rows])
     out = {}
-    for value, members in sorted(groups.items()):
+    for value in order:
+        members = [r for r, n in zip(rows, names, strict=True) if n == value]
         right = [r.get("grade_pred") == r["grade_true"] for r in members if r.get("grade_true") is not None]
         out[value] = {
             "num_cases": len(members),
@@ -115,6 +115,21 @@ def _subgroups(rows: list[dict], key: str, labels: tuple[str, ...], num_samples:
             "grade_accuracy": float(np.mean(right)) if right else None,
         }
     return out
+
+
+def group_names(values: list[Any]) -> tuple[list[str], list[str]]:
+    """Each case's subgroup for one field, and the groups in report order: the value itself (groups sorted),
+    or for a number with more than NUM_BINS values (a slice thickness, an age) its third of the cases, named
+    by the range of the values in it (groups ascending)."""
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(nums) < len(values) or len(set(nums)) <= NUM_BINS:
+        names = [group_name(v) for v in values]
+        return names, sorted(set(names))
+    edges = np.quantile(nums, np.linspace(0, 1, NUM_BINS + 1)[1:-1])
+    bins = np.searchsorted(edges, nums, side="right").tolist()
+    span = {b: [v for v, i in zip(nums, bins, strict=True) if i == b] for b in sorted(set(bins))}
+    label = {b: f"{min(v):g}" if min(v) == max(v) else f"{min(v):g} to {max(v):g}" for b, v in span.items()}
+    return [label[b] for b in bins], list(label.values())
 
 
 def group_name(v: Any) -> str:
@@ -315,8 +330,9 @@ def _subgroup_section(subgroups: dict[str, Any]) -> list[str]:
         "## By subgroup",
         "",
         "Mean per-case Dice (95% CI) and grade accuracy within the cases that share a value of a dataset.json "
-        "field (`segkit evaluate --by FIELD`; `grade_true` is the reference grade). A group of a few cases "
-        "varies widely: read the intervals.",
+        "field (`segkit evaluate --by FIELD`; `grade_true` is the reference grade; a number with more than "
+        f"{NUM_BINS} values is cut into thirds of the cases). A group of a few cases varies widely: read the "
+        "intervals.",
         "",
     ]
     for key, groups in subgroups.items():

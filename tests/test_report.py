@@ -205,3 +205,17 @@ def test_subgroup_fields_are_the_categorical_ones_or_those_asked_for(tmp_path: P
     assert subgroup_fields(cases, ["thick", "subject"], tmp_path) == ("thick", "subject")
     with pytest.raises(InputError, match="no case of the split has field 'site'"):
         subgroup_fields(cases, ["site"], tmp_path)
+
+
+def test_a_numeric_field_is_reported_by_thirds_of_the_cases_in_ascending_order(tmp_path: Path):
+    y = [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    rows, probs = synthetic_rows(y)
+    thickness = [5.0, 1.0, 1.2, 3.0, 1.1, 1.5, 1.4, 1.3, 2.0]
+    for r, t in zip(rows, thickness, strict=True):
+        r["slice_thickness"] = t
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 50, by=("slice_thickness",))
+    groups = report["subgroups"]["slice_thickness"]
+    assert list(groups) == ["1 to 1.2", "1.3 to 1.5", "2 to 5"]
+    thick = [r["dice_liver"] for r, t in zip(rows, thickness, strict=True) if t >= 2.0]
+    assert groups["2 to 5"]["num_cases"] == 3
+    assert groups["2 to 5"]["dice"]["liver"]["mean"] == pytest.approx(np.mean(thick))
