@@ -17,7 +17,7 @@ from segkit.infer import load_model, predict_volume, write_prediction
 from segkit.measure import measure
 from segkit.metrics import segmentation_metrics
 from segkit.render import write_label_descriptions
-from segkit.report import group_name, write_evaluation
+from segkit.report import write_evaluation
 from segkit.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> t
     for key in present:
         values = [c.info.get(key) for c in cases]
         categorical = all(v is None or isinstance(v, str | bool) for v in values)
-        num_values = len({group_name(v) for v in values})
+        num_values = len(set(values))
         if categorical and 2 <= num_values <= MAX_GROUPS and num_values < len(cases):  # one per case names cases
             chosen.append(key)
     return tuple(chosen)

@@ -123,7 +123,7 @@ def group_names(values: list[Any]) -> tuple[list[str], list[str]]:
     by the range of the values in it (groups ascending)."""
     nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(nums) < len(values) or len(set(nums)) <= NUM_BINS:
-        names = [group_name(v) for v in values]
+        names = [_group_name(v) for v in values]
         return names, sorted(set(names))
     edges = np.quantile(nums, np.linspace(0, 1, NUM_BINS + 1)[1:-1])
     bins = np.searchsorted(edges, nums, side="right").tolist()
@@ -132,7 +132,7 @@ def group_names(values: list[Any]) -> tuple[list[str], list[str]]:
     return [label[b] for b in bins], list(label.values())
 
 
-def group_name(v: Any) -> str:
+def _group_name(v: Any) -> str:
     """A case field's value as a subgroup name: text as it is, anything else as JSON (true, null, 3)."""
     return v if isinstance(v, str) else json.dumps(v)
 
