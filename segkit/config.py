@@ -193,6 +193,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if tp is float:
             return float(value)  # PyYAML reads "1e-3" as a string
         if tp is str:
+            if isinstance(value, bool):  # YAML 1.1 reads off/no/false and on/yes/true as booleans
+                return "on" if value else "off"
             if not isinstance(value, str | int | float):
                 raise ValueError(value)
             return str(value)

@@ -50,6 +50,16 @@ def test_overrides_convert_by_field_type():
     assert cfg.model.encoder_weights is None
 
 
+def test_amp_off_stays_off_though_yaml_reads_off_as_false(tmp_path):
+    # `--set train.amp=off` failed with "train.amp must be auto, bf16, fp16 or off" (seen on a GPU machine)
+    assert load_config(CONFIGS / "ventricle.yaml", ["train.amp=off"]).train.amp == "off"
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  amp: off\n")
+    assert load_config(p).train.amp == "off"
+    with pytest.raises(ConfigError, match="train.amp must be auto, bf16, fp16 or off"):
+        load_config(CONFIGS / "ventricle.yaml", ["train.amp=on"])
+
+
 def test_bad_override_and_cross_field_checks_fail():
     with pytest.raises(ConfigError):
         load_config(CONFIGS / "ventricle.yaml", ["train.lr"])
