@@ -1,6 +1,6 @@
 """Benchmark of `segkit predict` (issue #12): whole-process time and memory, a phase split, two baselines.
 
-Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--parts a,b,c,d]
+Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--parts a,b,c,d,e] [--device cuda]
 
 (a) whole `segkit predict` processes: median wall time of N runs and peak RSS, on a seeded 182x218x182
     brain-like MRI (shipped ventricle model; --engine auto, i.e. ONNX Runtime, and --engine torch) and a
@@ -10,9 +10,14 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
 (c) MONAI sliding_window_inference (roi = patch size, sw_batch_size 1, overlap 0.25, constant) on the same
     2.5-D slice stacks and PyTorch model, against segkit's network on its default engine (and on PyTorch):
     Dice against segkit's mask and the time ratio;
-(d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); CUDA fp32 vs AMP;
+(d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); on CUDA fp32 vs
+    fp16 and bf16 autocast, with the largest probability change;
 (e) training: the compute bound (forward + backward + Adam on a batch in memory) against segkit's own
-    train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio.
+    train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio; how long
+    an epoch's fresh sampling worker takes to its first batch. `--device cuda` trains on the GPU: the bound
+    in fp32, fp16 and bf16, and the loop with each worker count in --workers.
+On a lent GPU machine, scripts/device_check.sh runs (d) and (e) there, with the CLI's train, predict and
+evaluate on CUDA.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
 numbers taken while something else loads the machine say little.
 """
@@ -252,26 +257,37 @@ def precision(image: Path, model: str, repeats: int) -> dict[str, Any]:
         net.cuda()
         fp32, ref = forward("cuda", None)
         amp, low = forward("cuda", torch.float16)
-        result["cuda"] = {"fp32_s": fp32, "amp_fp16_s": amp, "max_prob_diff": float((low - ref).abs().max())}
+        bf16, low_bf16 = forward("cuda", torch.bfloat16)
+        result["cuda"] = {
+            "device": torch.cuda.get_device_name(),
+            "fp32_s": fp32,
+            "amp_fp16_s": amp,
+            "amp_bf16_s": bf16,
+            "max_prob_diff": float((low - ref).abs().max()),
+            "max_prob_diff_bf16": float((low_bf16 - ref).abs().max()),
+        }
     return result
 
 
-def train_loop(data: Path | None, tmp: Path, steps: int, cases: int, rounds: int) -> dict[str, Any]:
+def train_loop(
+    data: Path | None, tmp: Path, steps: int, cases: int, rounds: int, device: str = "cpu", workers: str = ""
+) -> dict[str, Any]:
     """(e) Compute bound vs the real train loop, default ventricle config, on this process's threads.
 
-    Bound: forward + backward + Adam step on one batch already in memory. Loop: segkit's own
-    train_one_epoch on `cases` loaded training cases (slice sampling, cropping and augmentation included,
-    in worker processes where train.workers gives any; the data pool is drawn beforehand by `segkit data
-    make`). `rounds` rounds of `steps` steps each way, alternating, so a slow spell of the machine hits
-    both; the medians are reported. Then the same with torch on one thread fewer and one sampling worker
-    (train.workers=1): what a worker buys where a core is left to it. Last, the bound in torch's default
-    layout against channels_last.
+    Bound: forward + backward + Adam step on one batch already in memory (under the config's AMP, as
+    `segkit train` runs it). Loop: segkit's own train_one_epoch on `cases` loaded training cases (slice
+    sampling, cropping and augmentation included, in worker processes where train.workers gives any; the
+    data pool is drawn beforehand by `segkit data make`). `rounds` rounds of `steps` steps each way,
+    alternating, so a slow spell of the machine hits both; the medians are reported. On a CPU, then the
+    same with torch on one thread fewer and one sampling worker (train.workers=1): what a worker buys where
+    a core is left to it. On CUDA, the loop with each sampling-worker count in `workers` (how many the GPU
+    needs to be fed) and the bound under each AMP setting. Last, torch's default layout against channels_last.
     """
     import numpy as np
     import torch
 
     from segkit.allocator import tune_allocator
-    from segkit.batches import sample_batch
+    from segkit.batches import sample_batch, training_threads
     from segkit.config import load_config
     from segkit.data.msd import read_dataset
     from segkit.train import load_cases
@@ -283,23 +299,35 @@ def train_loop(data: Path | None, tmp: Path, steps: int, cases: int, rounds: int
         )
     tune_allocator()  # as `segkit train` does, for both measurements
     threads = torch.get_num_threads()
-    base = load_config(ROOT / "configs" / "ventricle.yaml", [f"train.steps_per_epoch={steps}"])
+    config = ROOT / "configs" / "ventricle.yaml"
+    base = load_config(config, [f"train.steps_per_epoch={steps}"])
     train = load_cases(read_dataset(data).split("train")[:cases], base, "bench")
-    x, y, g = sample_batch(train, base, np.random.default_rng(0), None)
+    batch = sample_batch(train, base, np.random.default_rng(0), None)
     out: dict[str, Any] = {"data": str(data), "cases_loaded": len(train), "steps": steps, "rounds": rounds}
-    out["slices_per_step"] = int(x.shape[0])
-    variants = {"inline": (threads, 0)}
-    if threads > 1:
-        variants[f"{threads - 1} threads + 1 worker"] = (threads - 1, 1)
-    for name, (num_threads, workers) in variants.items():
+    out["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    out["slices_per_step"] = int(batch[0].shape[0])
+    if device == "cuda":
+        variants = {f"{w} workers": (threads, int(w)) for w in (workers or "4,8,14").split(",")}
+        out["bound_by_amp"] = {
+            amp: _median_bound(load_config(config, [f"train.amp={amp}"]), batch, rounds, steps, device)
+            for amp in ("off", "fp16", "bf16")
+        }
+    else:
+        variants = {"inline": (threads, 0)}
+        if threads > 1:
+            variants[f"{threads - 1} threads + 1 worker"] = (threads - 1, 1)
+        rule = training_threads(base, torch.device("cpu"))  # from 6 cores: what `segkit train` does by default
+        if rule:
+            variants[f"{rule} threads + {threads - rule} workers (segkit's rule)"] = (rule, threads - rule)
+    for name, (num_threads, num_workers) in variants.items():
         torch.set_num_threads(num_threads)
-        overrides = [f"train.steps_per_epoch={steps}", f"train.workers={workers}"]
-        cfg = load_config(ROOT / "configs" / "ventricle.yaml", overrides)
-        bounds, loops = _bound_and_loop(cfg, train, (x, y, g), rounds)
+        overrides = [f"train.steps_per_epoch={steps}", f"train.workers={num_workers}"]
+        cfg = load_config(config, overrides)
+        bounds, loops = _bound_and_loop(cfg, train, batch, rounds, device)
         bound, loop = float(np.median(bounds)), float(np.median(loops))
         out[name] = {
             "threads": num_threads,
-            "workers": workers,
+            "workers": num_workers,
             "bound_s_per_step": round(bound, 4),
             "loop_s_per_step": round(loop, 4),
             "bound_slices_per_s": round(out["slices_per_step"] / bound, 1),
@@ -308,17 +336,63 @@ def train_loop(data: Path | None, tmp: Path, steps: int, cases: int, rounds: int
             "loop_over_bound_per_round": [round(b / lo, 3) for b, lo in zip(bounds, loops, strict=True)],
         }
     torch.set_num_threads(threads)
-    out["memory_format"] = memory_formats(base, (x, y, g), rounds, steps)
+    out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
+    out["memory_format"] = memory_formats(base, batch, rounds, steps, device)
     return out
 
 
-def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int) -> dict[str, Any]:
+def _epoch_start(data: Path, cases: int, device: str, rounds: int) -> float:
+    """Median seconds from asking for an epoch's batches (fresh sampling workers) to its first batch, in a
+    fresh process that has drawn no batch itself, as `segkit train`'s main process when it has workers."""
+    cmd = [sys.executable, __file__, "--epoch-start-child", str(data), str(cases), device, str(rounds)]
+    return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
+def epoch_start_child(data: str, cases: str, device: str, rounds: str) -> None:
+    """(in a fresh process) _epoch_start's measurement; the median on stdout."""
+    import torch
+
+    from segkit.batches import epoch_batches
+    from segkit.config import load_config
+    from segkit.data.msd import read_dataset
+    from segkit.train import load_cases
+
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.workers=1"])
+    train = load_cases(read_dataset(Path(data)).split("train")[: int(cases)], cfg, "bench")
+    times = []
+    for epoch in range(int(rounds)):
+        t = time.perf_counter()
+        next(epoch_batches(train, cfg, epoch, torch.device(device)))
+        times.append(time.perf_counter() - t)
+    print(statistics.median(times))
+
+
+def _median_bound(cfg: Any, batch: tuple, rounds: int, steps: int, device: str) -> float:
+    """Median seconds per step of the compute bound (a fresh model, the batch in memory)."""
+    step = _training_step(cfg, batch, None, device)[3]
+    step()  # warm-up
+    return float(statistics.median(_timed_steps(step, steps, device) for _ in range(rounds)))
+
+
+def _timed_steps(step: Any, steps: int, device: str) -> float:
+    """Seconds per step over `steps` calls of step(), the GPU's queue drained before the clock stops."""
+    import torch
+
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / steps
+
+
+def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int, device: str = "cpu") -> dict[str, Any]:
     """The compute bound in torch's default (NCHW) layout against channels_last, alternating rounds."""
     import numpy as np
     import torch
 
     steps_of = {
-        name: _training_step(cfg, batch, fmt)[3]
+        name: _training_step(cfg, batch, fmt, device)[3]
         for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last))
     }
     times: dict[str, list[float]] = {name: [] for name in steps_of}
@@ -326,58 +400,61 @@ def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int) -> dict[str,
         step()  # warm-up
     for _ in range(rounds):
         for name, step in steps_of.items():
-            t = time.perf_counter()
-            for _ in range(steps):
-                step()
-            times[name].append((time.perf_counter() - t) / steps)
+            times[name].append(_timed_steps(step, steps, device))
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"bound_s_per_step": med, "channels_last_over_contiguous": med["channels_last"] / med["contiguous"]}
 
 
-def _training_step(cfg: Any, batch: tuple, memory_format: Any = None) -> tuple[Any, Any, Any, Any]:
-    """A fresh seeded model in train mode, its optimizer and loss, and one forward + backward + Adam step on
-    the batch in memory (in the given memory format): (net, loss_fn, opt, step)."""
+def _training_step(cfg: Any, batch: tuple, memory_format: Any = None, device: str = "cpu") -> tuple[Any, Any, Any, Any]:
+    """A fresh seeded model in train mode on `device`, its optimizer and loss, and one forward + backward +
+    Adam step on the batch in memory (in the given memory format, under the config's AMP with train's
+    GradScaler): (net, loss_fn, opt, step)."""
     import torch
 
+    from segkit.forward import amp_dtype, autocast
     from segkit.losses import SegGradeLoss
     from segkit.models import build_model
     from segkit.train import _build_optimizer
 
+    dev = torch.device(device)
     fmt = memory_format or torch.contiguous_format
-    x, y, g = batch
+    x, y, g = (t.to(dev) for t in batch)
     x = x.contiguous(memory_format=fmt)
     num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
     torch.manual_seed(0)
-    net = build_model(cfg).to(memory_format=fmt)
+    net = build_model(cfg).to(dev, memory_format=fmt)
     opt, _ = _build_optimizer(net, cfg)
     loss_fn = SegGradeLoss.for_config(cfg)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype(dev, cfg.train.amp) == torch.float16)
 
     def step() -> None:
-        logits, feats = net(x)
-        total, _, _ = loss_fn(logits, y, net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch), g)
+        with autocast(dev, cfg.train.amp):
+            logits, feats = net(x)
+            grade_logits = net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
+        total, _, _ = loss_fn(logits, y, grade_logits, g)
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
 
     net.train()
     return net, loss_fn, opt, step
 
 
-def _bound_and_loop(cfg: Any, train: list, batch: tuple, rounds: int) -> tuple[list[float], list[float]]:
+def _bound_and_loop(
+    cfg: Any, train: list, batch: tuple, rounds: int, device: str = "cpu"
+) -> tuple[list[float], list[float]]:
     """Seconds per step of the compute bound (batch in memory) and of train_one_epoch, alternating rounds."""
     from segkit.train import train_one_epoch
 
     steps = cfg.train.steps_per_epoch
-    net, loss_fn, opt, step = _training_step(cfg, batch)
+    net, loss_fn, opt, step = _training_step(cfg, batch, None, device)
     step()  # warm-up
     bounds, loops = [], []
     for r in range(rounds):
+        bounds.append(_timed_steps(step, steps, device))
         t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        bounds.append((time.perf_counter() - t) / steps)
-        t = time.perf_counter()
-        train_one_epoch(net, loss_fn, opt, train, cfg, epoch=r)
+        train_one_epoch(net, loss_fn, opt, train, cfg, epoch=r)  # its loss .item() drains the GPU each step
         loops.append((time.perf_counter() - t) / steps)
     return bounds, loops
 
@@ -419,6 +496,11 @@ def table(result: dict[str, Any]) -> str:
             f"| train ({name}): compute bound / loop | {times}, "
             f"loop at {tl['loop_over_bound']:.2f} of the bound (per round {tl['loop_over_bound_per_round']}) |"
         )
+    if start := result.get("train_loop", {}).get("epoch_start_s"):
+        rows.append(f"| train: an epoch's start to its first batch (1 fresh sampling worker) | {start:.3f} s |")
+    if amps := result.get("train_loop", {}).get("bound_by_amp"):
+        values = " / ".join(f"{v:.4f}" for v in amps.values())
+        rows.append(f"| train compute bound, amp {' / '.join(amps)} | {values} s/step |")
     if mf := result.get("train_loop", {}).get("memory_format"):
         b = mf["bound_s_per_step"]
         rows.append(
@@ -442,10 +524,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="(e) training steps timed, each way")
     ap.add_argument("--cases", type=int, default=24, help="(e) training cases loaded")
     ap.add_argument("--rounds", type=int, default=5, help="(e) alternating rounds of bound and loop (medians)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(e) where the model trains")
+    ap.add_argument("--workers", default="", help="(e, cuda) sampling-worker counts to try, e.g. 4,8,14")
     ap.add_argument("--split-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--epoch-start-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.split_child:
         split_child(*args.split_child)
+        return
+    if args.epoch_start_child:
+        epoch_start_child(*args.epoch_start_child)
         return
     parts = set(args.parts.split(","))
     result: dict[str, Any] = {"machine": machine(), "models": {}, "notes": []}
@@ -482,7 +570,9 @@ def main() -> None:
         if "d" in parts:
             result["precision"] = precision(brain, model, args.repeats)
         if "e" in parts:
-            result["train_loop"] = train_loop(args.data, tmp, args.steps, args.cases, args.rounds)
+            result["train_loop"] = train_loop(
+                args.data, tmp, args.steps, args.cases, args.rounds, args.device, args.workers
+            )
     result["notes"] += [m["note"] for m in result["models"].values() if m["note"]]
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(table(result))
