@@ -281,7 +281,8 @@ def train_loop(
     alternating, so a slow spell of the machine hits both; the medians are reported. On a CPU, then the
     same with torch on one thread fewer and one sampling worker (train.workers=1): what a worker buys where
     a core is left to it. On CUDA, the loop with each sampling-worker count in `workers` (how many the GPU
-    needs to be fed) and the bound under each AMP setting. Last, torch's default layout against channels_last.
+    needs to be fed) and the bound under each AMP setting. Then the wait for an epoch's first batch from a
+    fresh worker; last, torch's default layout against channels_last.
     """
     import numpy as np
     import torch
