@@ -78,16 +78,20 @@ def slice_patch(
 
 
 class EpochBatches(torch.utils.data.IterableDataset):
-    """The train.steps_per_epoch batches of one epoch; worker w of n draws steps w, w + n, ...
+    """The train.steps_per_epoch batches of each epoch from `epoch` up to `end` (default: that one epoch),
+    in order; worker w of n draws the stream's batches w, w + n, ...
 
-    The DataLoader asks its workers in turn, so the batches arrive in step order.
+    The DataLoader asks its workers in turn, so the batches arrive in order. Batch k of an epoch comes
+    from its own seed (train.seed, epoch, k), so the stream does not depend on where it starts or on
+    the number of workers.
     """
 
-    def __init__(self, cases: list[CaseData], cfg: Config, epoch: int) -> None:
-        self.cases, self.cfg, self.epoch = cases, cfg, epoch
+    def __init__(self, cases: list[CaseData], cfg: Config, epoch: int, end: int | None = None) -> None:
+        self.cases, self.cfg = cases, cfg
+        self.epochs = range(epoch, epoch + 1 if end is None else end)
         # Built here, in the process that forks the workers: they inherit the pipelines and the libraries
-        # behind them (albumentations, cv2, MONAI's transforms), which each epoch's fresh workers would
-        # otherwise import again (~1 s before an epoch's first batch on 2 cores, the 2-D step 0.02 s on a GPU).
+        # behind them (albumentations, cv2, MONAI's transforms), which fresh workers would otherwise import
+        # again (~1 s before their first batch on 2 cores, the 2-D step 0.02 s on a GPU).
         self.aug: Any = None
         if cfg.augment.enabled:
             self.aug = build_augment_3d(cfg.augment, 0) if cfg.spatial_dims == 3 else build_augment(cfg.augment)
@@ -99,8 +103,10 @@ class EpochBatches(torch.utils.data.IterableDataset):
         three_d = cfg.spatial_dims == 3
         sample = sample_patches if three_d else sample_batch
         aug: Any = None
-        for step in range(first, cfg.train.steps_per_epoch, every):
-            rng = np.random.default_rng([cfg.train.seed, self.epoch, step])
+        per_epoch = cfg.train.steps_per_epoch
+        for index in range(first, len(self.epochs) * per_epoch, every):
+            epoch, step = self.epochs[index // per_epoch], index % per_epoch
+            rng = np.random.default_rng([cfg.train.seed, epoch, step])
             if cfg.augment.enabled:
                 seed = int(rng.integers(2**31))
                 aug = build_augment_3d(cfg.augment, seed) if three_d else seed_augment(self.aug, seed)
@@ -151,9 +157,14 @@ def num_workers(cfg: Config, device: torch.device) -> int:
     return max(0, min(MAX_WORKERS, spare))
 
 
-def epoch_batches(cases: list[CaseData], cfg: Config, epoch: int, device: torch.device) -> Iterator[Batch]:
-    """The epoch's batches in step order, from worker processes when num_workers() gives any."""
-    data = EpochBatches(cases, cfg, epoch)
+def epoch_batches(
+    cases: list[CaseData], cfg: Config, epoch: int, device: torch.device, end: int | None = None
+) -> Iterator[Batch]:
+    """The batches of epochs epoch..end-1 (default: that one epoch) in order, from worker processes when
+    num_workers() gives any. `segkit train` takes its whole run from one such stream: its workers live
+    for the run and draw the next epoch's first batches while the main process validates, where fresh
+    workers each epoch would start from nothing after it."""
+    data = EpochBatches(cases, cfg, epoch, end)
     workers = num_workers(cfg, device)
     if workers == 0:
         return iter(data)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from segkit import __version__, distributed
-from segkit.batches import epoch_batches, training_threads
+from segkit.batches import Batch, epoch_batches, training_threads
 from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
@@ -60,9 +61,16 @@ def slices_contiguous(volume: np.ndarray) -> np.ndarray:
 
 
 def train_one_epoch(
-    net: nn.Module, loss_fn: SegGradeLoss, opt: torch.optim.Optimizer, cases: list[CaseData], cfg: Config, epoch: int
+    net: nn.Module,
+    loss_fn: SegGradeLoss,
+    opt: torch.optim.Optimizer,
+    cases: list[CaseData],
+    cfg: Config,
+    epoch: int,
+    batches: Iterator[Batch] | None = None,
 ) -> dict[str, float]:
-    """One epoch of steps_per_epoch sampled batches; returns mean losses.
+    """One epoch of steps_per_epoch sampled batches, taken from `batches` (the run's stream, positioned at
+    this epoch) or drawn for this epoch alone; returns mean losses.
 
     train.cases_per_batch is the global batch. Under torchrun every rank draws that whole batch from
     the one seeded stream (as one process would), runs the network on its cases_per_batch / world_size
@@ -72,7 +80,8 @@ def train_one_epoch(
     """
     dev = next(net.parameters()).device
     torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout: same draws on resume
-    batches = epoch_batches(cases, cfg, epoch, dev)  # sampling and augmentation, in workers where cores are spare
+    if batches is None:  # sampling and augmentation, in workers where cores are spare
+        batches = epoch_batches(cases, cfg, epoch, dev)
     dtype = amp_dtype(dev, cfg.train.amp)
     scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
     num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
@@ -205,12 +214,13 @@ def _fit(
         dev,
     )
     writer = _tensorboard(run_dir) if main else None
+    batches = epoch_batches(train, cfg, state["epoch"], dev, end=cfg.train.epochs)  # one set of workers for the run
     for epoch in range(state["epoch"], cfg.train.epochs):
         if state["bad_epochs"] >= cfg.train.patience:
             break
         t0 = time.time()
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, loss_fn, opt, train, cfg, epoch))
+        row.update(train_one_epoch(model, loss_fn, opt, train, cfg, epoch, batches))
         sched.step()
         distributed.check_in_sync(net)
         if main:  # the other ranks wait in share() meanwhile
@@ -222,6 +232,7 @@ def _fit(
             _save_epoch(_checkpoint(net, opt, sched, cfg, state), run_dir, improved)
             _log_epoch(run_dir, state["history"], writer, row, improved)
         distributed.barrier()
+    del batches  # stops the sampling workers (early stopping leaves their batches unused)
     if writer is not None:
         writer.close()
     best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}

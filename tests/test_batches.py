@@ -102,10 +102,23 @@ def test_automatic_worker_count(monkeypatch):
     assert num_workers(_workers(cfg, 3), CPU) == 3
 
 
+def test_a_run_long_stream_gives_each_epochs_batches_in_order(phantom_ventricle):
+    """`segkit train` takes every epoch from one stream (its workers live for the run): from any start
+    epoch, with workers, it holds exactly the batches each epoch draws on its own."""
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.steps_per_epoch=3", "train.patch_size=[32, 32]"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    stream = list(epoch_batches(cases, _workers(cfg, 2), 2, CPU, end=5))
+    alone = [b for epoch in (2, 3, 4) for b in epoch_batches(cases, _workers(cfg, 0), epoch, CPU)]
+    assert len(stream) == len(alone) == 9
+    for a, b in zip(stream, alone, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not torch.equal(stream[0][0], stream[3][0])  # epochs differ
+
+
 def test_the_augmentation_is_built_by_the_process_that_starts_the_workers(phantom_ventricle):
     """Every epoch starts fresh workers. Built in the parent, the pipelines (and albumentations and OpenCV)
-    come with the fork; built in the workers, each epoch's imported them again before its first batch
-    (0.94 s against 0.29 s on 2 cores: scripts/bench.py --epoch-start-child)."""
+    come with the fork; built in the workers, fresh workers imported them again before their first batch
+    (0.94 s against 0.29 s on 2 cores)."""
     cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.steps_per_epoch=2", "train.patch_size=[32, 32]"])
     cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
     spatial, intensity = EpochBatches(cases, cfg, 0).aug
