@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from segkit.config import Config
-from segkit.patches import build_augment_3d, sample_patches
+from segkit.patches import build_augment_3d, sample_patches, seed_augment_3d
 from segkit.transforms import augment_hwc, build_augment, seed_augment
 from segkit.validate import CaseData
 
@@ -89,9 +89,10 @@ class EpochBatches(torch.utils.data.IterableDataset):
     def __init__(self, cases: list[CaseData], cfg: Config, epoch: int, end: int | None = None) -> None:
         self.cases, self.cfg = cases, cfg
         self.epochs = range(epoch, epoch + 1 if end is None else end)
-        # Built here, in the process that forks the workers: they inherit the pipelines and the libraries
-        # behind them (albumentations, cv2, MONAI's transforms), which fresh workers would otherwise import
-        # again (~1 s before their first batch on 2 cores, the 2-D step 0.02 s on a GPU).
+        # Built once, here, in the process that forks the workers: they inherit the pipelines and the
+        # libraries behind them (albumentations, cv2, MONAI's transforms), which fresh workers would otherwise
+        # import again (~1 s before their first batch on 2 cores, the 2-D step 0.02 s on a GPU); each step
+        # reseeds them.
         self.aug: Any = None
         if cfg.augment.enabled:
             self.aug = build_augment_3d(cfg.augment, 0) if cfg.spatial_dims == 3 else build_augment(cfg.augment)
@@ -109,7 +110,7 @@ class EpochBatches(torch.utils.data.IterableDataset):
             rng = np.random.default_rng([cfg.train.seed, epoch, step])
             if cfg.augment.enabled:
                 seed = int(rng.integers(2**31))
-                aug = build_augment_3d(cfg.augment, seed) if three_d else seed_augment(self.aug, seed)
+                aug = seed_augment_3d(self.aug, seed) if three_d else seed_augment(self.aug, seed)
             yield sample(self.cases, cfg, rng, aug)
 
 

@@ -107,5 +107,10 @@ def build_augment_3d(aug: AugmentConfig, seed: int) -> Any:
             mt.RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=aug.blur),
         ]
     )
-    pipeline.set_random_state(seed=seed % 2**32)
-    return pipeline
+    return seed_augment_3d(pipeline, seed)
+
+
+def seed_augment_3d(pipeline: Any, seed: int) -> Any:
+    """Restart a built 3-D pipeline's random streams from seed: the draws of build_augment_3d(aug, seed),
+    without building it again."""
+    return pipeline.set_random_state(seed=seed % 2**32)

@@ -14,7 +14,7 @@ from conftest import GEOMETRIES, ROOT, run_cli, write_nifti
 from segkit.config import load_config
 from segkit.errors import ConfigError
 from segkit.models import build_model
-from segkit.patches import build_augment_3d, crop_patch, sample_patches
+from segkit.patches import build_augment_3d, crop_patch, sample_patches, seed_augment_3d
 from segkit.validate import CaseData
 
 TINY_3D = [
@@ -96,6 +96,10 @@ def test_augmentation_moves_labels_with_images_and_is_seeded():
     x1, y1, _ = sample_patches(cases, cfg, np.random.default_rng(1), build_augment_3d(aug, 7))
     x2, y2, _ = sample_patches(cases, cfg, np.random.default_rng(1), build_augment_3d(aug, 7))
     assert torch.equal(x1, x2) and torch.equal(y1, y2)  # same seed, same batch
+    used = build_augment_3d(aug, 3)
+    sample_patches(cases, cfg, np.random.default_rng(0), used)
+    x3, y3, _ = sample_patches(cases, cfg, np.random.default_rng(1), seed_augment_3d(used, 7))
+    assert torch.equal(x1, x3) and torch.equal(y1, y3)  # a used pipeline reseeded draws as a fresh one
     assert set(np.unique(y1.numpy())) <= {0, 1, 2}  # labels stay labels (nearest)
     # away from label edges the warped image still shows its warped label
     agree = (x1[:, 0] - y1.float()).abs() < 0.25
