@@ -13,9 +13,10 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
 (d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); on CUDA fp32 vs
     fp16 and bf16 autocast, with the largest probability change;
 (e) training: the compute bound (forward + backward + Adam on a batch in memory) against segkit's own
-    train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio; how long
-    an epoch's fresh sampling worker takes to its first batch. `--device cuda` trains on the GPU: the bound
-    in fp32, fp16 and bf16, and the loop with each worker count in --workers.
+    train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio; the wait
+    for an epoch's first batch, from fresh sampling workers and from the run's (what `segkit train` keeps).
+    `--device cuda` trains on the GPU: the bound in fp32, fp16 and bf16, and the loop with each worker
+    count in --workers.
 On a lent GPU machine, scripts/device_check.sh runs (d) and (e) there, with the CLI's train, predict and
 evaluate on CUDA.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
@@ -282,8 +283,8 @@ def train_loop(
     alternating, so a slow spell of the machine hits both; the medians are reported. On a CPU, then the
     same with torch on one thread fewer and one sampling worker (train.workers=1): what a worker buys where
     a core is left to it. On CUDA, the loop with each sampling-worker count in `workers` (how many the GPU
-    needs to be fed) and the bound under each AMP setting. Then the wait for an epoch's first batch from a
-    fresh worker; last, torch's default layout against channels_last.
+    needs to be fed) and the bound under each AMP setting. Then the wait for an epoch's first batch (fresh
+    workers against the run's); last, torch's default layout against channels_last.
     """
     import numpy as np
     import torch
