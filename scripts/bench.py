@@ -283,8 +283,9 @@ def train_loop(
     alternating, so a slow spell of the machine hits both; the medians are reported. On a CPU, then the
     same with torch on one thread fewer and one sampling worker (train.workers=1): what a worker buys where
     a core is left to it. On CUDA, the loop with each sampling-worker count in `workers` (how many the GPU
-    needs to be fed) and the bound under each AMP setting. Then the wait for an epoch's first batch (fresh
-    workers against the run's); last, torch's default layout against channels_last.
+    needs to be fed) and the bound under each AMP setting. Then one rank's sampling time a step when 1, 2 or
+    4 ranks share the batch; the wait for an epoch's first batch (fresh workers against the run's); last,
+    torch's default layout against channels_last.
     """
     import numpy as np
     import torch
@@ -339,6 +340,7 @@ def train_loop(
             "loop_over_bound_per_round": [round(b / lo, 3) for b, lo in zip(bounds, loops, strict=True)],
         }
     torch.set_num_threads(threads)
+    out["sampling_per_rank_s"] = _sampling_per_rank(train, base, steps)
     out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
     out["memory_format"] = memory_formats(base, batch, rounds, steps, device)
     return out
@@ -386,6 +388,23 @@ def epoch_start_child(data: str, cases: str, device: str, rounds: str) -> None:
             time.sleep(0.5)  # the main process validating
         out[name] = statistics.median(times[1:])  # the first epoch also pays the one import in this process
     print(json.dumps(out))
+
+
+def _sampling_per_rank(train: list, cfg: Any, steps: int) -> dict[str, float]:
+    """Seconds a step of one rank's sampling and augmentation takes (main process, torch's threads idle) when
+    1, 2 or 4 torchrun ranks share the batch: each draws only its own cases (segkit.batches.sample_batch)."""
+    import numpy as np
+
+    from segkit.batches import EpochBatches, sample_batch
+
+    aug = EpochBatches(train, cfg, 0).aug
+    out = {}
+    for parts in (1, 2, 4):
+        t = time.perf_counter()
+        for k in range(steps):
+            sample_batch(train, cfg, np.random.default_rng([cfg.train.seed, 0, k]), aug, 0, parts)
+        out[str(parts)] = round((time.perf_counter() - t) / steps, 4)
+    return out
 
 
 def _median_bound(cfg: Any, batch: tuple, rounds: int, steps: int, device: str) -> float:
@@ -517,6 +536,9 @@ def table(result: dict[str, Any]) -> str:
             f"| train ({name}): compute bound / loop | {times}, "
             f"loop at {tl['loop_over_bound']:.2f} of the bound (per round {tl['loop_over_bound_per_round']}) |"
         )
+    if per_rank := result.get("train_loop", {}).get("sampling_per_rank_s"):
+        values = " / ".join(f"{1000 * v:.1f}" for v in per_rank.values())
+        rows.append(f"| train: one rank's sampling + augmentation a step, {' / '.join(per_rank)} ranks | {values} ms |")
     if start := result.get("train_loop", {}).get("epoch_start_s"):
         fresh, kept = start["fresh_workers_each_epoch_s"], start["run_long_workers_s"]
         rows.append(

@@ -1,9 +1,10 @@
-"""Training batches: 2-D slice sampling, and the epoch's stream of batches, drawn in worker processes
-(torch's DataLoader) where there are cores to spare.
+"""Training batches (2-D slices; 3-D patches from segkit.patches), and the epoch's stream of batches, drawn in
+worker processes (torch's DataLoader) where there are cores to spare.
 
-Step k of epoch e draws its batch from its own generator (seed, e, k), augmentation included, so the
-batches are the same whether the main process draws them or any number of workers do, and a resumed
-run draws what the uninterrupted one would have.
+Step k of epoch e draws its batch from its own generator (seed, e, k), and each case of the batch from its
+own generator seeded from that one, augmentation included, so the batches are the same whether the main
+process draws them or any number of workers do, a resumed run draws what the uninterrupted one would have,
+and each torchrun rank draws only its own cases of the batch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit import distributed
 from segkit.config import Config
-from segkit.patches import build_augment_3d, sample_patches, seed_augment_3d
+from segkit.patches import build_augment_3d, case_patches, seed_augment_3d
 from segkit.transforms import augment_hwc, build_augment, seed_augment
 from segkit.validate import CaseData
 
@@ -24,31 +26,56 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 MAX_WORKERS = 4  # a cap: each worker holds a prefetched batch or two and its own copy of the Python state
 
 
-def sample_batch(cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: tuple | None) -> Batch:
-    """B cases x S organ-stratified slices (grade + seg), then per case one random slice and
-    one slice through the small target structure (seg only: nnU-Net-style oversampling).
+def sample_batch(
+    cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: Any | None, part: int = 0, parts: int = 1
+) -> Batch:
+    """train.cases_per_batch cases (B), each with S = train.slices_per_case organ-stratified slices (grade + seg;
+    3-D: patches centred in the organ), then one random slice and one through the small target structure
+    (seg only: nnU-Net-style oversampling); augmented with `aug` (build_augment's or build_augment_3d's pipelines).
 
-    Returns x (N, C, H, W), y (N, H, W), grades (B,); the first B*S rows are grouped per case.
+    rng picks the cases and seeds one generator per case slot, which draws that case's slices, crops and
+    augmentation: part p of `parts` (a torchrun rank) draws cases [p * B / parts, (p + 1) * B / parts) alone
+    and gets exactly those rows of the whole batch (distributed.shard_rows), so no rank samples what another
+    will train on. Returns x (N, C, H, W) or (N, 1, X, Y, Z), y (N, ...), grades of the part's cases; the
+    first cases * S rows are grouped per case, then two seg-only rows per case.
     """
     t = cfg.train
     picked = rng.choice(len(cases), size=t.cases_per_batch, replace=len(cases) < t.cases_per_batch)
-    graded, extra, grades = [], [], []
-    for ci in picked:
-        c = cases[ci]
-        zs = c.organ_z if len(c.organ_z) else np.arange(c.image.shape[2])
-        # one slice from each of S equal bins across the organ: an unbiased sample of the volume
-        edges = np.linspace(0, len(zs), t.slices_per_case + 1)
-        idx = [rng.integers(int(a), max(int(a) + 1, int(b))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        graded += [(c, zs[min(int(i), len(zs) - 1)]) for i in idx]
-        targets = c.target_z if len(c.target_z) else zs
-        extra += [(c, rng.integers(0, c.image.shape[2])), (c, targets[rng.integers(0, len(targets))])]
-        grades.append(c.grade)
-    patches = [slice_patch(c, int(z), cfg.preprocess.context_slices, t.patch_size, rng) for c, z in graded + extra]
-    if aug is not None:
-        patches = [augment_hwc(x, y, aug) for x, y in patches]
-    xs, ys = zip(*patches, strict=True)
-    x_t = torch.from_numpy(np.ascontiguousarray(np.stack(xs).transpose(0, 3, 1, 2)))  # (N, C, H, W)
-    return x_t, torch.from_numpy(np.stack(ys)), torch.tensor(grades)
+    seeds = rng.integers(2**63, size=t.cases_per_batch)
+    draw, reseed = (case_patches, seed_augment_3d) if cfg.spatial_dims == 3 else (_case_slices, seed_augment)
+    share = t.cases_per_batch // parts
+    slots = range(part * share, (part + 1) * share)
+    per_case = []
+    for i in slots:
+        slot_rng = np.random.default_rng(seeds[i])
+        slot_aug = None if aug is None else reseed(aug, int(slot_rng.integers(2**31)))
+        per_case.append(draw(cases[picked[i]], cfg, slot_rng, slot_aug))
+    s = t.slices_per_case
+    rows = [r for p in per_case for r in p[:s]] + [r for p in per_case for r in p[s:]]
+    xs, ys = zip(*rows, strict=True)
+    grades = torch.tensor([cases[picked[i]].grade for i in slots])
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), grades
+
+
+def _case_slices(
+    c: CaseData, cfg: Config, rng: np.random.Generator, aug: tuple | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One case's S graded slices (one from each of S equal bins across the organ: an unbiased sample of the
+    volume), then a random slice and one through the target: (C, H, W) image and (H, W) label each."""
+    t = cfg.train
+    zs = c.organ_z if len(c.organ_z) else np.arange(c.image.shape[2])
+    edges = np.linspace(0, len(zs), t.slices_per_case + 1)
+    idx = [rng.integers(int(a), max(int(a) + 1, int(b))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    picks = [zs[min(int(i), len(zs) - 1)] for i in idx]
+    targets = c.target_z if len(c.target_z) else zs
+    picks += [rng.integers(0, c.image.shape[2]), targets[rng.integers(0, len(targets))]]
+    out = []
+    for z in picks:
+        x, y = slice_patch(c, int(z), cfg.preprocess.context_slices, t.patch_size, rng)
+        if aug is not None:
+            x, y = augment_hwc(x, y, aug)
+        out.append((x.transpose(2, 0, 1), y))
+    return out
 
 
 def slice_patch(
@@ -79,7 +106,8 @@ def slice_patch(
 
 class EpochBatches(torch.utils.data.IterableDataset):
     """The train.steps_per_epoch batches of each epoch from `epoch` up to `end` (default: that one epoch),
-    in order; worker w of n draws the stream's batches w, w + n, ...
+    in order; worker w of n draws the stream's batches w, w + n, ... Under torchrun, this rank's share of
+    each batch (sample_batch's part).
 
     The DataLoader asks its workers in turn, so the batches arrive in order. Batch k of an epoch comes
     from its own seed (train.seed, epoch, k), so the stream does not depend on where it starts or on
@@ -89,10 +117,11 @@ class EpochBatches(torch.utils.data.IterableDataset):
     def __init__(self, cases: list[CaseData], cfg: Config, epoch: int, end: int | None = None) -> None:
         self.cases, self.cfg = cases, cfg
         self.epochs = range(epoch, epoch + 1 if end is None else end)
+        self.part, self.parts = distributed.rank(), distributed.world_size()
         # Built once, here, in the process that forks the workers: they inherit the pipelines and the
         # libraries behind them (albumentations, cv2, MONAI's transforms), which fresh workers would otherwise
-        # import again (~1 s before their first batch on 2 cores, the 2-D step 0.02 s on a GPU); each step
-        # reseeds them.
+        # import again (~1 s before their first batch on 2 cores, the 2-D step 0.02 s on a GPU); each case
+        # of each batch reseeds them.
         self.aug: Any = None
         if cfg.augment.enabled:
             self.aug = build_augment_3d(cfg.augment, 0) if cfg.spatial_dims == 3 else build_augment(cfg.augment)
@@ -101,17 +130,11 @@ class EpochBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         first, every = (0, 1) if info is None else (info.id, info.num_workers)
         cfg = self.cfg
-        three_d = cfg.spatial_dims == 3
-        sample = sample_patches if three_d else sample_batch
-        aug: Any = None
         per_epoch = cfg.train.steps_per_epoch
         for index in range(first, len(self.epochs) * per_epoch, every):
             epoch, step = self.epochs[index // per_epoch], index % per_epoch
             rng = np.random.default_rng([cfg.train.seed, epoch, step])
-            if cfg.augment.enabled:
-                seed = int(rng.integers(2**31))
-                aug = seed_augment_3d(self.aug, seed) if three_d else seed_augment(self.aug, seed)
-            yield sample(self.cases, cfg, rng, aug)
+            yield sample_batch(self.cases, cfg, rng, self.aug, self.part, self.parts)
 
 
 def training_threads(cfg: Config, device: torch.device) -> int | None:

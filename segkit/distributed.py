@@ -115,9 +115,7 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.rows = x.shape[0]
-        parts = [torch.empty_like(x) for _ in range(world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
+        return _gather(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
@@ -134,19 +132,28 @@ def shard_rows(num_rows: int, num_cases: int, part: int, parts: int) -> torch.Te
     return torch.cat([graded, extra])
 
 
-def forward_shard(model: nn.Module, x: torch.Tensor, num_cases: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask logits (N, K, H, W) and slice features (N, F + K) of the whole batch x (N, C, H, W).
-
-    One process: model(x). Under torchrun this rank runs its share of the cases and the outputs of
-    all ranks are gathered back into x's row order (logits in float32, as the loss reads them).
-    """
+def forward_shard(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grades: torch.Tensor, num_cases: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This process's share of the batch (segkit.batches.sample_batch's part rank() of world_size(): its
+    cases' rows x (n, C, ...), labels y, grades) through the network. Returns the mask logits (N, K, ...), slice
+    features (N, F + K), labels and grades of the whole batch in sample_batch's row order: one process's own;
+    under torchrun every rank's, gathered (logits in float32, as the loss reads them)."""
+    logits, feats = model(x)
     if world_size() == 1:
-        return model(x)
-    rows = shard_rows(x.shape[0], num_cases, rank(), world_size())
-    logits, feats = model(x[rows.to(x.device)])
-    order = torch.cat([shard_rows(x.shape[0], num_cases, r, world_size()) for r in range(world_size())])
-    back = torch.argsort(order).to(x.device)  # gathered row -> x's row
-    return _GatherRows.apply(logits.float())[back], _GatherRows.apply(feats)[back]
+        return logits, feats, y, grades
+    rows = x.shape[0] * world_size()
+    order = torch.cat([shard_rows(rows, num_cases, r, world_size()) for r in range(world_size())])
+    back = torch.argsort(order).to(x.device)  # gathered row -> the whole batch's row
+    gathered = _GatherRows.apply(logits.float())[back], _GatherRows.apply(feats)[back]
+    return *gathered, _gather(y)[back], _gather(grades)  # ranks hold consecutive cases: grades in order
+
+
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's t (the same shape on each) concatenated along dim 0, in rank order."""
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
 
 
 def share(value: Any) -> Any:

@@ -58,7 +58,7 @@ def per_case(rows: torch.Tensor, cases: int, slices_per_case: int) -> torch.Tens
     """(N, K, ...) rows of a training batch -> (cases, K, voxels): each case's rows side by side.
 
     The batch's first rows are the graded slices (or patches), slices_per_case per case in case order, then
-    the seg-only ones, as many per case, in case order (segkit.batches.sample_batch, segkit.patches.sample_patches).
+    the seg-only ones, as many per case, in case order (segkit.batches.sample_batch, 2-D and 3-D).
     """
     graded = cases * slices_per_case
     extra = (rows.shape[0] - graded) // cases

@@ -1,9 +1,9 @@
 """3-D training batches: patches of whole volumes, foreground-oversampled, augmented with MONAI.
 
-The layout is sample_batch's (segkit.train), so the loss, the grade pooling and torchrun's sharding
-are shared: per case S grade windows centred on random organ voxels (pooled for the case's grade, as
-predict pools the sliding windows that are mostly organ), then two segmentation-only patches, one
-anywhere in the volume and one centred on the small target structure (nnU-Net's oversampling).
+The layout is sample_batch's (segkit.batches, which draws these per case), so the loss, the grade pooling
+and torchrun's sharding are shared: per case S grade windows centred on random organ voxels (pooled for the
+case's grade, as predict pools the sliding windows that are mostly organ), then two segmentation-only
+patches, one anywhere in the volume and one centred on the small target structure (nnU-Net's oversampling).
 """
 
 from __future__ import annotations
@@ -11,39 +11,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from segkit.config import AugmentConfig, Config
 from segkit.validate import CaseData
 
 
-def sample_patches(
-    cases: list[CaseData], cfg: Config, rng: np.random.Generator, aug: Any | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """B cases x (S organ-centred + 1 random + 1 target-centred) patches.
-
-    Returns x (N, 1, X, Y, Z), y (N, X, Y, Z), grades (B,); the first B*S rows are grouped per case.
-    """
+def case_patches(
+    c: CaseData, cfg: Config, rng: np.random.Generator, aug: Any | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One case's S grade windows centred on random organ voxels, then a patch anywhere and one centred on
+    the target: (1, X, Y, Z) float32 image and (X, Y, Z) uint8 label each (segkit.batches.sample_batch)."""
     t = cfg.train
     organ = [cfg.task.labels.index(n) for n in cfg.task.denominator]
     target = [cfg.task.labels.index(n) for n in cfg.task.numerator]
-    picked = rng.choice(len(cases), size=t.cases_per_batch, replace=len(cases) < t.cases_per_batch)
-    graded, extra, grades = [], [], []
-    for ci in picked:
-        c = cases[ci]
-        graded += [(c, centre) for centre in _centres(c.label, organ, t.slices_per_case, rng)]
-        extra += [(c, _anywhere(c.label.shape, rng)), (c, _centres(c.label, target, 1, rng)[0])]
-        grades.append(c.grade)
-    xs, ys = [], []
-    for c, centre in graded + extra:
+    centres = _centres(c.label, organ, t.slices_per_case, rng)
+    centres += [_anywhere(c.label.shape, rng), _centres(c.label, target, 1, rng)[0]]
+    out = []
+    for centre in centres:
         x, y = crop_patch(c.image, c.label, centre, t.patch_size)
         if aug is not None:
-            out = aug({"image": x[None], "label": y[None]})
-            x, y = np.asarray(out["image"])[0], np.asarray(out["label"])[0]
-        xs.append(np.asarray(x, dtype=np.float32))
-        ys.append(np.asarray(y).round().astype(np.uint8))
-    x_t = torch.from_numpy(np.stack(xs))[:, None]
-    return x_t, torch.from_numpy(np.stack(ys)), torch.tensor(grades)
+            moved = aug({"image": x[None], "label": y[None]})
+            x, y = np.asarray(moved["image"])[0], np.asarray(moved["label"])[0]
+        out.append((np.asarray(x, dtype=np.float32)[None], np.asarray(y).round().astype(np.uint8)))
+    return out
 
 
 def _centres(label: np.ndarray, ids: list[int], num: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -72,11 +72,11 @@ def train_one_epoch(
     """One epoch of steps_per_epoch sampled batches, taken from `batches` (the run's stream, positioned at
     this epoch) or drawn for this epoch alone; returns mean losses.
 
-    train.cases_per_batch is the global batch. Under torchrun every rank draws that whole batch from
-    the one seeded stream (as one process would), runs the network on its cases_per_batch / world_size
-    cases and computes the loss of the whole batch from the gathered outputs: the run equals the
-    1-process run up to float summation order. Each rank samples and augments the whole batch on its
-    CPU; the network's work is what is split.
+    train.cases_per_batch is the global batch. Under torchrun each rank draws its cases_per_batch /
+    world_size cases of that batch from the one seeded stream (each case from its own generator, so they
+    are the rows one process would draw), runs the network on them, and computes the loss of the whole
+    batch from the gathered outputs and labels: the run equals the 1-process run up to float summation
+    order, and sampling and augmentation are split across the ranks as the network's work is.
     """
     dev = next(net.parameters()).device
     torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout: same draws on resume
@@ -95,7 +95,8 @@ def train_one_epoch(
         x, y, g = next(batches)
         x, y, g = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), g.to(dev)
         with autocast(dev, cfg.train.amp):
-            logits, feats = distributed.forward_shard(net, x, cfg.train.cases_per_batch)  # (N, K, H, W), (N, F + K)
+            # this rank's rows in; the whole batch's logits (N, K, H, W), features (N, F + K), labels, grades out
+            logits, feats, y, g = distributed.forward_shard(net, x, y, g, cfg.train.cases_per_batch)
             grade_logits = distributed.unwrap(net).pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
         total, seg, grd = loss_fn(logits, y, grade_logits, g)
         opt.zero_grad(set_to_none=True)
