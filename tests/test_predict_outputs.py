@@ -107,3 +107,27 @@ def test_every_report_gives_its_volume_s_time_per_stage(tiny_run, tmp_path, caps
         assert list(seconds) == ["read", "preprocess", "network", "inverse", "postprocess", "write", "total"]
         assert all(v >= 0 for v in seconds.values()) and seconds["write"] > 0
         assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=2e-3)
+
+
+def test_a_folder_run_predicts_each_volume_as_a_run_of_its_own(tiny_run, tmp_path, capsys):
+    """A folder run reads the next volume while the network runs (and shares the loaded model): each case's
+    mask, grade and measurements must be those of predicting it alone (a constant volume too)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, affine in enumerate((np.diag([1.5, 1.5, 3.0, 1.0]), np.diag([-1.0, -1.2, 2.0, 1.0]), np.eye(4))):
+        write_nifti(inputs / f"v{i}.nii.gz", brain_like(shape=(24 + 4 * i, 20, 8), seed=i), affine)
+    write_nifti(inputs / "v3.nii.gz", np.full((16, 16, 6), 7.0, np.float32), np.eye(4))
+    code, _, err = run_cli(["predict", str(inputs), "--model", str(tiny_run), "--out", str(tmp_path / "all")], capsys)
+    assert code == 0, err
+    for i in range(4):
+        one = tmp_path / f"one{i}"
+        code, _, err = run_cli(
+            ["predict", str(inputs / f"v{i}.nii.gz"), "--model", str(tiny_run), "--out", str(one)], capsys
+        )
+        assert code == 0, err
+        together, alone = nib.load(tmp_path / "all" / f"v{i}_mask.nii.gz"), nib.load(one / f"v{i}_mask.nii.gz")
+        assert np.array_equal(np.asarray(together.dataobj), np.asarray(alone.dataobj))
+        assert np.allclose(together.affine, alone.affine)
+        a, b = (json.loads((d / f"v{i}_report.json").read_text()) for d in (tmp_path / "all", one))
+        for key in ("grade", "probabilities", "volumes_ml", "biomarker", "warnings"):
+            assert a[key] == b[key], (i, key)
