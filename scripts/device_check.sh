@@ -16,15 +16,7 @@ export PYTHONUNBUFFERED=1
 work=$(mktemp -d)
 real=${REAL:-data/ventricle-real/imagesTr/icbm2009a_t1.nii.gz}  # the real T1 predicted
 
-step() {  # step NAME SECONDS COMMAND...: run it under a time limit, log to OUTDIR/NAME.log
-  local name=$1 limit=$2 start rc
-  shift 2
-  start=$(date +%s%N)
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
-  rc=$?
-  printf '%-14s rc=%-3s %7.1f s\n' "$name" "$rc" "$((($(date +%s%N) - start) / 1000000))e-3" | tee -a "$out/steps.txt"
-  tail -n 4 "$out/$name.log"
-}
+source "$(dirname "$0")/step.sh"
 seg=(python3 -m segkit.cli)
 
 {

@@ -20,14 +20,7 @@ seed=${SEED:-3}
 limit=${LIMIT:-360}
 seg=(python3 -m segkit.cli)
 
-step() {  # step NAME SECONDS COMMAND...: run it under a time limit, log to OUTDIR/NAME.log
-  local name=$1 secs=$2 start rc
-  shift 2
-  start=$(date +%s%N)
-  timeout "$secs" "$@" >"$out/$name.log" 2>&1
-  rc=$?
-  printf '%-10s rc=%-3s %7.1f s\n' "$name" "$rc" "$((($(date +%s%N) - start) / 1000000))e-3" >>"$out/steps.txt"
-}
+source "$(dirname "$0")/step.sh"
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
