@@ -1,9 +1,9 @@
 """Multi-process training on torch's own engine: torchrun's process group, DDP, the sharded forward, rank 0 writes.
 
-Under `torchrun` (or `segkit train --nproc N`, which starts it) every rank draws the same global batch
-from the one seeded stream, runs the network on its own cases and gathers the outputs; every rank then
-computes the global batch's loss, so a run of N processes equals the 1-process run of the same seed up
-to the order of float sums. Without torchrun's environment every helper here is a no-op.
+Under `torchrun` (or `segkit train --nproc N`, which starts it) every rank draws its own cases of the
+global batch from the one seeded stream, runs the network on them and gathers the outputs and labels;
+every rank then computes the global batch's loss, so a run of N processes equals the 1-process run of the
+same seed up to the order of float sums. Without torchrun's environment every helper here is a no-op.
 """
 
 from __future__ import annotations
