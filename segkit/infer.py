@@ -212,7 +212,10 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
         return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [warning])
     clock = Stopwatch()
-    pre, grid = clock.time("preprocess", preprocess_image, vol.data, vol.affine, cfg)
+    try:
+        pre, grid = clock.time("preprocess", preprocess_image, vol.data, vol.affine, cfg)
+    except InputError as e:  # a header whose spacing makes the scan implausibly large: name the file
+        raise InputError(f"{vol.path}: {e}") from None
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
     mask = clock.time("inverse", probs_to_mask, probs, grid)

@@ -44,7 +44,10 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
     out = []
     for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
         img, truth = read_case(case, cfg.task.labels)
-        image, grid = preprocess_image(img.data, img.affine, cfg)
+        try:
+            image, grid = preprocess_image(img.data, img.affine, cfg)
+        except InputError as e:  # a header whose spacing makes the scan implausibly large: name the file
+            raise InputError(f"{img.path}: {e}") from None
         label = preprocess_label(truth, grid)
         image, label = slices_contiguous(image), slices_contiguous(label)
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))

@@ -15,11 +15,16 @@ import nibabel as nib
 import numpy as np
 
 from segkit.config import AugmentConfig, Config, PreprocessConfig
+from segkit.errors import InputError
 from segkit.io import voxel_sizes
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
+# The most voxels a volume may have on the model grid: 128 M holds a 2 m whole-body CT at the liver model's
+# 2.5 mm (about 50 M); beyond it the header's spacing is wrong (cm read as mm, say) and the resampled
+# volume with its class probabilities would not fit in memory (a 20 mm-spacing brain header: 2 G voxels).
+MAX_MODEL_VOXELS = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,13 @@ def plan_grid(shape: tuple[int, ...], affine: np.ndarray, pre: PreprocessConfig)
     model_shape = tuple(
         max(1, int(round(n * s / t))) for n, s, t in zip(canon_shape, canon_spacing, pre.spacing, strict=True)
     )
+    if int(np.prod(model_shape)) > MAX_MODEL_VOXELS:
+        fov = " x ".join(f"{n * s:.0f}" for n, s in zip(canon_shape, canon_spacing, strict=True))
+        raise InputError(
+            f"the header's voxel spacing ({', '.join(f'{s:g}' for s in sizes)} mm) makes the scan {fov} mm, "
+            f"{np.prod(model_shape) / 2**20:.0f} M voxels on the model's {pre.spacing[0]:g} mm grid (at most "
+            f"{MAX_MODEL_VOXELS // 2**20} M): check the spacing in the header (cm written as mm?)"
+        )
     return Grid(
         input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
         ornt=ornt,

@@ -34,6 +34,12 @@ def _break(kind: str, root: Path) -> str:
     elif kind == "label_values":
         img = nib.load(label)
         nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 7, img.affine), str(label))
+    elif kind == "spacing_in_cm":  # image and label alike: 30 mm voxels make a 1.3 G-voxel model grid
+        for path in (root / case["image"], label):
+            img = nib.load(path)
+            nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine @ np.diag([30.0, 30, 30, 1])), str(path))
+        (root / "dataset.json").write_text(json.dumps(meta))
+        return Path(case["image"]).name
     elif kind == "bad_json":
         (root / "dataset.json").write_text("{ not json")
         return "dataset.json"
@@ -44,7 +50,8 @@ def _break(kind: str, root: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    "kind", ["missing_grade", "missing_file", "label_shape", "label_affine", "label_values", "bad_json"]
+    "kind",
+    ["missing_grade", "missing_file", "label_shape", "label_affine", "label_values", "spacing_in_cm", "bad_json"],
 )
 def test_broken_dataset_is_refused_by_train_and_evaluate(kind, phantom_ventricle, tiny_run, tmp_path, capsys):
     data = _copy(phantom_ventricle, tmp_path / "data")

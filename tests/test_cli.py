@@ -83,6 +83,7 @@ def _bad_inputs(d: Path) -> dict[str, Path]:
         "all_inf": d / "inf.nii.gz",
         "singular": d / "singular.nii.gz",
         "huge_header": d / "huge.nii",
+        "spacing_in_cm": d / "cm.nii.gz",  # 40 mm voxels: 33 G voxels on a 1.5 mm grid, refused before any memory
     }
     files["zero_byte"].write_bytes(b"")
     files["text"].write_text("this is not an image\n")
@@ -98,6 +99,8 @@ def _bad_inputs(d: Path) -> dict[str, Path]:
     hdr = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
     hdr.header.set_data_shape((900, 900, 900))
     files["huge_header"].write_bytes(hdr.header.binaryblock + b"\0" * 4 + b"\1" * 64)
+    scan = np.random.default_rng(1).random((128, 128, 96)).astype(np.float32)
+    nib.save(nib.Nifti1Image(scan, np.diag([40.0, 40.0, 40.0, 1.0])), str(files["spacing_in_cm"]))
     return files
 
 
