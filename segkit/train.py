@@ -89,10 +89,10 @@ def train_one_epoch(
     scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
     num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
     net.train()
-    sums = np.zeros(3)
-    bar = tqdm(
-        range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not sys.stderr.isatty()
-    )
+    # summed on the device: a .item() each step would make the CPU wait for the GPU's queue to drain every step
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    show = sys.stderr.isatty()
+    bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not show)
     for step in bar:
         _pause_if_asked(epoch, step)
         x, y, g = next(batches)
@@ -106,9 +106,10 @@ def train_one_epoch(
         scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
-        sums += [total.item(), seg.item(), grd.item()]
-        bar.set_postfix(loss=f"{total.item():.3f}")
-    m = sums / cfg.train.steps_per_epoch
+        sums += torch.stack([total.detach(), seg.detach(), grd.detach()]).double()
+        if show and step % 10 == 0:
+            bar.set_postfix(loss=f"{total.item():.3f}")
+    m = (sums / cfg.train.steps_per_epoch).tolist()
     return {"train_loss": m[0], "train_seg_loss": m[1], "train_grade_loss": m[2]}
 
 

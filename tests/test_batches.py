@@ -202,3 +202,34 @@ def test_a_many_core_cpu_leaves_cores_to_sampling_workers(monkeypatch):
     threads["n"] = 8  # 8 of 16 logical cores (SMT): torch leaves 8 spare, workers take them as before
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert training_threads(cfg, CPU) is None and num_workers(cfg, CPU) == 4
+
+
+def test_an_epochs_losses_are_the_means_of_its_steps_losses(phantom_ventricle):
+    """train_one_epoch sums the losses on the device and reads them once: the epoch's figures must be the
+    means of the step losses computed one by one (lr 0: the weights do not move between steps)."""
+    from conftest import TINY
+
+    from segkit.losses import SegGradeLoss, grade_class_weights
+    from segkit.models import build_model
+    from segkit.train import _build_optimizer, train_one_epoch
+
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", [*TINY, "train.lr=0", "train.steps_per_epoch=3"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    opt, _ = _build_optimizer(net, cfg)
+    loss_fn = SegGradeLoss.for_config(cfg, grade_class_weights([c.grade for c in cases], len(cfg.task.grades)))
+    got = train_one_epoch(net, loss_fn, opt, cases, cfg, epoch=1)
+    torch.manual_seed(cfg.train.seed * 100_003 + 1)  # dropout's stream, as train_one_epoch seeds it
+    net.train()
+    steps = []
+    with torch.no_grad():
+        for x, y, g in epoch_batches(cases, _workers(cfg, 0), 1, CPU):
+            logits, feats = net(x)
+            grade = net.pool_grade(
+                feats[: cfg.train.cases_per_batch * cfg.train.slices_per_case], cfg.train.cases_per_batch
+            )
+            steps.append([float(v) for v in loss_fn(logits, y, grade, g)])
+    want = np.mean(steps, axis=0)
+    assert len(steps) == 3 and len({s[0] for s in steps}) == 3  # three different batches
+    assert [got["train_loss"], got["train_seg_loss"], got["train_grade_loss"]] == pytest.approx(want, rel=1e-5)
