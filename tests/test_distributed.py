@@ -63,8 +63,9 @@ def test_two_processes_train_like_one_with_the_same_seed(tiny_run, phantom_ventr
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     ref = list(csv.DictReader((tiny_run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    # Each rank draws the whole batch from the 1-process stream and runs its half of the cases; the loss is
-    # the whole batch's, so the losses agree to float32 rounding (the first step's loss is the same number).
+    # Each rank draws its half of the cases of the 1-process batch (the same rows) and runs them; the loss is
+    # the whole batch's (outputs and labels gathered), so the losses agree to float32 rounding (the first
+    # step's loss is the same number).
     for key in ("train_loss", "train_seg_loss", "train_grade_loss"):
         assert float(rows[0][key]) == pytest.approx(float(ref[0][key]), rel=1e-4), key
     # The gradients agree to ~1e-6 (float sums in another order), but Adam's first steps move each weight
