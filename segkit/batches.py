@@ -9,6 +9,7 @@ and each torchrun rank draws only its own cases of the batch.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -200,4 +201,12 @@ def epoch_batches(
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # its workers' base seed, not drawn from the global stream dropout uses
     )
-    return iter(loader)
+    # Garbage made before the fork is freed here, and what exists now is frozen out of the workers' collector:
+    # a worker that collected an inherited ONNX Runtime session ran its destructor on condition variables of
+    # threads that exist only in this process, and hung holding the GIL (seen in the test suite).
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(loader)  # forks the workers
+    finally:
+        gc.unfreeze()

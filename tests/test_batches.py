@@ -140,9 +140,9 @@ def test_a_run_long_stream_gives_each_epochs_batches_in_order(phantom_ventricle)
 
 
 def test_the_augmentation_is_built_by_the_process_that_starts_the_workers(phantom_ventricle):
-    """Every epoch starts fresh workers. Built in the parent, the pipelines (and albumentations and OpenCV)
-    come with the fork; built in the workers, fresh workers imported them again before their first batch
-    (0.94 s against 0.29 s on 2 cores)."""
+    """Workers are started per stream (each epoch's own, or one for a whole `segkit train` run). Built in the
+    parent, the pipelines (and albumentations and OpenCV) come with the fork; built in the workers, fresh
+    workers imported them again before their first batch (0.94 s against 0.29 s on 2 cores)."""
     cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.steps_per_epoch=2", "train.patch_size=[32, 32]"])
     cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
     spatial, intensity = EpochBatches(cases, cfg, 0).aug
@@ -233,3 +233,32 @@ def test_an_epochs_losses_are_the_means_of_its_steps_losses(phantom_ventricle):
     want = np.mean(steps, axis=0)
     assert len(steps) == 3 and len({s[0] for s in steps}) == 3  # three different batches
     assert [got["train_loss"], got["train_seg_loss"], got["train_grade_loss"]] == pytest.approx(want, rel=1e-5)
+
+
+def test_garbage_made_before_the_workers_start_is_collected_by_this_process(phantom_ventricle, tmp_path):
+    """A worker that collected an inherited ONNX Runtime session (garbage left by an earlier evaluation) hung in
+    its destructor holding the GIL. Garbage from before the fork must be freed in the parent, before the workers
+    exist (automatic collection is off here, so only epoch_batches can have collected it)."""
+    import gc
+    import os
+
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.steps_per_epoch=1", "train.patch_size=[32, 32]"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    marker = tmp_path / "freed_by"
+
+    class Session:  # stands for the session: its finaliser says which process ran it
+        def __del__(self) -> None:
+            marker.write_text(str(os.getpid()))
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        cycle = [Session()]
+        cycle.append(cycle)  # unreachable once dropped: only a collection frees it
+        del cycle
+        batches = epoch_batches(cases, _workers(cfg, 1), 0, CPU)
+        assert marker.read_text() == str(os.getpid())
+        assert len(list(batches)) == 1 and gc.get_freeze_count() == 0  # the parent's collector is whole again
+    finally:
+        if was_enabled:
+            gc.enable()
