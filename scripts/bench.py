@@ -132,7 +132,7 @@ def whole_process(image: Path, model: str, tmp: Path, repeats: int, extra: tuple
 
 
 # the segkit.infer functions one predict spends its time in, in order (write_prediction holds the last two)
-TIMED = ("load_model", "read_input", "preprocess_image", "predict_preprocessed", "probs_to_mask")
+TIMED = ("load_model", "read_input", "preprocess_volume", "predict_preprocessed", "probs_to_mask")
 WRITES = ("write_prediction", "write_volume", "write_overlay")
 
 
@@ -409,18 +409,17 @@ def _sampling_per_rank(train: list, cfg: Any, steps: int) -> dict[str, float]:
 
 def _median_bound(cfg: Any, batch: tuple, rounds: int, steps: int, device: str) -> float:
     """Median seconds per step of the compute bound (a fresh model, the batch in memory)."""
-    step = _training_step(cfg, batch, None, device)[3]
-    step()  # warm-up
-    return float(statistics.median(_timed_steps(step, steps, device) for _ in range(rounds)))
+    run = _training_step(cfg, batch, None, device)[3]
+    run(1)  # warm-up
+    return float(statistics.median(_timed_steps(run, steps, device) for _ in range(rounds)))
 
 
-def _timed_steps(step: Any, steps: int, device: str) -> float:
-    """Seconds per step over `steps` calls of step(), the GPU's queue drained before the clock stops."""
+def _timed_steps(run: Any, steps: int, device: str) -> float:
+    """Seconds per step of run(steps), the GPU's queue drained before the clock stops."""
     import torch
 
     t = time.perf_counter()
-    for _ in range(steps):
-        step()
+    run(steps)
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t) / steps
@@ -436,49 +435,43 @@ def memory_formats(cfg: Any, batch: tuple, rounds: int, steps: int, device: str 
         for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last))
     }
     times: dict[str, list[float]] = {name: [] for name in steps_of}
-    for step in steps_of.values():
-        step()  # warm-up
+    for run in steps_of.values():
+        run(1)  # warm-up
     for _ in range(rounds):
-        for name, step in steps_of.items():
-            times[name].append(_timed_steps(step, steps, device))
+        for name, run in steps_of.items():
+            times[name].append(_timed_steps(run, steps, device))
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"bound_s_per_step": med, "channels_last_over_contiguous": med["channels_last"] / med["contiguous"]}
 
 
 def _training_step(cfg: Any, batch: tuple, memory_format: Any = None, device: str = "cpu") -> tuple[Any, Any, Any, Any]:
-    """A fresh seeded model in train mode on `device`, its optimizer and loss, and one forward + backward +
-    Adam step on the batch in memory (in the given memory format, under the config's AMP with train's
-    GradScaler): (net, loss_fn, opt, step)."""
+    """A fresh seeded model in train mode on `device` (in the given memory format), its optimizer and loss,
+    and run(n): n steps of segkit's own train_one_epoch on the batch held in memory, no sampling: the compute
+    bound, with the loop's own per-step work (AMP and its GradScaler as configured): (net, loss_fn, opt, run)."""
+    import dataclasses
+    import itertools
+
     import torch
 
-    from segkit.forward import amp_dtype, autocast
     from segkit.losses import SegGradeLoss
     from segkit.models import build_model
-    from segkit.train import _build_optimizer
+    from segkit.train import _build_optimizer, train_one_epoch
 
     dev = torch.device(device)
     fmt = memory_format or torch.contiguous_format
     x, y, g = (t.to(dev) for t in batch)
-    x = x.contiguous(memory_format=fmt)
-    num_graded = cfg.train.cases_per_batch * cfg.train.slices_per_case
+    in_memory = (x.contiguous(memory_format=fmt), y, g)
     torch.manual_seed(0)
     net = build_model(cfg).to(dev, memory_format=fmt)
     opt, _ = _build_optimizer(net, cfg)
     loss_fn = SegGradeLoss.for_config(cfg)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype(dev, cfg.train.amp) == torch.float16)
 
-    def step() -> None:
-        with autocast(dev, cfg.train.amp):
-            logits, feats = net(x)
-            grade_logits = net.pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
-        total, _, _ = loss_fn(logits, y, grade_logits, g)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
+    def run(n: int) -> None:
+        steps = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=n))
+        train_one_epoch(net, loss_fn, opt, [], steps, epoch=0, batches=itertools.repeat(in_memory))
 
     net.train()
-    return net, loss_fn, opt, step
+    return net, loss_fn, opt, run
 
 
 def _bound_and_loop(
@@ -488,14 +481,15 @@ def _bound_and_loop(
     from segkit.train import train_one_epoch
 
     steps = cfg.train.steps_per_epoch
-    net, loss_fn, opt, step = _training_step(cfg, batch, None, device)
-    step()  # warm-up
+    net, loss_fn, opt, run = _training_step(cfg, batch, None, device)
+    run(1)  # warm-up
     bounds, loops = [], []
     for r in range(rounds):
-        bounds.append(_timed_steps(step, steps, device))
-        t = time.perf_counter()
-        train_one_epoch(net, loss_fn, opt, train, cfg, epoch=r)  # its loss .item() drains the GPU each step
-        loops.append((time.perf_counter() - t) / steps)
+        bounds.append(_timed_steps(run, steps, device))
+        # the same epoch with its batches sampled (steps_per_epoch = steps)
+        loops.append(
+            _timed_steps(lambda _n, r=r: train_one_epoch(net, loss_fn, opt, train, cfg, epoch=r), steps, device)
+        )
     return bounds, loops
 
 

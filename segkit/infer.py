@@ -45,7 +45,7 @@ from segkit.io import (
 from segkit.measure import measure
 from segkit.postprocess import apply_rules
 from segkit.render import write_label_descriptions, write_overlay
-from segkit.transforms import preprocess_image, probs_to_mask
+from segkit.transforms import preprocess_volume, probs_to_mask
 
 if TYPE_CHECKING:
     import torch
@@ -212,10 +212,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
         return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [warning])
     clock = Stopwatch()
-    try:
-        pre, grid = clock.time("preprocess", preprocess_image, vol.data, vol.affine, cfg)
-    except InputError as e:  # a header whose spacing makes the scan implausibly large: name the file
-        raise InputError(f"{vol.path}: {e}") from None
+    pre, grid = clock.time("preprocess", preprocess_volume, vol, cfg)
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
     mask = clock.time("inverse", probs_to_mask, probs, grid)

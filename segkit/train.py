@@ -31,7 +31,7 @@ from segkit.forward import amp_dtype, autocast, pick_device
 from segkit.io import atomic_write, atomic_write_text, ensure_dir
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.models import SegGrader, build_model, num_parameters
-from segkit.transforms import preprocess_image, preprocess_label
+from segkit.transforms import preprocess_label, preprocess_volume
 from segkit.validate import CaseData, evaluate, finish_run
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,7 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
     out = []
     for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
         img, truth = read_case(case, cfg.task.labels)
-        try:
-            image, grid = preprocess_image(img.data, img.affine, cfg)
-        except InputError as e:  # a header whose spacing makes the scan implausibly large: name the file
-            raise InputError(f"{img.path}: {e}") from None
+        image, grid = preprocess_volume(img, cfg)
         label = preprocess_label(truth, grid)
         image, label = slices_contiguous(image), slices_contiguous(label)
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))

@@ -16,7 +16,7 @@ import numpy as np
 
 from segkit.config import AugmentConfig, Config, PreprocessConfig
 from segkit.errors import InputError
-from segkit.io import voxel_sizes
+from segkit.io import Volume, voxel_sizes
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -171,6 +171,15 @@ def preprocess_image(data: np.ndarray, affine: np.ndarray, cfg: Config) -> tuple
     canon, _ = to_canonical(data, affine)
     resized = resize(canon.astype(np.float32, copy=False), grid.model_shape)
     return normalize(resized, cfg.task.modality, cfg.preprocess), grid
+
+
+def preprocess_volume(vol: Volume, cfg: Config) -> tuple[np.ndarray, Grid]:
+    """preprocess_image of a volume read from a file; an input error (a header whose spacing makes the scan
+    implausibly large) names the file."""
+    try:
+        return preprocess_image(vol.data, vol.affine, cfg)
+    except InputError as e:
+        raise InputError(f"{vol.path}: {e}") from None
 
 
 def preprocess_label(label: np.ndarray, grid: Grid) -> np.ndarray:
