@@ -150,7 +150,9 @@ def init_weights(net: SegGrader, model: str | Path, cfg: Config) -> dict[str, An
     """Start from another model's weights (a shipped name, run folder or .pt): fine-tuning.
 
     The network must be the same (arch, channels, labels, input channels); grade-head layers that
-    the source lacks keep their fresh initialisation. Returns what was loaded, for run.json.
+    the source lacks keep their fresh initialisation, and so do normalisation layers where the config
+    changes model.norm (instance norm keeps no parameters: batch norm starts at weight 1, bias 0 and learns
+    its running statistics). Returns what was loaded, for run.json.
     """
     ref = resolve_model(model)
     state = load_checkpoint(ref.path)
@@ -162,10 +164,23 @@ def init_weights(net: SegGrader, model: str | Path, cfg: Config) -> dict[str, An
             f"{list(src.task.labels)}) differs from this config's; fine-tune with the config it was trained with"
         )
     missing, unexpected = net.load_state_dict(state["model"], strict=False)
-    bad = [k for k in [*missing, *unexpected] if not k.startswith("grade_head.")]
+    renormed = src.model.norm != cfg.model.norm
+    bad = [
+        k
+        for k in [*missing, *unexpected]
+        if not k.startswith("grade_head.") and not (renormed and _is_norm_layer(net, k))
+    ]
     if bad:
         raise ConfigError(f"--init {model}: weights do not fit this network ({', '.join(bad[:3])})")
     return {"init": ref.name, "path": str(ref.path), "epoch": state.get("epoch"), "fresh_layers": list(missing)}
+
+
+def _is_norm_layer(net: nn.Module, key: str) -> bool:
+    """Whether a state-dict key belongs to a batch or instance normalisation layer of net."""
+    try:
+        return isinstance(net.get_submodule(key.rsplit(".", 1)[0]), nn.modules.batchnorm._NormBase)
+    except AttributeError:
+        return False
 
 
 def fit(

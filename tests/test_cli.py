@@ -12,7 +12,9 @@ import torch
 from conftest import GEOMETRIES, ROOT, TINY, run_cli, write_nifti
 
 from segkit.checkpoint import load_checkpoint
+from segkit.config import load_config
 from segkit.errors import CheckpointError
+from segkit.models import build_model
 
 
 def test_train_writes_a_complete_run(tiny_run):
@@ -172,6 +174,17 @@ def test_init_fine_tunes_from_a_run_and_refuses_another_network(tiny_run, phanto
     code, _, err = run_cli([*args, *wide, "--epochs", "1", "--out", str(other), "--init", str(tiny_run)], capsys)
     assert code == 2 and "differs from this config" in err and len(err.strip().splitlines()) == 1
     assert not (other / "best.pt").exists()
+    # batch norm from an instance-norm source (how the liver model moved to it): only the norm layers start fresh
+    bn = tmp_path / "bn"
+    code, _, err = run_cli(
+        [*args, *tiny, "--epochs", "1", "--out", str(bn), "--init", str(tiny_run), "--set", "model.norm=batch"], capsys
+    )
+    assert code == 0, err
+    fresh = json.loads((bn / "run.json").read_text())["init"]["fresh_layers"]
+    assert fresh
+    source = torch.load(tiny_run / "best.pt", weights_only=True)["model"]
+    start = build_model(load_config(ROOT / "configs/ventricle.yaml", [*TINY, "model.norm=batch"])).state_dict()
+    assert {k for k in start if k not in source and not k.endswith("num_batches_tracked")} == set(fresh)
 
 
 def test_tampered_checkpoint_is_refused(tiny_run, tmp_path):

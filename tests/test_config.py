@@ -24,6 +24,8 @@ def test_task_configs_differ_only_where_the_tasks_differ():
     # the training budget of the shipped ventricle recipe (scripts/train_shipped.sh); same optimiser and losses
     allowed |= {"train.epochs", "train.steps_per_epoch", "train.slices_per_case", "train.val_cases"}
     allowed |= {"train.monitor"}  # lesion tasks select on the pooled Dice (lesion-free val cases)
+    # CT keeps its Hounsfield units: no gamma or brightness/contrast jitter, batch norm instead of instance norm
+    allowed |= {"augment.gamma", "augment.brightness_contrast", "model.norm"}
     assert {d for d in diffs if not d.startswith("task.")} <= allowed
 
 

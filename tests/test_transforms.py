@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import GEOMETRIES
+from scipy import ndimage as ndi
 
 from segkit.config import AugmentConfig, Config, PreprocessConfig, TaskConfig
 from segkit.transforms import (
@@ -136,6 +137,35 @@ def test_intensity_augmentation_leaves_the_mask_alone():
     mask = (rng.random((32, 32)) > 0.5).astype(np.uint8)
     img, msk = augment_hwc(image, mask, build_augment(aug, seed=3))
     assert np.array_equal(msk, mask) and not np.allclose(img, image) and np.isfinite(img).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ct_training_augmentation_keeps_hounsfield_units(seed):
+    """A cyst is water (0-20 HU), a tumour denser: with the liver config's augmentation (noise and blur aside) a
+    10 HU cyst stays 10 HU and the 60 HU liver around it 60 HU, while MRI-style gamma moved them by 40+ HU."""
+    import dataclasses
+    from pathlib import Path
+
+    from segkit.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "liver-cyst.yaml")
+    hu = np.full((96, 96), 60.0, np.float32)  # liver
+    hu[:8], hu[-8:] = -150.0, 400.0  # fat and bone: the slice spans the whole window
+    yy, xx = np.mgrid[:96, :96]
+    cyst = (yy - 48) ** 2 + (xx - 48) ** 2 < 14**2
+    hu[cyst] = 10.0
+    image = np.stack([normalize(hu[..., None], "CT", cfg.preprocess)[..., 0]] * 5, axis=-1)
+    label = cyst.astype(np.uint8) * 2
+    aug = dataclasses.replace(cfg.augment, noise=0.0, blur=0.0)
+    img, msk = augment_hwc(image, label, build_augment(aug, seed=seed))
+    back = (img[..., 2] + 1) / 2 * (cfg.preprocess.window_high - cfg.preprocess.window_low) + cfg.preprocess.window_low
+    core = ndi.binary_erosion(msk == 2, iterations=3)
+    liver = ndi.binary_erosion((msk == 0) & (np.abs(back - 60) < 30), iterations=3)
+    assert core.sum() > 100 and liver.sum() > 1000
+    assert np.abs(np.median(back[core]) - 10.0) < 1.0 and np.abs(np.median(back[liver]) - 60.0) < 1.0
+    mri_style = dataclasses.replace(aug, gamma=1.0, brightness_contrast=1.0)
+    moved = [augment_hwc(image, label, build_augment(mri_style, seed=s))[0][..., 2][48, 48] for s in range(8)]
+    assert max(abs((v + 1) / 2 * 350 - 100 - 10.0) for v in moved) > 20.0  # the check can fail
 
 
 def test_augmenting_turns_opencvs_thread_pool_off():
