@@ -88,8 +88,7 @@ def model_card(f: dict, ck: dict) -> str:
         f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config "
         f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases {f['cases']} "
         f"--seed {f.get('data_seed', 0)}`, split by subject for ventricles; see the data card). Wall time on 2 CPU "
-        "cores: dataset "
-        f"{f['data_seconds']} s, training {f['train_seconds']} s.",
+        f"cores: dataset {_seconds(f['data_seconds'])}, training {_seconds(f['train_seconds'])}.",
         *_lineage(f.get("init")),
         "- Post-processing (chosen on val; segkit.validate): "
         + ", ".join(
@@ -164,6 +163,10 @@ def model_card(f: dict, ck: dict) -> str:
     return "\n".join(lines)
 
 
+def _seconds(value: int | None) -> str:
+    return "not timed" if value is None else f"{value} s"
+
+
 def _lineage(init: dict | None) -> list[str]:
     """The card line for a fine-tuned model: which weights it started from."""
     if not init:
@@ -171,8 +174,16 @@ def _lineage(init: dict | None) -> list[str]:
     return [
         f"- Fine-tuned: started from `{init['init']}` (epoch {init['epoch']}; sha256 {init.get('sha256_16', '?')}), "
         f"{init.get('about', 'the previously shipped model')}; layers new to this version started fresh: "
-        f"{', '.join(init['fresh_layers']) or 'none'}."
+        f"{_layers(init['fresh_layers'])}."
     ]
+
+
+def _layers(tensors: list[str]) -> str:
+    """The layers a list of state-dict tensor names belongs to, shortened where there are many."""
+    layers = list(dict.fromkeys(t.rsplit(".", 1)[0] for t in tensors))
+    if len(layers) <= 4:
+        return ", ".join(layers) or "none"
+    return f"{len(layers)} layers ({', '.join(layers[:2])}, ..., {layers[-1]})"
 
 
 def main() -> None:
