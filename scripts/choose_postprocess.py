@@ -1,7 +1,8 @@
 """Choose the post-processing on val for a run trained before segkit chose it itself (new runs do it at the end).
 
 Run:  .venv/bin/python scripts/choose_postprocess.py RUN_DIR DATA_DIR
-Writes eval.keep_components (and the mean val Dice of every rule tried) into RUN_DIR/best.pt.
+Writes eval.keep_components and, for CT cyst tasks, eval.cyst_max_hu (and the mean val Dice of every rule and
+limit tried) into RUN_DIR/best.pt.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from segkit.infer import load_weights
 from segkit.models import build_model
 from segkit.tasks import TASKS
 from segkit.train import load_cases
-from segkit.validate import choose_on_val
+from segkit.validate import choose_density, choose_on_val
 
 
 def main() -> None:
@@ -34,12 +35,15 @@ def main() -> None:
     load_weights(net, ck["model"], path)
     net.eval()
     val = load_cases(read_dataset(a.data).split("val"), cfg, "val")
-    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg)
+    masks: list = []
+    rules, ck["postprocess_val_dice"] = choose_on_val(net, val, cfg, masks)
     ck["config"]["eval"]["keep_components"] = list(rules)
+    choose_density(ck, masks, val, cfg, rules)
     save_checkpoint(path, ck)
     print(
         f"{path}: keep_components {list(rules)} on {len(val)} val cases; "
-        f"mean Dice per rule {ck['postprocess_val_dice']}"
+        f"mean Dice per rule {ck['postprocess_val_dice']}; eval.cyst_max_hu {ck['config']['eval'].get('cyst_max_hu')} "
+        f"(val cyst Dice per limit {ck.get('cyst_max_hu_val_dice', 'not a cyst task')})"
     )
 
 

@@ -21,7 +21,17 @@ from segkit.infer import trained_on_mirrors
 from segkit.onnx_export import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
-KEEP = ("model", "config", "epoch", "best", "history", "grade_head_refit", "postprocess_val_dice", "segkit_version")
+KEEP = (
+    "model",
+    "config",
+    "epoch",
+    "best",
+    "history",
+    "grade_head_refit",
+    "postprocess_val_dice",
+    "cyst_max_hu_val_dice",
+    "segkit_version",
+)
 
 
 def _round(v: float | None, digits: int) -> float | None:
@@ -96,7 +106,14 @@ def model_card(f: dict, ck: dict) -> str:
             for n, r in zip(cfg["task"]["labels"][1:], cfg["eval"].get("keep_components") or [], strict=False)
         )
         + (" (none chosen)" if not cfg["eval"].get("keep_components") else "")
-        + f"; mean val Dice per rule {ck.get('postprocess_val_dice', 'not measured')}. Mirror test-time "
+        + f"; mean val Dice per rule {ck.get('postprocess_val_dice', 'not measured')}"
+        + (
+            f"; cysts denser than {cfg['eval'].get('cyst_max_hu') or 'no limit'} HU (median) become tumour, mean val "
+            f"cyst Dice per limit {ck['cyst_max_hu_val_dice']}"
+            if "cyst_max_hu_val_dice" in ck
+            else ""
+        )
+        + ". Mirror test-time "
         + (
             "augmentation on by default (`--no-tta` halves the network time)."
             if cfg["eval"].get("tta")

@@ -123,6 +123,9 @@ class EvalConfig:
     # Connected-component rule per foreground label (all, largest, major; segkit.postprocess), chosen on
     # val at the end of training; () = keep everything.
     keep_components: tuple[str, ...] = ()
+    # CT tasks with cyst and tumour labels: a cyst component whose median HU is above this becomes tumour (a
+    # simple cyst is water); chosen on val at the end of training; 0 = off
+    cyst_max_hu: float = 0.0
     # 3-D models: MONAI sliding-window inference over train.patch_size windows
     window_overlap: float = 0.5  # nnU-Net's; MONAI's own default is 0.25
     window_blend: str = "gaussian"  # or "constant" (MONAI's default)
@@ -328,6 +331,8 @@ def validate(cfg: Config) -> None:
     rules = cfg.eval.keep_components
     if rules and (len(rules) != len(t.labels) - 1 or any(r not in ("all", "largest", "major") for r in rules)):
         raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")
+    if cfg.eval.cyst_max_hu and (t.modality != "CT" or not {"cyst", "tumour"} <= set(t.labels)):
+        raise ConfigError("eval.cyst_max_hu needs a CT task with cyst and tumour labels; set it to 0")
     if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
         raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")
 

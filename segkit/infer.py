@@ -43,7 +43,7 @@ from segkit.io import (
     write_volume,
 )
 from segkit.measure import measure
-from segkit.postprocess import apply_rules
+from segkit.postprocess import apply_rules, dense_cysts_to_tumour
 from segkit.render import write_label_descriptions, write_overlay
 from segkit.transforms import preprocess_volume, probs_to_mask
 
@@ -133,6 +133,8 @@ def load_model(
         "tta": cfg.eval.tta,
         "keep_components": dict(zip(cfg.task.labels[1:], _rules(cfg), strict=True)),
     }
+    if cfg.eval.cyst_max_hu:  # CT cysts denser than this (median HU) were relabelled tumour
+        info["cyst_max_hu"] = cfg.eval.cyst_max_hu
     if state.get("limits"):  # measured weaknesses a shipped model declares: every report repeats them
         info["limits"] = [str(x) for x in state["limits"]]
     return net, cfg, info
@@ -217,6 +219,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
     confidence = foreground_confidence(probs)
     mask = clock.time("inverse", probs_to_mask, probs, grid)
     mask = clock.time("postprocess", apply_rules, mask, cfg.eval.keep_components)
+    mask = clock.time("postprocess", dense_cysts_to_tumour, mask, vol.data, cfg.task.labels, cfg.eval.cyst_max_hu)
     grades = cfg.task.grades
     grade = grades[int(grade_p.argmax())]
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}

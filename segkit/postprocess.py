@@ -7,6 +7,10 @@ Rules, one per foreground label (config `eval.keep_components`, in task.labels o
            several cysts) and drop the specks
 choose_rules() picks each label's rule on validation masks; a rule other than `all` is kept only
 when it raises that label's mean val Dice by more than MIN_GAIN.
+
+CT tasks with cyst and tumour labels have one more rule (config `eval.cyst_max_hu`): a simple cyst is water
+(0-20 HU), so a component labelled cyst whose median HU is above the limit becomes tumour
+(dense_cysts_to_tumour); choose_cyst_max_hu() picks the limit on val, 0 (off) unless it raises val cyst Dice.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 RULES = ("all", "largest", "major")
 MAJOR = 0.1  # a component of at least a tenth of the largest is anatomy, not a speck
 MIN_GAIN = 0.001
+CYST_MAX_HU = (20.0, 30.0, 40.0)  # the limits choose_cyst_max_hu tries
 
 
 def keep_components(mask: np.ndarray, label: int, rule: str) -> np.ndarray:
@@ -81,3 +86,49 @@ def choose_rules(
         rules.append(best if scores[best] > scores["all"] + MIN_GAIN else "all")
         table[label] = {r: round(s, 4) for r, s in scores.items()}
     return tuple(rules), table
+
+
+def dense_cysts_to_tumour(mask: np.ndarray, hu: np.ndarray, labels: tuple[str, ...], max_hu: float) -> np.ndarray:
+    """mask with every cyst component whose median HU (hu: the image on mask's grid) is above max_hu labelled
+    tumour instead; max_hu 0 leaves it as it is. A copy when anything changes."""
+    if not max_hu:
+        return mask
+    cyst, tumour = labels.index("cyst"), labels.index("tumour")
+    inside = mask == cyst
+    if not inside.any():
+        return mask
+    from scipy import ndimage as ndi
+
+    box = _bounding_box(inside)
+    comp, n = ndi.label(inside[box])
+    medians = np.asarray(ndi.median(hu[box], comp, np.arange(1, n + 1)), dtype=np.float64)
+    dense = np.concatenate([[False], medians > max_hu])[comp]
+    if not dense.any():
+        return mask
+    out = mask.copy()
+    out[box][dense] = tumour
+    return out
+
+
+def choose_cyst_max_hu(
+    cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], labels: tuple[str, ...]
+) -> tuple[float, dict]:
+    """The cyst density limit (0: none, or one of CYST_MAX_HU) with the best mean val cyst Dice over
+    (predicted mask, true mask, HU image) val cases; a limit is kept only when it gains more than MIN_GAIN.
+    Returns the limit and the mean cyst Dice of every limit tried."""
+    from segkit.metrics import dice_per_label
+
+    cyst = labels.index("cyst")
+    scores = {
+        limit: float(
+            np.mean(
+                [
+                    dice_per_label(dense_cysts_to_tumour(p, hu, labels, limit), t, len(labels))[cyst - 1]
+                    for p, t, hu in cases
+                ]
+            )
+        )
+        for limit in (0.0, *CYST_MAX_HU)
+    }
+    best = max(scores, key=lambda k: scores[k])
+    return (best if scores[best] > scores[0.0] + MIN_GAIN else 0.0), {k: round(v, 4) for k, v in scores.items()}

@@ -18,7 +18,7 @@ from segkit.io import atomic_write_text
 from segkit.losses import grade_class_weights
 from segkit.metrics import confusion_counts, dice_from_counts
 from segkit.models import SegGrader
-from segkit.postprocess import choose_rules
+from segkit.postprocess import apply_rules, choose_cyst_max_hu, choose_rules
 from segkit.transforms import first_argmax
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ def finish_run(
     record = refit_if_better(net, spread(train, REFIT_CASES), val, cfg, masks)
     rules, ck["postprocess_val_dice"] = _choose(masks, val, cfg)
     ck["config"]["eval"]["keep_components"] = list(rules)
+    choose_density(ck, masks, val, cfg, rules)
     log.info("post-processing chosen on val: %s (mean val Dice per rule: %s)", rules, ck["postprocess_val_dice"])
     save_refit(net, ck, record, run_dir)
     return record
@@ -156,11 +157,32 @@ def refit_if_better(
     return record
 
 
-def choose_on_val(net: Network, cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
-    """Rules chosen on val cases already on the model grid."""
-    masks: list[np.ndarray] = []
+def choose_on_val(
+    net: Network, cases: list[CaseData], cfg: Config, masks: list[np.ndarray] | None = None
+) -> tuple[tuple[str, ...], dict]:
+    """Rules chosen on val cases already on the model grid; the predicted val masks are appended to masks."""
+    masks = [] if masks is None else masks
     evaluate(net, cases, cfg, masks)
     return _choose(masks, cases, cfg)
+
+
+def choose_density(
+    ck: dict[str, Any], masks: list[np.ndarray], cases: list[CaseData], cfg: Config, rules: tuple[str, ...]
+) -> None:
+    """For a CT task with cyst and tumour labels, eval.cyst_max_hu chosen on the val masks after the component
+    rules (HU from the window-normalised val images); its val cyst Dice per limit goes into the checkpoint."""
+    t = cfg.task
+    if t.modality != "CT" or not {"cyst", "tumour"} <= set(t.labels):
+        return
+    pre = cfg.preprocess
+    triples = [
+        (apply_rules(m, rules), c.label, (c.image + 1.0) / 2.0 * (pre.window_high - pre.window_low) + pre.window_low)
+        for m, c in zip(masks, cases, strict=True)
+    ]
+    limit, table = choose_cyst_max_hu(triples, t.labels)
+    ck["config"]["eval"]["cyst_max_hu"] = limit
+    ck["cyst_max_hu_val_dice"] = table
+    log.info("cyst density limit chosen on val: %s HU (mean val cyst Dice per limit: %s)", limit or "none", table)
 
 
 def _choose(masks: list[np.ndarray], cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import config_from_dict, config_to_dict
 from segkit.errors import ConfigError, InputError
 from segkit.infer import load_model, predict_preprocessed
-from segkit.postprocess import apply_rules, choose_rules, keep_components
+from segkit.postprocess import apply_rules, choose_cyst_max_hu, choose_rules, dense_cysts_to_tumour, keep_components
+from segkit.tasks import TASKS
 
 
 def two_blobs_and_a_speck() -> np.ndarray:
@@ -71,6 +73,65 @@ def test_config_refuses_unknown_rules():
     cfg = config_to_dict(config_from_dict({}))
     cfg["eval"]["keep_components"] = ["all", "biggest"]
     with pytest.raises(ConfigError, match="keep_components"):
+        config_from_dict(cfg)
+
+
+LIVER_LABELS = TASKS["liver-cyst"].labels  # background, liver, cyst, tumour
+
+
+def liver_with_two_lesions() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A liver (60 HU) holding a water cyst (10 HU) and a solid lesion (55 HU): truth labels it tumour, the
+    prediction calls both cyst. Returns predicted mask, true mask, HU."""
+    truth = np.zeros((40, 40, 20), np.uint8)
+    truth[2:38, 2:38, 2:18] = 1
+    truth[5:15, 5:15, 5:15] = 2
+    truth[22:34, 22:34, 4:16] = 3
+    hu = np.where(truth == 1, 60.0, -100.0)
+    hu[truth == 2], hu[truth == 3] = 10.0, 55.0
+    pred = truth.copy()
+    pred[pred == 3] = 2
+    return pred, truth, hu + np.random.default_rng(0).normal(0, 5, hu.shape)
+
+
+def test_cysts_denser_than_the_limit_become_tumour():
+    pred, truth, hu = liver_with_two_lesions()
+    out = dense_cysts_to_tumour(pred, hu, LIVER_LABELS, 30.0)
+    assert np.array_equal(out, truth)  # the solid lesion is tumour again, the water cyst stays cyst
+    assert dense_cysts_to_tumour(pred, hu, LIVER_LABELS, 0.0) is pred  # 0: off
+    assert np.array_equal(dense_cysts_to_tumour(pred, hu, LIVER_LABELS, 80.0), pred)  # both lighter than 80 HU
+
+
+def test_a_cyst_density_limit_is_chosen_only_where_it_raises_val_cyst_dice():
+    pred, truth, hu = liver_with_two_lesions()
+    limit, table = choose_cyst_max_hu([(pred, truth, hu)], LIVER_LABELS)
+    assert limit in (20.0, 30.0, 40.0) and table[limit] > table[0.0]
+    right = truth.copy()  # a prediction that already labels the solid lesion tumour: no limit can help
+    assert choose_cyst_max_hu([(right, truth, hu)], LIVER_LABELS)[0] == 0.0
+
+
+def test_training_chooses_the_cyst_density_limit_from_the_window_normalised_val_images():
+    from segkit.config import load_config
+    from segkit.transforms import normalize
+    from segkit.validate import CaseData, choose_density
+
+    pred, truth, hu = liver_with_two_lesions()
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(root / "liver-cyst.yaml")
+    case = CaseData("c", normalize(hu.astype(np.float32), "CT", cfg.preprocess), truth, 0, np.arange(20), np.arange(20))
+    ck = {"config": config_to_dict(cfg)}
+    choose_density(ck, [pred], [case], cfg, ("all", "all", "all"))
+    assert ck["config"]["eval"]["cyst_max_hu"] in (20.0, 30.0, 40.0)  # the lesions lie at 10 and 55 HU, noise sd 5
+    assert ck["cyst_max_hu_val_dice"][0.0] < ck["cyst_max_hu_val_dice"][ck["config"]["eval"]["cyst_max_hu"]]
+    mri = load_config(root / "ventricle.yaml")
+    ck = {"config": config_to_dict(mri)}
+    choose_density(ck, [pred], [case], mri, ("all", "all"))
+    assert ck["config"]["eval"]["cyst_max_hu"] == 0.0 and "cyst_max_hu_val_dice" not in ck
+
+
+def test_config_refuses_a_cyst_density_limit_without_ct_cysts():
+    cfg = config_to_dict(config_from_dict({}))  # the ventricle defaults: MRI, no cyst label
+    cfg["eval"]["cyst_max_hu"] = 30.0
+    with pytest.raises(ConfigError, match="cyst_max_hu"):
         config_from_dict(cfg)
 
 
