@@ -52,3 +52,24 @@ def test_shipped_ventricle_model_segments_a_real_t1_as_its_card_says(monkeypatch
     assert pred.mask.shape == t1.shape
     assert dice[1] >= card - 0.02, f"lateral-ventricle Dice {dice[1]:.3f}, model card says {card:.3f}"
     assert np.isfinite(dice).all()
+
+
+def test_shipped_liver_model_reads_the_real_ct_as_its_card_says(monkeypatch, tmp_path):
+    """The real LiTS 117 crop (tumours, no cysts): the whole liver as measured, and no tumour left called cyst
+    (eval.cyst_max_hu: before the density rule 69 mL of it was, and the mask's cyst burden graded it moderate)."""
+    from conftest import write_nifti
+
+    from segkit.data.liver import base_ct
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    net, cfg, info = load_model("liver-cyst", "cpu")
+    assert cfg.task.name == "liver-cyst" and info["kind"] == "shipped" and cfg.eval.cyst_max_hu > 0
+    figures = json.loads((SHIPPED / "liver-cyst.json").read_text())
+    real = next(e for e in figures["evaluations"] if "liver-real" in str(e["data"]))
+    card = float(real["per_case"][0]["dice_liver"])
+
+    hu, lits, affine = base_ct()
+    pred = predict_volume(net, cfg, read_volume(write_nifti(tmp_path / "ct.nii.gz", hu, affine)))
+    truth = np.where(lits == 2, 3, lits).astype(np.uint8)  # LiTS tumour -> segkit tumour
+    assert dice_per_label(pred.mask, truth, cfg.num_classes)[0] >= card - 0.02
+    assert pred.measurements["biomarker"]["grade"] == "healthy" and pred.grade == "healthy"
