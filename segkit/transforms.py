@@ -165,6 +165,13 @@ def window(x: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(t * np.float32(2.0) - np.float32(1.0), np.float32(-1.0), np.float32(1.0))
 
 
+def unwindow(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The values window() scaled to [-1, 1], back in the image's units (HU for CT); values window() clipped
+    come back as low or high."""
+    unit = (np.asarray(x, dtype=np.float32) + np.float32(1.0)) / np.float32(2.0)
+    return unit * np.float32(high - low) + np.float32(low)
+
+
 def preprocess_image(data: np.ndarray, affine: np.ndarray, cfg: Config) -> tuple[np.ndarray, Grid]:
     """Input image -> normalised volume on the model grid (X, Y, Z), and the grid to invert."""
     grid = plan_grid(data.shape, affine, cfg.preprocess)

@@ -19,7 +19,7 @@ from segkit.losses import grade_class_weights
 from segkit.metrics import confusion_counts, dice_from_counts
 from segkit.models import SegGrader
 from segkit.postprocess import apply_rules, choose_cyst_max_hu, choose_rules
-from segkit.transforms import first_argmax
+from segkit.transforms import first_argmax, unwindow
 
 log = logging.getLogger(__name__)
 REFIT_CASES = 60  # the grade-head refit reads at most this many training volumes (3-D: ~8 s each)
@@ -176,7 +176,7 @@ def choose_density(
         return
     pre = cfg.preprocess
     triples = [
-        (apply_rules(m, rules), c.label, (c.image + 1.0) / 2.0 * (pre.window_high - pre.window_low) + pre.window_low)
+        (apply_rules(m, rules), c.label, unwindow(c.image, pre.window_low, pre.window_high))
         for m, c in zip(masks, cases, strict=True)
     ]
     limit, table = choose_cyst_max_hu(triples, t.labels)

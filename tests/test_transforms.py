@@ -19,6 +19,7 @@ from segkit.transforms import (
     probs_to_mask,
     resize,
     to_canonical,
+    unwindow,
 )
 
 CFG = Config()
@@ -114,6 +115,9 @@ def test_mri_and_ct_normalisation():
         c[(ct > -100) & (ct < 250)], (ct[(ct > -100) & (ct < 250)] + 100) / 350 * 2 - 1, atol=1e-5
     )
     assert not normalize(np.full((5, 5, 5), 7.0, np.float32), "MRI", PreprocessConfig()).any()
+    inside = (ct > -100) & (ct < 250)  # unwindow undoes the CT window where it did not clip
+    assert np.allclose(unwindow(c, -100, 250)[inside], ct[inside], atol=1e-3)
+    assert unwindow(c, -100, 250)[ct >= 250].max() == pytest.approx(250)
 
 
 @pytest.mark.parametrize("seed", range(6))
