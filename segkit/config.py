@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from segkit.errors import ConfigError
+from segkit.postprocess import cyst_rule_applies
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,7 @@ def validate(cfg: Config) -> None:
     rules = cfg.eval.keep_components
     if rules and (len(rules) != len(t.labels) - 1 or any(r not in ("all", "largest", "major") for r in rules)):
         raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")
-    if cfg.eval.cyst_max_hu and (t.modality != "CT" or not {"cyst", "tumour"} <= set(t.labels)):
+    if cfg.eval.cyst_max_hu and not cyst_rule_applies(t.modality, t.labels):
         raise ConfigError("eval.cyst_max_hu needs a CT task with cyst and tumour labels; set it to 0")
     if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
         raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")

@@ -88,6 +88,11 @@ def choose_rules(
     return tuple(rules), table
 
 
+def cyst_rule_applies(modality: str, labels: tuple[str, ...]) -> bool:
+    """Whether a task can have eval.cyst_max_hu: CT (Hounsfield units) with cyst and tumour labels."""
+    return modality == "CT" and {"cyst", "tumour"} <= set(labels)
+
+
 def dense_cysts_to_tumour(mask: np.ndarray, hu: np.ndarray, labels: tuple[str, ...], max_hu: float) -> np.ndarray:
     """mask with every cyst component whose median HU (hu: the image on mask's grid) is above max_hu labelled
     tumour instead; max_hu 0 leaves it as it is. A copy when anything changes."""

@@ -18,7 +18,7 @@ from segkit.io import atomic_write_text
 from segkit.losses import grade_class_weights
 from segkit.metrics import confusion_counts, dice_from_counts
 from segkit.models import SegGrader
-from segkit.postprocess import apply_rules, choose_cyst_max_hu, choose_rules
+from segkit.postprocess import apply_rules, choose_cyst_max_hu, choose_rules, cyst_rule_applies
 from segkit.transforms import first_argmax, unwindow
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def choose_density(
     """For a CT task with cyst and tumour labels, eval.cyst_max_hu chosen on the val masks after the component
     rules (HU from the window-normalised val images); its val cyst Dice per limit goes into the checkpoint."""
     t = cfg.task
-    if t.modality != "CT" or not {"cyst", "tumour"} <= set(t.labels):
+    if not cyst_rule_applies(t.modality, t.labels):
         return
     pre = cfg.preprocess
     triples = [
