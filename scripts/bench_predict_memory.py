@@ -1,7 +1,8 @@
 """Benchmark: peak RSS and wall time of `segkit predict` on a CT-sized 512x512x300 volume (CPU).
 
-Usage: .venv/bin/python scripts/bench_predict_memory.py [--shape 512 512 300] [--model RUN_OR_PT]
-Without --model an untrained liver-cyst network is saved (weights do not change memory or time).
+Usage: .venv/bin/python scripts/bench_predict_memory.py [--shape 512 512 300] [--model RUN_OR_PT] [--probabilities]
+Without --model an untrained liver-cyst network is saved (weights do not change memory or time);
+--probabilities times predict with its 4-D probability map written too.
 Goal (issue: hardening): peak RSS under 3 GiB.
 """
 
@@ -26,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
     ap.add_argument("--model", default=None)
+    ap.add_argument("--probabilities", action="store_true", help="predict --probabilities")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -46,6 +48,7 @@ def main() -> None:
             model,
             "--out",
             str(t / "out"),
+            *(["--probabilities"] if args.probabilities else []),
         ]
         t0 = time.time()
         subprocess.run(cmd, check=True, env=env)

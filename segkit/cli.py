@@ -156,11 +156,18 @@ def predict(
     engine: EngineOption = "auto",
     tta: TtaOption = None,
     set_: SetOption = None,
+    probabilities: Annotated[
+        bool,
+        typer.Option(
+            "--probabilities",
+            help="Also write <name>_probabilities.nii.gz: each label's probability on the input grid (4-D).",
+        ),
+    ] = False,
 ) -> None:
     """Mask (input's shape and affine), grade with probabilities, volumes and burden, overlay; warnings."""
     from segkit.infer import predict_paths
 
-    reports, failed = predict_paths(path, model, out, device, series, engine, tta, set_)
+    reports, failed = predict_paths(path, model, out, device, series, engine, tta, set_, probabilities)
     used = reports[0]["model"]
     _say(f"model: {used['kind']} {used['name']} ({used['checkpoint']}; {used['engine']})")
     for r in reports:

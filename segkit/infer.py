@@ -45,7 +45,7 @@ from segkit.io import (
 from segkit.measure import measure
 from segkit.postprocess import apply_rules, dense_cysts_to_tumour
 from segkit.render import write_label_descriptions, write_overlay
-from segkit.transforms import preprocess_volume, probs_to_mask
+from segkit.transforms import preprocess_volume, probs_to_mask, probs_to_mask_and_map
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +69,7 @@ class Prediction:
     measurements: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage, for the report
+    prob_map: np.ndarray | None = None  # (X, Y, Z, K) uint8 class probabilities x 255 on the input grid, if asked
 
 
 def shipped_model_for(image: np.ndarray) -> str:
@@ -207,8 +208,9 @@ def load_weights(net: SegGrader, weights: dict[str, torch.Tensor], path: Path) -
             params[k].zero_()
 
 
-def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
-    """Predict one volume: mask on its own grid, grade, measurements, and warnings when unsure."""
+def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = False) -> Prediction:
+    """Predict one volume: mask on its own grid, grade, measurements, and warnings when unsure; prob_map: also
+    the network's class probabilities on the input grid (before post-processing; none for a constant volume)."""
     if float(vol.data.max()) == float(vol.data.min()):
         warning = "constant volume: no image content, mask left empty and no grade given"
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
@@ -217,7 +219,11 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
     pre, grid = clock.time("preprocess", preprocess_volume, vol, cfg)
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
-    mask = clock.time("inverse", probs_to_mask, probs, grid)
+    probs_map = None
+    if prob_map:
+        mask, probs_map = clock.time("inverse", probs_to_mask_and_map, probs, grid)
+    else:
+        mask = clock.time("inverse", probs_to_mask, probs, grid)
     mask = clock.time("postprocess", apply_rules, mask, cfg.eval.keep_components)
     mask = clock.time("postprocess", dense_cysts_to_tumour, mask, vol.data, cfg.task.labels, cfg.eval.cyst_max_hu)
     grades = cfg.task.grades
@@ -231,7 +237,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume) -> Prediction:
         *confidence_warnings(confidence, cfg.eval.min_confidence_fg),
         *grade_warnings(grade, probs_d, m["biomarker"], cfg.eval.low_confidence),
     ]
-    return Prediction(mask, grade, probs_d, m, warnings, clock.seconds)
+    return Prediction(mask, grade, probs_d, m, warnings, clock.seconds, probs_map)
 
 
 class Stopwatch:
@@ -280,12 +286,14 @@ def input_name(path: Path, series: str | None = None) -> str:
 def write_prediction(
     pred: Prediction, vol: Volume, out: Path, cfg: Config, info: dict[str, Any], name: str | None = None
 ) -> dict[str, Any]:
-    """Write <name>_mask.nii.gz, _report.json and _overlay.png as one set (all or none); return the report."""
+    """Write <name>_mask.nii.gz, _report.json, _overlay.png and, where the prediction holds one,
+    _probabilities.nii.gz as one set (all or none); return the report."""
     name = name or input_name(vol.path)
     mask_path = out / f"{name}_mask.nii.gz"
     report_path = out / f"{name}_report.json"
     overlay_path = out / f"{name}_overlay.png"
-    for p in (mask_path, report_path, overlay_path):
+    map_path = out / f"{name}_probabilities.nii.gz"
+    for p in (mask_path, report_path, overlay_path, map_path):
         check_not_input(p, [vol.path])
     report = {
         "input": str(vol.path.resolve()),
@@ -312,22 +320,23 @@ def write_prediction(
         title += f"  ({bio['name']} {bio['value']:.4f})"
     labels = cfg.task.labels
     clock = Stopwatch()
+    writes = [
+        (mask_path, lambda t: clock.time("write", write_volume, t, pred.mask, vol.affine, vol.header)),
+        (overlay_path, lambda t: clock.time("write", write_overlay, vol.data, pred.mask, vol.affine, labels, t, title)),
+    ]
+    if pred.prob_map is not None:  # 4-D: the input's grid, then one volume per label in `labels` order
+        report["probability_map"] = map_path.name
+        prob_map = pred.prob_map
+        writes.append(
+            (map_path, lambda t: clock.time("write", write_volume, t, prob_map, vol.affine, vol.header, 1 / 255))
+        )
 
     def report_text() -> str:  # written last, so it holds the time spent writing the others
         report["seconds"] = {**pred.seconds, **clock.seconds}
         report["seconds"]["total"] = round(sum(report["seconds"].values()), 3)
         return json.dumps(report, indent=2)
 
-    write_all(  # the report last: export reads a case by its report
-        [
-            (mask_path, lambda t: clock.time("write", write_volume, t, pred.mask, vol.affine, vol.header)),
-            (
-                overlay_path,
-                lambda t: clock.time("write", write_overlay, vol.data, pred.mask, vol.affine, labels, t, title),
-            ),
-            (report_path, lambda t: atomic_write_text(t, report_text())),
-        ]
-    )
+    write_all([*writes, (report_path, lambda t: atomic_write_text(t, report_text()))])  # report last: export reads it
     return report
 
 
@@ -340,8 +349,10 @@ def predict_paths(
     engine: str = "auto",
     tta: bool | None = None,
     settings: list[str] | None = None,
+    prob_map: bool = False,
 ) -> tuple[list[dict[str, Any]], SegkitError | None]:
-    """segkit predict: every input volume (or DICOM series) -> mask, report, overlay in `out` (model None: shipped).
+    """segkit predict: every input volume (or DICOM series) -> mask, report, overlay (prob_map: and the class
+    probabilities) in `out` (model None: shipped).
 
     Each case's files land together or not at all. A folder run goes on past a case that fails (one logged
     line each) and returns the error that names them with the reports; a single input's error is raised.
@@ -370,7 +381,7 @@ def predict_paths(
                 pending = reader.submit(_read_timed, readable[i + 1], series, cache)
             try:
                 vol, read_s = this.result()
-                pred = predict_volume(net, cfg, vol)
+                pred = predict_volume(net, cfg, vol, prob_map)
                 pred.seconds = {"read": read_s, **pred.seconds}
                 ensure_dir(out)  # only once a case is ready: a run whose every input fails leaves no folder
                 reports.append(write_prediction(pred, vol, out, cfg, info, names[f]))

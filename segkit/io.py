@@ -254,8 +254,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(Path(path), lambda t: t.write_bytes(data))
 
 
-def write_volume(path: Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> None:
-    """Write a NIfTI volume atomically, keeping the reference header's qform/sform codes."""
+def write_volume(
+    path: Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None, slope: float = 1.0
+) -> None:
+    """Write a NIfTI volume atomically, keeping the reference header's qform/sform codes; readers multiply the
+    stored values by slope (a probability map stores 0-255 with slope 1/255)."""
     data = np.asarray(data)
     if header is not None:
         hdr = header.copy()
@@ -266,11 +269,11 @@ def write_volume(path: Path, data: np.ndarray, affine: np.ndarray, header: nib.N
         scode = int(header["sform_code"]) or 1
         img.set_qform(affine, code=qcode)
         img.set_sform(affine, code=scode)
-        img.header.set_slope_inter(1.0, 0.0)
     else:
         img = nib.Nifti1Image(data, affine)
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
+    img.header.set_slope_inter(slope, 0.0)
     img.header.set_xyzt_units("mm")
     atomic_write(Path(path), lambda t: nib.save(img, str(t)))
 

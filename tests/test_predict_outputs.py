@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_cli, write_nifti
+from conftest import GEOMETRIES, rotation, run_cli, write_nifti
 
 import segkit.infer
 from segkit.errors import OutputError
@@ -131,3 +131,34 @@ def test_a_folder_run_predicts_each_volume_as_a_run_of_its_own(tiny_run, tmp_pat
         a, b = (json.loads((d / f"v{i}_report.json").read_text()) for d in (tmp_path / "all", one))
         for key in ("grade", "probabilities", "volumes_ml", "biomarker", "warnings"):
             assert a[key] == b[key], (i, key)
+
+
+OBLIQUE_LPS = np.eye(4)
+OBLIQUE_LPS[:3, :3] = rotation(2, 25) @ rotation(0, 10) @ np.diag([-1.2, -1.1, 3.0])  # L and P flipped, oblique
+OBLIQUE_LPS[:3, 3] = [10.0, -20.0, 30.0]
+
+
+@pytest.mark.parametrize("affine", [GEOMETRIES["LPS"], OBLIQUE_LPS], ids=["LPS", "oblique-LPS"])
+def test_probability_map_keeps_the_input_grid_and_agrees_with_the_mask(tiny_run, tmp_path, capsys, affine):
+    src = write_nifti(tmp_path / "x.nii.gz", brain_like((26, 22, 9)), affine)
+    out = tmp_path / "out"
+    args = ["predict", str(src), "--model", str(tiny_run), "--out", str(out), "--probabilities"]
+    code, _, err = run_cli([*args, "--set", "eval.keep_components=[]"], capsys)  # no post-processing: pure argmax
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == case_files("x") | {"x_probabilities.nii.gz"} | LABEL_FILES
+    report = json.loads((out / "x_report.json").read_text())
+    assert report["probability_map"] == "x_probabilities.nii.gz" and list(report["labels"].values()) == [
+        "background",
+        "brain",
+        "lateral_ventricles",
+    ]
+    img = nib.load(out / "x_probabilities.nii.gz")
+    assert img.shape == (26, 22, 9, 3) and img.get_data_dtype() == np.uint8
+    assert np.allclose(img.affine, affine, atol=1e-5) and int(img.header["sform_code"]) > 0
+    probs = img.get_fdata()  # the stored 0-255 times the header's slope, 1/255
+    assert probs.min() >= 0 and probs.max() <= 1 + 1e-6 and np.abs(probs.sum(-1) - 1).max() <= 1.5 / 255 + 1e-6
+    mask = np.asarray(nib.load(out / "x_mask.nii.gz").dataobj)
+    top2 = np.sort(probs, -1)
+    clear = top2[..., -1] - top2[..., -2] > 1.5 / 255  # no tie left after rounding
+    assert len(np.unique(mask)) > 1 and clear.mean() > 0.9
+    assert np.array_equal(probs.argmax(-1)[clear], mask[clear])

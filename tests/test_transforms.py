@@ -17,6 +17,7 @@ from segkit.transforms import (
     preprocess_image,
     preprocess_label,
     probs_to_mask,
+    probs_to_mask_and_map,
     resize,
     to_canonical,
     unwindow,
@@ -42,6 +43,20 @@ def test_resample_then_inverse_restores_the_input_grid(name):
     assert mask.shape == shape and mask.dtype == np.uint8
     full = resize(probs, grid.canonical_shape)
     assert np.array_equal(mask, from_canonical(full.argmax(0).astype(np.uint8), grid.ornt))
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_probability_map_holds_the_resampled_probabilities_behind_the_mask(name):
+    shape = (30, 26, 14)
+    grid = plan_grid(shape, GEOMETRIES[name], CFG.preprocess)
+    probs = torch.softmax(3 * torch.randn(3, *grid.model_shape), 0).numpy()
+    mask, prob_map = probs_to_mask_and_map(probs, grid, slab=7)
+    assert np.array_equal(mask, probs_to_mask(probs, grid))
+    assert prob_map.shape == (*shape, 3) and prob_map.dtype == np.uint8  # the input's own axes, then the labels
+    full = np.stack([from_canonical(p, grid.ornt) for p in resize(probs, grid.canonical_shape)], axis=-1)
+    assert np.abs(prob_map / 255.0 - full).max() <= 0.5 / 255 + 1e-6  # rounded to the nearest 1/255
+    clear = full.max(-1) - np.sort(full, -1)[..., -2] > 1 / 255  # no tie left after rounding
+    assert clear.mean() > 0.9 and np.array_equal(prob_map.argmax(-1)[clear], mask[clear])
 
 
 @pytest.mark.parametrize(("src", "dst"), [((30, 26, 14), (20, 39, 14)), ((9, 64, 5), (31, 17, 12))])
