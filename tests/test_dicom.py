@@ -114,10 +114,12 @@ def test_folder_with_two_series_lists_them_and_series_picks_one(tiny_run, tmp_pa
     assert not out.exists()
     code, _, err = run_cli([*args, "--series", "1.2.3.4"], capsys)
     assert code == 2 and "no series with SeriesInstanceUID 1.2.3.4" in err and uids["venous"] in err, err
-    code, stdout, err = run_cli([*args, "--series", uids["venous"]], capsys)
+    code, stdout, err = run_cli([*args, "--series", uids["venous"], "--probabilities"], capsys)
     assert code == 0, err
     name = f"study_{uids['venous']}"
-    assert nib.load(out / f"{name}_mask.nii.gz").shape == (20, 18, 6)
+    mask, prob_map = nib.load(out / f"{name}_mask.nii.gz"), nib.load(out / f"{name}_probabilities.nii.gz")
+    assert mask.shape == (20, 18, 6) and prob_map.shape == (20, 18, 6, 3)  # a series has no NIfTI header to copy
+    assert np.allclose(prob_map.affine, mask.affine) and int(prob_map.header["sform_code"]) > 0
     report = json.loads((out / f"{name}_report.json").read_text())
     assert report["series_uid"] == uids["venous"] and (out / f"{name}_overlay.png").is_file()
     nifti = out / f"{name}_mask.nii.gz"
