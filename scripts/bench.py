@@ -6,7 +6,7 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
     brain-like MRI (shipped ventricle model; --engine auto, i.e. ONNX Runtime, and --engine torch) and a
     512x512x300 CT-like volume (shipped liver-cyst model);
 (b) one predict split into start-up (imports), model load, read, preprocess, network (predict_preprocessed),
-    inverse (probs_to_mask), write (mask, overlay, report), timed around the real functions in a fresh process;
+    inverse (invert_probs), write (mask, overlay, report), timed around the real functions in a fresh process;
 (c) MONAI sliding_window_inference (roi = patch size, sw_batch_size 1, overlap 0.25, constant) on the same
     2.5-D slice stacks and PyTorch model, against segkit's network on its default engine (and on PyTorch):
     Dice against segkit's mask and the time ratio;
@@ -132,7 +132,7 @@ def whole_process(image: Path, model: str, tmp: Path, repeats: int, extra: tuple
 
 
 # the segkit.infer functions one predict spends its time in, in order (write_prediction holds the last two)
-TIMED = ("load_model", "read_input", "preprocess_volume", "predict_preprocessed", "probs_to_mask")
+TIMED = ("load_model", "read_input", "preprocess_volume", "predict_preprocessed", "invert_probs")
 WRITES = ("write_prediction", "write_volume", "write_overlay")
 
 

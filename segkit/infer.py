@@ -45,7 +45,7 @@ from segkit.io import (
 from segkit.measure import measure
 from segkit.postprocess import apply_rules, dense_cysts_to_tumour
 from segkit.render import write_label_descriptions, write_overlay
-from segkit.transforms import preprocess_volume, probs_to_mask, probs_to_mask_and_map
+from segkit.transforms import invert_probs, preprocess_volume
 
 if TYPE_CHECKING:
     import torch
@@ -219,11 +219,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     pre, grid = clock.time("preprocess", preprocess_volume, vol, cfg)
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
-    probs_map = None
-    if prob_map:
-        mask, probs_map = clock.time("inverse", probs_to_mask_and_map, probs, grid)
-    else:
-        mask = clock.time("inverse", probs_to_mask, probs, grid)
+    mask, probs_map = clock.time("inverse", invert_probs, probs, grid, prob_map)
     mask = clock.time("postprocess", apply_rules, mask, cfg.eval.keep_components)
     mask = clock.time("postprocess", dense_cysts_to_tumour, mask, vol.data, cfg.task.labels, cfg.eval.cyst_max_hu)
     grades = cfg.task.grades

@@ -98,15 +98,28 @@ def dense_cysts_to_tumour(mask: np.ndarray, hu: np.ndarray, labels: tuple[str, .
     tumour instead; max_hu 0 leaves it as it is. A copy when anything changes."""
     if not max_hu:
         return mask
-    cyst, tumour = labels.index("cyst"), labels.index("tumour")
+    return _relabel_dense(mask, _cyst_components(mask, hu, labels.index("cyst")), max_hu, labels.index("tumour"))
+
+
+CystParts = tuple[tuple[slice, ...], np.ndarray, np.ndarray]  # bounding box, component labels in it, median HU each
+
+
+def _cyst_components(mask: np.ndarray, hu: np.ndarray, cyst: int) -> CystParts | None:
     inside = mask == cyst
     if not inside.any():
-        return mask
+        return None
     from scipy import ndimage as ndi
 
     box = _bounding_box(inside)
     comp, n = ndi.label(inside[box])
     medians = np.asarray(ndi.median(hu[box], comp, np.arange(1, n + 1)), dtype=np.float64)
+    return box, comp, medians
+
+
+def _relabel_dense(mask: np.ndarray, parts: CystParts | None, max_hu: float, tumour: int) -> np.ndarray:
+    if parts is None or not max_hu:
+        return mask
+    box, comp, medians = parts
     dense = np.concatenate([[False], medians > max_hu])[comp]
     if not dense.any():
         return mask
@@ -123,13 +136,14 @@ def choose_cyst_max_hu(
     Returns the limit and the mean cyst Dice of every limit tried."""
     from segkit.metrics import dice_per_label
 
-    cyst = labels.index("cyst")
+    cyst, tumour = labels.index("cyst"), labels.index("tumour")
+    parts = [_cyst_components(p, hu, cyst) for p, _, hu in cases]  # once per case, whatever the limit
     scores = {
         limit: float(
             np.mean(
                 [
-                    dice_per_label(dense_cysts_to_tumour(p, hu, labels, limit), t, len(labels))[cyst - 1]
-                    for p, t, hu in cases
+                    dice_per_label(_relabel_dense(p, part, limit, tumour), t, len(labels))[cyst - 1]
+                    for (p, t, _), part in zip(cases, parts, strict=True)
                 ]
             )
         )

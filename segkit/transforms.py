@@ -201,19 +201,12 @@ def probs_to_mask(probs: np.ndarray, grid: Grid, slab: int = 32) -> np.ndarray:
     Equal to a whole-volume resize then argmax, computed slab by slab along x so peak memory stays
     low on CT-sized volumes.
     """
-    return _invert(probs, grid, slab, keep_map=False)[0]
+    return invert_probs(probs, grid, keep_map=False, slab=slab)[0]
 
 
-def probs_to_mask_and_map(probs: np.ndarray, grid: Grid, slab: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """probs_to_mask's mask and, from the same resampling, the probability map on the input grid:
-    (X, Y, Z, K) uint8 in steps of 1/255 (a quarter of float32's memory: 0.3 GB for a 512x512x300 CT's
-    four classes)."""
-    mask, prob_map = _invert(probs, grid, slab, keep_map=True)
-    assert prob_map is not None
-    return mask, prob_map
-
-
-def _invert(probs: np.ndarray, grid: Grid, slab: int, keep_map: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def invert_probs(probs: np.ndarray, grid: Grid, keep_map: bool, slab: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """probs_to_mask's mask and, with keep_map, the probability map from the same resampling: (X, Y, Z, K) uint8
+    on the input grid in steps of 1/255 (a quarter of float32's memory: 0.3 GB for a 512x512x300 CT's 4 classes)."""
     kx, cx = grid.model_shape[0], grid.canonical_shape[0]
     mask = np.empty(grid.canonical_shape, dtype=np.uint8)
     kept = np.empty((*grid.canonical_shape, probs.shape[0]), dtype=np.uint8) if keep_map else None

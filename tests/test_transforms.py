@@ -12,12 +12,12 @@ from segkit.transforms import (
     build_augment,
     first_argmax,
     from_canonical,
+    invert_probs,
     normalize,
     plan_grid,
     preprocess_image,
     preprocess_label,
     probs_to_mask,
-    probs_to_mask_and_map,
     resize,
     to_canonical,
     unwindow,
@@ -50,7 +50,8 @@ def test_probability_map_holds_the_resampled_probabilities_behind_the_mask(name)
     shape = (30, 26, 14)
     grid = plan_grid(shape, GEOMETRIES[name], CFG.preprocess)
     probs = torch.softmax(3 * torch.randn(3, *grid.model_shape), 0).numpy()
-    mask, prob_map = probs_to_mask_and_map(probs, grid, slab=7)
+    mask, prob_map = invert_probs(probs, grid, keep_map=True, slab=7)
+    assert prob_map is not None
     assert np.array_equal(mask, probs_to_mask(probs, grid))
     assert prob_map.shape == (*shape, 3) and prob_map.dtype == np.uint8  # the input's own axes, then the labels
     full = np.stack([from_canonical(p, grid.ornt) for p in resize(probs, grid.canonical_shape)], axis=-1)
