@@ -166,7 +166,8 @@ def model_card(f: dict, ck: dict) -> str:
         "",
         f"Val grade accuracy of the jointly trained head: {_fmt(refit.get('val_grade_acc_before'))} "
         f"(val grade loss {_fmt(refit.get('val_grade_loss_before'))}; ln 3 = 1.099 is chance). After the post-hoc "
-        f"refit on {refit.get('train_volumes')} whole training volumes: {_fmt(refit.get('val_grade_acc_after'))} "
+        f"refit on {refit.get('train_volumes')} whole training volumes{_refit_data(refit)}: "
+        f"{_fmt(refit.get('val_grade_acc_after'))} "
         f"(loss {_fmt(refit.get('val_grade_loss_after'))}); the refit was "
         f"{'kept' if refit.get('kept') else 'discarded'} (kept only when it lowers the val grade loss).",
         "",
@@ -178,6 +179,12 @@ def model_card(f: dict, ck: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _refit_data(refit: dict) -> str:
+    """Where scripts/refit_grade_head.py refit the head on another dataset than training's: its name (its val
+    split judged the refit, and the val accuracies above are that split's)."""
+    return f" of `{refit['data']}` (accuracies on its val split)" if refit.get("data") else ""
 
 
 def _seconds(value: int | None) -> str:
