@@ -2,9 +2,11 @@
 
 Run:  .venv/bin/python scripts/refit_grade_head.py RUN_DIR DATA_DIR [--cases 120]
 
-The head is refit on --cases training volumes of DATA_DIR (evenly spread) and kept only if the grade loss
-on DATA_DIR's whole val split falls (segkit.validate.refit_if_better, the rule training applies); the record
-goes into RUN_DIR/best.pt (grade_head_refit) and RUN_DIR/grade_head.json. Encoder and masks are unchanged.
+The head is refit on at most --cases training volumes of DATA_DIR (every k-th, k = ceil(total / cases)) and
+kept only if the grade loss on DATA_DIR's whole val split falls (segkit.validate.refit_if_better, the rule
+training applies); the record goes into RUN_DIR/best.pt (grade_head_refit) and RUN_DIR/grade_head.json.
+Encoder and masks are unchanged. Refit on a pool the network never trained on: the liver model's head, refit
+on the volumes it had just trained on, got worse on new scenes; refit on another pool, it generalised (README).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("data", type=Path)
-    ap.add_argument("--cases", type=int, default=120, help="training volumes the head is refit on")
+    ap.add_argument(
+        "--cases",
+        type=int,
+        default=120,
+        help="at most this many training volumes, every k-th (k = ceil(total / cases)): 160 of 240 reads 120",
+    )
     a = ap.parse_args()
     path = a.run / "best.pt"
     ck = load_checkpoint(path)
