@@ -73,3 +73,20 @@ def test_shipped_liver_model_reads_the_real_ct_as_its_card_says(monkeypatch, tmp
     truth = np.where(lits == 2, 3, lits).astype(np.uint8)  # LiTS tumour -> segkit tumour
     assert dice_per_label(pred.mask, truth, cfg.num_classes)[0] >= card - 0.02
     assert pred.measurements["biomarker"]["grade"] == "healthy" and pred.grade == "healthy"
+
+
+def test_each_model_card_is_what_ship_model_writes_from_its_figures_and_weights():
+    """A card edited by hand, or left behind when the figures or the card's wording changed, drifts from what
+    the model measured: each committed card must equal scripts/ship_model.py's card of the committed files."""
+    from segkit.checkpoint import load_checkpoint
+
+    spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
+    ship_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_model)
+    for pt in SHIPPED.glob("*.pt"):
+        figures = json.loads((SHIPPED / f"{pt.stem}.json").read_text())
+        card = ship_model.model_card(figures, load_checkpoint(pt))
+        assert card == (SHIPPED / f"{pt.stem}.md").read_text(), f"{pt.stem}.md: rewrite it with scripts/ship_model.py"
+        refit = figures.get("grade_head_refit") or {}
+        if refit.get("data"):  # a head refit on another pool names it (its val split judged the refit)
+            assert f"volumes of `{refit['data']}`" in card
