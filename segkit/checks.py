@@ -55,7 +55,7 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
     den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
     if den <= 0:
         return [
-            f"no {organ} found, so no biomarker: check that the scan covers the {organ} "
+            f"no {organ} found, so no biomarker and no grade: check that the scan covers the {organ} "
             f"and that it is a {task.modality} scan this {task.name} model fits"
         ]
     num = sum(volumes_ml.get(n, 0.0) for n in task.numerator)

@@ -174,8 +174,9 @@ def predict(
         bio = r["biomarker"]
         value = "n/a" if bio["value"] is None else f"{bio['value']:.4f}"
         probs = " ".join(f"{k}={v:.2f}" for k, v in r["probabilities"].items())
+        grade = f"grade {r['grade']} ({probs})" if r["grade"] is not None else "no grade"
         name = Path(r["input"]).name
-        _say(f"{name}: grade {r['grade']} ({probs}); {bio['name']} {value} -> {out / r['mask']}")
+        _say(f"{name}: {grade}; {bio['name']} {value} -> {out / r['mask']}")
         for w in r["warnings"]:
             _say(f"warning: {name}: {w}")
     if failed is not None:

@@ -223,9 +223,12 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     mask = clock.time("postprocess", apply_rules, mask, cfg.eval.keep_components)
     mask = clock.time("postprocess", dense_cysts_to_tumour, mask, vol.data, cfg.task.labels, cfg.eval.cyst_max_hu)
     grades = cfg.task.grades
-    grade = grades[int(grade_p.argmax())]
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}
     m = measure(mask, vol.voxel_ml, cfg.task)
+    # No organ in the mask (a scan that misses it, or another body part): the head then read slices without the
+    # organ and its answer means nothing (a chest CT slice came out "severe" at 1.00), so no grade is given;
+    # grade_probs keep the head's output for evaluation, the report leaves it out.
+    grade = grades[int(grade_p.argmax())] if m["biomarker"]["value"] is not None else None
     warnings = [
         *modality_warnings(vol.data, cfg.task.modality),
         *volume_warnings(m["volumes_ml"], cfg.task),
@@ -297,7 +300,7 @@ def write_prediction(
         "overlay": overlay_path.name,
         "task": cfg.task.name,
         "grade": pred.grade,
-        "probabilities": pred.grade_probs,
+        "probabilities": pred.grade_probs if pred.grade is not None else {},
         **pred.measurements,
         "shape": list(vol.data.shape),
         "spacing_mm": [round(s, 4) for s in vol.spacing],

@@ -90,3 +90,23 @@ def test_each_model_card_is_what_ship_model_writes_from_its_figures_and_weights(
         refit = figures.get("grade_head_refit") or {}
         if refit.get("data"):  # a head refit on another pool names it (its val split judged the refit)
             assert f"volumes of `{refit['data']}`" in card
+
+
+def test_a_real_ct_without_a_liver_gets_no_grade(monkeypatch, tmp_path):
+    """pydicom's CT_small.dcm, one real chest CT slice of another patient (a vertebra, no liver): the mask holds
+    no liver, so no grade is given (the head, reading slices without the organ, said "severe" at 1.00)."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from segkit.infer import predict_paths
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    series = tmp_path / "series"
+    series.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), series)
+    (report,), failed = predict_paths(series, None, tmp_path / "out")
+    assert failed is None and report["model"]["name"] == "liver-cyst"
+    assert report["volumes_ml"]["liver"] == 0 and report["biomarker"]["value"] is None
+    assert report["grade"] is None and report["probabilities"] == {}
+    assert any("no liver+cyst+tumour found, so no biomarker and no grade" in w for w in report["warnings"])
