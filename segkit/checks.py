@@ -49,14 +49,33 @@ def confidence_warnings(confidence: float | None, threshold: float) -> list[str]
     ]
 
 
+GRADABLE_FRACTION = 0.1  # an organ under this fraction of the smallest human one is too little to grade
+
+
+def gradable(volumes_ml: dict[str, float], task: TaskConfig) -> bool:
+    """Whether the mask holds enough of the organ for a grade: some of it, and where the task has a human range,
+    at least GRADABLE_FRACTION of its lower bound (60 mL of liver, 90 mL of brain). Below that the head read
+    slices without the organ: on a real chest CT of another patient it found 2 mL of "liver" and said moderate."""
+    den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
+    bounds = task.denominator_range_ml
+    return den > 0 and (not bounds or den >= GRADABLE_FRACTION * bounds[0])
+
+
 def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]:
-    """Warn when the organ is missing, or a measured volume is outside the task's human range."""
+    """Warn when the organ is missing or too small to grade, or a measured volume is outside the task's human
+    range."""
     organ = "+".join(task.denominator)
     den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
     if den <= 0:
         return [
             f"no {organ} found, so no biomarker and no grade: check that the scan covers the {organ} "
             f"and that it is a {task.modality} scan this {task.name} model fits"
+        ]
+    if not gradable(volumes_ml, task):
+        return [
+            f"only {den:.1f} mL of {organ} found (a tenth of the smallest human one is "
+            f"{GRADABLE_FRACTION * task.denominator_range_ml[0]:g} mL), so no grade: check that the scan covers "
+            f"the {organ} and that it is a {task.modality} scan this {task.name} model fits"
         ]
     num = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
     out = []

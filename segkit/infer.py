@@ -22,6 +22,7 @@ from segkit.checks import (
     confidence_warnings,
     field_of_view_warnings,
     foreground_confidence,
+    gradable,
     grade_warnings,
     guess_modality,
     modality_warnings,
@@ -225,10 +226,10 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     grades = cfg.task.grades
     probs_d = {g: round(float(p), 4) for g, p in zip(grades, grade_p, strict=True)}
     m = measure(mask, vol.voxel_ml, cfg.task)
-    # No organ in the mask (a scan that misses it, or another body part): the head then read slices without the
-    # organ and its answer means nothing (a chest CT slice came out "severe" at 1.00), so no grade is given;
-    # grade_probs keep the head's output for evaluation, the report leaves it out.
-    grade = grades[int(grade_p.argmax())] if m["biomarker"]["value"] is not None else None
+    # No organ, or a few mL of it, in the mask (a scan that misses it, or another body part): the head then read
+    # slices without the organ and its answer means nothing (a chest CT slice came out "severe" at 1.00), so no
+    # grade is given; grade_probs keep the head's output for evaluation, the report leaves it out.
+    grade = grades[int(grade_p.argmax())] if gradable(m["volumes_ml"], cfg.task) else None
     warnings = [
         *modality_warnings(vol.data, cfg.task.modality),
         *volume_warnings(m["volumes_ml"], cfg.task),

@@ -12,6 +12,7 @@ from segkit.checks import (
     confidence_warnings,
     field_of_view_warnings,
     foreground_confidence,
+    gradable,
     grade_warnings,
     guess_modality,
     modality_warnings,
@@ -68,6 +69,20 @@ def test_nothing_of_the_organ_found_warns():
         {"liver": 0.0, "cyst": 0.0, "tumour": 0.0}, dataclasses.replace(LIVER, denominator_range_ml=())
     )
     assert w.startswith("no liver+cyst+tumour found")
+
+
+def test_a_few_ml_of_organ_are_too_little_to_grade():
+    """A real chest CT of another patient (PyRadiomics' lung1, no liver in view) came out with 2 mL of "liver"
+    and the head said moderate: under a tenth of the smallest human organ there is no grade."""
+    assert gradable({"liver": 60.0, "cyst": 0.0, "tumour": 0.0}, LIVER)  # a tenth of 600 mL: a liver's tip in view
+    assert not gradable({"liver": 2.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
+    assert not gradable({"liver": 0.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
+    assert gradable({"brain": 90.0, "lateral_ventricles": 0.5}, VENTRICLE)
+    assert not gradable({"brain": 80.0, "lateral_ventricles": 0.5}, VENTRICLE)
+    assert gradable({"liver": 2.0}, dataclasses.replace(LIVER, denominator_range_ml=()))  # no range: any organ
+    (w,) = volume_warnings({"liver": 2.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
+    assert w.startswith("only 2.0 mL of liver+cyst+tumour found (a tenth of the smallest human one is 60 mL)")
+    assert "so no grade" in w
 
 
 def test_organ_cut_by_the_field_of_view_warns_and_names_the_side():
