@@ -1,6 +1,7 @@
 """Install a trained run as a shipped model: segkit/weights/<task>.pt (weights + config) and <task>.json.
 
     python scripts/ship_model.py TASK RUN_DIR [--data-seconds S] [--train-seconds S] EVAL_REPORT.json ...
+    python scripts/ship_model.py restate-limits TASK --limit TEXT ...   # new measured limits, the same weights
 
 The .pt keeps only what predict needs (weights, resolved config, epoch, the grade-head refit
 record), so it is a few MB. The .json holds the measured figures of every evaluation report given
@@ -210,7 +211,30 @@ def _layers(tensors: list[str]) -> str:
     return f"{len(layers)} layers ({', '.join(layers[:2])}, ..., {layers[-1]})"
 
 
+def restate_limits(argv: list[str]) -> None:
+    """Replace a shipped model's declared limits (measured on data found after it shipped) and nothing else:
+    the .pt, the ONNX files' JSON, the figures and the card are rewritten; the weights stay as they are (the
+    .pt's SHA-256 changes, since the limits travel inside it)."""
+    ap = argparse.ArgumentParser(prog="ship_model.py restate-limits")
+    ap.add_argument("task")
+    ap.add_argument("--limit", action="append", required=True, help="a measured weakness every prediction repeats")
+    a = ap.parse_args(argv)
+    out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
+    ck = load_checkpoint(out)
+    save_checkpoint(out, {**ck, "limits": a.limit})
+    onnx = write_onnx(out)
+    figures = json.loads(out.with_suffix(".json").read_text())
+    figures.update(limits=a.limit, sha256_16=onnx["checkpoint_sha256"][:16], onnx_max_abs_diff=onnx["max_abs_diff"])
+    out.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
+    out.with_suffix(".md").write_text(model_card(figures, load_checkpoint(out)))
+    print(f"{out}: limits restated; sha256 {figures['sha256_16']}")
+
+
 def main() -> None:
+    import sys
+
+    if sys.argv[1:2] == ["restate-limits"]:
+        return restate_limits(sys.argv[2:])
     ap = argparse.ArgumentParser()
     ap.add_argument("task")
     ap.add_argument("run", type=Path)

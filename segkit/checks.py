@@ -49,13 +49,14 @@ def confidence_warnings(confidence: float | None, threshold: float) -> list[str]
     ]
 
 
-GRADABLE_FRACTION = 0.1  # an organ under this fraction of the smallest human one is too little to grade
+GRADABLE_FRACTION = 0.25  # an organ under this fraction of the smallest human one is too little to grade
 
 
 def gradable(volumes_ml: dict[str, float], task: TaskConfig) -> bool:
     """Whether the mask holds enough of the organ for a grade: some of it, and where the task has a human range,
-    at least GRADABLE_FRACTION of its lower bound (60 mL of liver, 90 mL of brain). Below that the head read
-    slices without the organ: on a real chest CT of another patient it found 2 mL of "liver" and said moderate."""
+    at least GRADABLE_FRACTION of its lower bound (150 mL of liver, 225 mL of brain). Below that the mask is
+    mostly outside the scan or not the organ at all: on real chest CTs of other patients the liver model found
+    2 mL of "liver" (graded moderate) where no liver was in view, and 90 mL in the heart above a liver cut off."""
     den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
     bounds = task.denominator_range_ml
     return den > 0 and (not bounds or den >= GRADABLE_FRACTION * bounds[0])
@@ -73,7 +74,7 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
         ]
     if not gradable(volumes_ml, task):
         return [
-            f"only {den:.1f} mL of {organ} found (a tenth of the smallest human one is "
+            f"only {den:.1f} mL of {organ} found (a quarter of the smallest human one is "
             f"{GRADABLE_FRACTION * task.denominator_range_ml[0]:g} mL), so no grade: check that the scan covers "
             f"the {organ} and that it is a {task.modality} scan this {task.name} model fits"
         ]

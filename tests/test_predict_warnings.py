@@ -72,16 +72,17 @@ def test_nothing_of_the_organ_found_warns():
 
 
 def test_a_few_ml_of_organ_are_too_little_to_grade():
-    """A real chest CT of another patient (PyRadiomics' lung1, no liver in view) came out with 2 mL of "liver"
-    and the head said moderate: under a tenth of the smallest human organ there is no grade."""
-    assert gradable({"liver": 60.0, "cyst": 0.0, "tumour": 0.0}, LIVER)  # a tenth of 600 mL: a liver's tip in view
-    assert not gradable({"liver": 2.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
+    """Real chest CTs of other patients: with no liver in view the liver model found 2 mL of "liver" (PyRadiomics'
+    lung1) and 90 mL of it in the heart (lung2's slices above its liver), and its head graded both; under a
+    quarter of the smallest human organ there is no grade."""
+    assert gradable({"liver": 150.0, "cyst": 0.0, "tumour": 0.0}, LIVER)  # a quarter of 600 mL: a liver cut off
+    assert not gradable({"liver": 90.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
     assert not gradable({"liver": 0.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
-    assert gradable({"brain": 90.0, "lateral_ventricles": 0.5}, VENTRICLE)
-    assert not gradable({"brain": 80.0, "lateral_ventricles": 0.5}, VENTRICLE)
+    assert gradable({"brain": 225.0, "lateral_ventricles": 0.5}, VENTRICLE)
+    assert not gradable({"brain": 200.0, "lateral_ventricles": 0.5}, VENTRICLE)
     assert gradable({"liver": 2.0}, dataclasses.replace(LIVER, denominator_range_ml=()))  # no range: any organ
-    (w,) = volume_warnings({"liver": 2.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
-    assert w.startswith("only 2.0 mL of liver+cyst+tumour found (a tenth of the smallest human one is 60 mL)")
+    (w,) = volume_warnings({"liver": 90.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
+    assert w.startswith("only 90.0 mL of liver+cyst+tumour found (a quarter of the smallest human one is 150 mL)")
     assert "so no grade" in w
 
 

@@ -1,0 +1,72 @@
+"""The shipped liver model on a real CT of another patient (PyRadiomics' lung2; data_cards/pyradiomics.md)."""
+
+import importlib.util
+
+import nibabel as nib
+import numpy as np
+from conftest import ROOT
+
+SCANS = ROOT / "tests" / "data" / "pyradiomics"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("patient_scans", ROOT / "scripts" / "patient_scans.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vendored_patient_scans_keep_their_scanner_geometry():
+    ct, ref = nib.load(SCANS / "lung2.nii.gz"), nib.load(SCANS / "lung2_liver_reference.nii.gz")
+    assert ct.shape == ref.shape == (512, 512, 35) and np.allclose(ct.affine, ref.affine)
+    assert nib.aff2axcodes(ct.affine) == ("L", "P", "S")
+    assert np.allclose(ct.header.get_zooms(), (0.626953, 0.626953, 5.0), atol=1e-5)
+    assert -1100 < float(np.asarray(ct.dataobj).min()) < -900  # Hounsfield units: air
+    for name in ("brain1", "brain2"):
+        mri = nib.load(SCANS / f"{name}.nii.gz")
+        assert nib.aff2axcodes(mri.affine) == ("L", "A", "S") and np.isclose(mri.header.get_zooms()[2], 6.5)
+
+
+def test_liver_figures_count_the_mask_against_the_reference():
+    ref = np.zeros((4, 4, 2), np.uint8)
+    ref[:2] = 1  # 16 voxels
+    mask = np.zeros_like(ref)
+    mask[1:3] = 1  # 8 inside, 8 outside
+    mask[2, 0, 0] = 2  # a cyst outside the reference
+    f = _script().liver_figures(mask, ref, voxel_ml=0.5)
+    assert f["dice_whole_liver"] == 0.5
+    assert (f["reference_ml"], f["mask_ml"], f["mask_outside_reference_ml"], f["reference_missed_ml"]) == (8, 8, 4, 4)
+    assert f["lesion_outside_reference_ml"] == 0.5
+
+
+def test_shipped_liver_model_finds_another_patients_liver(monkeypatch, tmp_path):
+    """Run as a user would (no --model: the shipped model picked for a CT): the liver of a patient whose scans
+    never met training, in a chest CT that shows the heart too, against its semi-automatic reference. Measured
+    0.936 with the shipped model of 66f6851; 0.90 leaves room for a retrained model, not for a lost liver."""
+    from segkit.infer import predict_paths
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    (report,), failed = predict_paths(SCANS / "lung2.nii.gz", None, tmp_path)
+    assert failed is None and report["model"]["name"] == "liver-cyst" and report["grade"] is not None
+    mask = nib.load(tmp_path / report["mask"])
+    ref = nib.load(SCANS / "lung2_liver_reference.nii.gz")
+    assert np.allclose(mask.affine, ref.affine, atol=1e-5)
+    voxel_ml = float(np.prod(ref.header.get_zooms())) / 1000
+    f = _script().liver_figures(np.asarray(mask.dataobj), np.asarray(ref.dataobj), voxel_ml)
+    assert f["dice_whole_liver"] >= 0.90, f
+    assert f["lesion_outside_reference_ml"] < 10, f  # no cysts or tumours drawn in the heart, stomach or kidney
+    assert any("edge of the image" in w and "inferior" in w for w in report["warnings"])  # the liver is cut there
+
+
+def test_a_chest_ct_without_the_liver_gets_no_grade(monkeypatch, tmp_path):
+    """lung2's slices above its liver (heart and lungs): the model calls about 90 mL of the heart liver (a gap it
+    declares in its limits); under a quarter of the smallest liver that is no grade, and the warning says why."""
+    from segkit.infer import predict_paths
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    src = tmp_path / "chest.nii.gz"
+    nib.save(nib.load(SCANS / "lung2.nii.gz").slicer[:, :, _script().ABOVE_LIVER :], src)
+    (report,), failed = predict_paths(src, None, tmp_path / "out")
+    assert failed is None and report["model"]["name"] == "liver-cyst"
+    assert report["grade"] is None and report["probabilities"] == {}
+    assert any("so no grade" in w for w in report["warnings"]), report["warnings"]
