@@ -1,6 +1,6 @@
 """The shipped models on real scans of other patients (tests/data/pyradiomics, see data_cards/pyradiomics.md).
 
-    .venv/bin/python scripts/patient_scans.py [--out runs/patient-scans] [--model-dir DIR]
+    .venv/bin/python scripts/patient_scans.py [--out runs/patient-scans] [--model RUN_OR_PT | --model-dir DIR]
 
 Runs `segkit predict` as a user would (no --model: the shipped model picked by modality) on each scan and prints,
 per scan, the grade, the volumes and the warnings; for lung2, whole-liver Dice (liver + cyst + tumour) against
@@ -75,10 +75,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "patient-scans")
     parser.add_argument("--model-dir", help="SEGKIT_WEIGHTS_DIR: a folder of shipped-model files to try instead")
+    parser.add_argument("--model", type=Path, help="a run folder or .pt to try on the scans of its task instead")
     args = parser.parse_args()
     if args.model_dir:
         os.environ["SEGKIT_WEIGHTS_DIR"] = args.model_dir
     from segkit.infer import predict_paths
+
+    own_task = None
+    if args.model:
+        from segkit.checkpoint import load_checkpoint
+
+        pt = args.model / "best.pt" if args.model.is_dir() else args.model
+        own_task = load_checkpoint(pt)["config"]["task"]["name"]
 
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -86,13 +94,14 @@ def main() -> None:
     nib.save(nib.load(SCANS / "lung2.nii.gz").slicer[:, :, ABOVE_LIVER:], above)
     for scan in ("lung2", "lung2_above_liver", "brain1", "brain2"):
         src = above if scan == "lung2_above_liver" else SCANS / f"{scan}.nii.gz"
-        (report,), failed = predict_paths(src, None, args.out)
+        task = "liver-cyst" if scan.startswith("lung") else "ventricle"
+        (report,), failed = predict_paths(src, args.model if task == own_task else None, args.out)
         assert failed is None
         img = nib.as_closest_canonical(nib.load(src))  # RAS order for drawing; figures do not depend on it
         image = np.asarray(img.dataobj, dtype=np.float32)
         mask = np.asarray(nib.as_closest_canonical(nib.load(args.out / report["mask"])).dataobj)
         row = {k: report[k] for k in ("grade", "probabilities", "volumes_ml", "warnings")}
-        row["model"] = f"{report['model']['name']} ({report['model']['sha256']})"
+        row["model"] = f"{report['model']['name']} ({report['model']['sha256'][:16]})"
         ref = None
         if (SCANS / f"{scan}_liver_reference.nii.gz").exists():
             ref = np.asarray(nib.as_closest_canonical(nib.load(SCANS / f"{scan}_liver_reference.nii.gz")).dataobj)

@@ -62,7 +62,8 @@ def _case_slices(
     c: CaseData, cfg: Config, rng: np.random.Generator, aug: tuple | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """One case's S graded slices (one from each of S equal bins across the organ: an unbiased sample of the
-    volume), then a random slice and one through the target: (C, H, W) image and (H, W) label each."""
+    volume), then a random slice, one through the target and train.outside_slices from outside the organ (random
+    where the organ fills the volume): (C, H, W) image and (H, W) label each."""
     t = cfg.train
     zs = c.organ_z if len(c.organ_z) else np.arange(c.image.shape[2])
     edges = np.linspace(0, len(zs), t.slices_per_case + 1)
@@ -70,6 +71,10 @@ def _case_slices(
     picks = [zs[min(int(i), len(zs) - 1)] for i in idx]
     targets = c.target_z if len(c.target_z) else zs
     picks += [rng.integers(0, c.image.shape[2]), targets[rng.integers(0, len(targets))]]
+    if t.outside_slices:  # the liver model, shown few slices above the liver, called a real heart liver
+        outside = np.setdiff1d(np.arange(c.image.shape[2]), c.organ_z)
+        outside = outside if len(outside) else np.arange(c.image.shape[2])
+        picks += list(outside[rng.integers(0, len(outside), t.outside_slices)])
     out = []
     for z in picks:
         x, y = slice_patch(c, int(z), cfg.preprocess.context_slices, t.patch_size, rng)

@@ -93,7 +93,8 @@ class TrainConfig:
     epochs: int = 40
     steps_per_epoch: int = 50
     cases_per_batch: int = 4  # slices (3-D: patches) of one case are pooled for its grade
-    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2) slices, or 3-D patches
+    slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2 + outside_slices) slices, or 3-D patches
+    outside_slices: int = 0  # 2-D: seg-only slices per case from outside the organ (what a scan without it shows)
     patch_size: tuple[int, ...] = (128, 128)  # 2 sizes for 2-D models, 3 for 3-D (also the sliding window)
     lr: float = 1e-3
     weight_decay: float = 1e-5

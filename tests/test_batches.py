@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from segkit.batches import EpochBatches, epoch_batches, num_workers, slice_patch, training_threads
+from segkit.batches import EpochBatches, _case_slices, epoch_batches, num_workers, slice_patch, training_threads
 from segkit.config import load_config
 from segkit.data.msd import read_dataset
 from segkit.train import load_cases, slices_contiguous
@@ -46,6 +46,27 @@ def test_slice_patch_equals_stack_pad_and_crop(size):
             want = _reference_patch(case, z, 2, size, np.random.default_rng(seed))
             assert got[0].shape == (*size, 5) and got[0].dtype == np.float32
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_outside_slices_come_from_slices_without_the_organ():
+    """train.outside_slices adds seg-only slices from outside the organ (the liver model, rarely shown a slice
+    above the liver, called a real heart liver); a volume the organ fills gives random ones; 0 draws nothing."""
+    rng = np.random.default_rng(0)
+    label = np.zeros((32, 32, 20), np.uint8)
+    label[8:24, 8:24, 5:12] = 1  # the organ on slices 5-11
+    image = slices_contiguous(rng.normal(size=label.shape).astype(np.float32))
+    case = CaseData("c", image, slices_contiguous(label), 0, np.arange(5, 12), np.arange(5, 12))
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.patch_size=[32,32]", "augment.enabled=false"])
+    s = cfg.train.slices_per_case
+    assert len(_case_slices(case, cfg, np.random.default_rng(1), None)) == s + 2
+    cfg3 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, outside_slices=3))
+    for seed in range(20):
+        rows = _case_slices(case, cfg3, np.random.default_rng(seed), None)
+        assert len(rows) == s + 5
+        assert all(y.any() for _, y in rows[:s])  # graded slices hold the organ
+        assert not any(y.any() for _, y in rows[s + 2 :])  # the outside slices do not
+    full = CaseData("f", image, case.label, 0, np.arange(20), np.arange(5, 12))  # the organ on every slice
+    assert len(_case_slices(full, cfg3, np.random.default_rng(0), None)) == s + 5
 
 
 def test_slices_contiguous_keeps_values_and_stores_each_slice_in_one_block():
