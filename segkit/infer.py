@@ -20,12 +20,14 @@ from segkit import __version__
 from segkit.checkpoint import ModelRef, file_sha256, load_checkpoint, require_checkpoint, resolve_model
 from segkit.checks import (
     confidence_warnings,
+    expected_ml,
     field_of_view_warnings,
     foreground_confidence,
     gradable,
     grade_warnings,
     guess_modality,
     modality_warnings,
+    target_warnings,
     volume_warnings,
 )
 from segkit.config import Config, apply_overrides, config_from_dict, config_to_dict
@@ -220,6 +222,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     pre, grid = clock.time("preprocess", preprocess_volume, vol, cfg)
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     confidence = foreground_confidence(probs)
+    expected = expected_ml(probs, float(np.prod(grid.model_spacing)) / 1000.0, cfg.task.numerator, cfg.task)
     mask, probs_map = clock.time("inverse", invert_probs, probs, grid, prob_map)
     mask = clock.time("postprocess", apply_rules, mask, cfg.eval.keep_components)
     mask = clock.time("postprocess", dense_cysts_to_tumour, mask, vol.data, cfg.task.labels, cfg.eval.cyst_max_hu)
@@ -235,6 +238,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
         *volume_warnings(m["volumes_ml"], cfg.task),
         *field_of_view_warnings(mask, vol.affine, cfg.task),
         *confidence_warnings(confidence, cfg.eval.min_confidence_fg),
+        *target_warnings(expected, m["volumes_ml"], cfg.task),
         *grade_warnings(grade, probs_d, m["biomarker"], cfg.eval.low_confidence),
     ]
     return Prediction(mask, grade, probs_d, m, warnings, clock.seconds, probs_map)

@@ -10,12 +10,14 @@ from conftest import ROOT, run_cli, write_nifti
 
 from segkit.checks import (
     confidence_warnings,
+    expected_ml,
     field_of_view_warnings,
     foreground_confidence,
     gradable,
     grade_warnings,
     guess_modality,
     modality_warnings,
+    target_warnings,
     volume_warnings,
 )
 from segkit.config import TaskConfig, config_from_dict, config_to_dict, load_config
@@ -84,6 +86,25 @@ def test_a_few_ml_of_organ_are_too_little_to_grade():
     (w,) = volume_warnings({"liver": 90.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
     assert w.startswith("only 90.0 mL of liver+cyst+tumour found (a quarter of the smallest human one is 150 mL)")
     assert "so no grade" in w
+
+
+def test_a_target_the_network_half_sees_but_leaves_out_warns():
+    """On two real patients' MRIs the ventricle model's probabilities held 13.2 and 8.5 mL of ventricle where its
+    masks drew 4.1 and 4.5; on the drawn test scans and the templates at most 1.44 times the drawn volume."""
+    probs = np.zeros((3, 10, 10, 10), np.float32)
+    probs[0] = 1.0
+    probs[:, :5] = [[[[0.5]]], [[[0.2]]], [[[0.3]]]]  # 500 voxels, 0.3 ventricle each: 150 of them
+    assert expected_ml(probs, 0.1, ("lateral_ventricles",), VENTRICLE) == pytest.approx(15.0)
+    assert expected_ml(probs, 0.1, ("brain", "lateral_ventricles"), VENTRICLE) == pytest.approx(25.0)
+    (w,) = target_warnings(13.2, {"brain": 1900.0, "lateral_ventricles": 4.1}, VENTRICLE)
+    assert w.startswith("network unsure about the lateral_ventricles: its probabilities hold 13.2 mL of it, the mask")
+    assert "ventricle_ratio are unsure, likely too low" in w
+    assert target_warnings(8.5, {"brain": 1700.0, "lateral_ventricles": 4.5}, VENTRICLE)  # 1.9 times
+    assert target_warnings(8.2, {"brain": 1700.0, "lateral_ventricles": 5.7}, VENTRICLE) == []  # 1.44: a draw's
+    assert target_warnings(2.5, {"brain": 1700.0, "lateral_ventricles": 1.0}, VENTRICLE) == []  # 1.5 mL more only
+    assert target_warnings(30.0, {"brain": 1.0}, dataclasses.replace(VENTRICLE, numerator=())) == []
+    (w,) = target_warnings(57.1, {"liver": 3600.0, "cyst": 3.0, "tumour": 190.0}, LIVER)  # the real LiTS crop
+    assert "about the cyst" in w and "cyst_burden" in w
 
 
 def test_organ_cut_by_the_field_of_view_warns_and_names_the_side():
