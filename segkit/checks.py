@@ -75,9 +75,9 @@ def target_warnings(expected: float, volumes_ml: dict[str, float], task: TaskCon
     """Warn when the network's probabilities hold at least SOFT_RATIO times (and SOFT_MIN_ML more than) the
     biomarker's target (its numerator) that the mask draws: the network half-sees more of it than it commits
     to, so the volume and the biomarker may be too low. Set from what was measured: two real patients' T1 MRIs
-    where the ventricle model missed most of the ventricles, 12.9 vs 4.1 and 7.5 vs 4.5 mL; the 30 drawn test
-    scans and four real templates at most 1.44 times; none of the liver model's 20 drawn test scans, but the
-    real LiTS crop, whose tumours it half-sees as cyst (57 vs 3 mL), warns too (data_cards/pyradiomics.md)."""
+    where the ventricle model missed most of the ventricles, 13.2 vs 4.1 and 8.5 vs 4.5 mL, warn; none of its 30
+    drawn test scans or four real templates do (at most 1.44 times, from their input-grid probability maps); of
+    the liver model's scans only the real LiTS crop, whose tumours it half-sees as cyst (57 vs 3 mL), warns."""
     drawn = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
     if not task.numerator or expected < SOFT_RATIO * drawn or expected - drawn < SOFT_MIN_ML:
         return []
