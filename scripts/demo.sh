@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up; build the real-image ventricle set and a small ventricle
 # dataset of unseen-subject draws; measure the SHIPPED ventricle model on both (real images first);
-# predict one real T1; then fine-tune the shipped model on the demo's data (a model of your own) and
-# measure it the same way.
+# predict one real T1, and real scans of other patients with both shipped models; then fine-tune the
+# shipped model on the demo's data (a model of your own) and measure it the same way.
 #   bash scripts/demo.sh                 (about 20 min on 2 CPU cores)
 #   SKIP_TRAIN=1 bash scripts/demo.sh    (only the shipped model)
 set -euo pipefail
@@ -36,6 +36,8 @@ echo "[demo] ... and on draws from subjects it never saw"
 $SK evaluate --model ventricle --data "$DATA" --split test --out "$OUT/shipped-test"
 echo "[demo] predict one real T1 with the default model (no --model: an MRI picks the shipped ventricle model)"
 $SK predict "$REAL/imagesTr/icbm2009a_t1.nii.gz" --out "$OUT/predict"
+echo "[demo] both shipped models on real scans of other patients (tests/data/pyradiomics; data_cards/pyradiomics.md)"
+.venv/bin/python scripts/patient_scans.py --out "$OUT/patients"
 stamp "shipped model"
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
@@ -65,11 +67,20 @@ for model in ("shipped", "own"):
         g = r["grading"]
         print(f"{model:8s} model, {what:22s}: Dice {d['mean']:.3f} (95% CI {d['ci_low']:.3f}-{d['ci_high']:.3f}),"
               f" grade accuracy {g['accuracy']:.2f}, {r['num_cases']} cases")
+p = out / "patients" / "results.json"
+if p.is_file():  # real patients' scans: the liver has a reference, the brains have none
+    r = json.loads(p.read_text())
+    print(f"shipped liver model, another patient's CT (lung2): whole-liver Dice {r['lung2']['dice_whole_liver']:.3f}")
+    for scan in ("brain1", "brain2"):
+        unsure = any(w.startswith("network unsure about") for w in r[scan]["warnings"])
+        print(f"shipped ventricle model, patient MRI {scan}: {r[scan]['volumes_ml']['lateral_ventricles']:.1f} mL of"
+              f" ventricle found, no reference{'; warned: network unsure' if unsure else ''} (README: mostly missed)")
 PY
 echo "wall time: $((t1 - t0)) s"
 echo "outputs:"
 echo "  montages          $OUT/ventricle_montage.png, $OUT/ventricle_real_montage.png"
 echo "  shipped model     $OUT/shipped-real/report.md, $OUT/shipped-test/report.md"
 echo "  one prediction    $OUT/predict/icbm2009a_t1_mask.nii.gz, _report.json, _overlay.png"
+echo "  patients' scans   $OUT/patients/<scan>_slices.png, results.json"
 [ -z "${SKIP_TRAIN:-}" ] && echo "  your own model    $RUN (best.pt, metrics.csv, curves.png); $OUT/own-real/report.md, $OUT/own-test/report.md"
 exit 0
