@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from segkit.config import TaskConfig
+from segkit.measure import total_ml
 
 AIR_HU = -500.0  # CT air is about -1000 HU; MRI intensities are not negative to this extent
 
@@ -57,8 +58,7 @@ def gradable(volumes_ml: dict[str, float], task: TaskConfig) -> bool:
     at least GRADABLE_FRACTION of its lower bound (150 mL of liver, 225 mL of brain). Below that the mask is
     mostly outside the scan or not the organ at all: on real chest CTs of other patients the liver model found
     2 mL of "liver" (graded moderate) where no liver was in view, and 90 mL in the heart above a liver cut off."""
-    den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
-    bounds = task.denominator_range_ml
+    den, bounds = total_ml(volumes_ml, task.denominator), task.denominator_range_ml
     return den > 0 and (not bounds or den >= GRADABLE_FRACTION * bounds[0])
 
 
@@ -78,7 +78,7 @@ def target_warnings(expected: float, volumes_ml: dict[str, float], task: TaskCon
     where the ventricle model missed most of the ventricles, 13.2 vs 4.1 and 8.5 vs 4.5 mL, warn; none of its 30
     drawn test scans or four real templates do (at most 1.44 times, from their input-grid probability maps); of
     the liver model's scans only the real LiTS crop, whose tumours it half-sees as cyst (57 vs 3 mL), warns."""
-    drawn = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
+    drawn = total_ml(volumes_ml, task.numerator)
     if not task.numerator or expected < SOFT_RATIO * drawn or expected - drawn < SOFT_MIN_ML:
         return []
     name = "+".join(task.numerator)
@@ -93,7 +93,7 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
     """Warn when the organ is missing or too small to grade, or a measured volume is outside the task's human
     range."""
     organ = "+".join(task.denominator)
-    den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
+    den = total_ml(volumes_ml, task.denominator)
     if den <= 0:
         return [
             f"no {organ} found, so no biomarker and no grade: check that the scan covers the {organ} "
@@ -105,7 +105,7 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
             f"{GRADABLE_FRACTION * task.denominator_range_ml[0]:g} mL), so no grade: check that the scan covers "
             f"the {organ} and that it is a {task.modality} scan this {task.name} model fits"
         ]
-    num = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
+    num = total_ml(volumes_ml, task.numerator)
     out = []
     for name, value, bounds in (
         (organ, den, task.denominator_range_ml),

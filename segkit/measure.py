@@ -15,11 +15,15 @@ def label_volumes_ml(mask: np.ndarray, voxel_ml: float, labels: tuple[str, ...])
     return {name: float(np.count_nonzero(mask == i) * voxel_ml) for i, name in enumerate(labels) if i > 0}
 
 
+def total_ml(volumes_ml: dict[str, float], names: tuple[str, ...]) -> float:
+    """The summed volume of the named labels (a biomarker's numerator or denominator); absent labels count 0."""
+    return sum(volumes_ml.get(n, 0.0) for n in names)
+
+
 def biomarker_value(volumes_ml: dict[str, float], task: TaskConfig) -> float | None:
     """Volume(numerator labels) / volume(denominator labels); None when the denominator is empty."""
-    num = sum(volumes_ml.get(n, 0.0) for n in task.numerator)
-    den = sum(volumes_ml.get(n, 0.0) for n in task.denominator)
-    return None if den <= 0 else num / den
+    den = total_ml(volumes_ml, task.denominator)
+    return None if den <= 0 else total_ml(volumes_ml, task.numerator) / den
 
 
 def grade_from_biomarker(value: float | None, task: TaskConfig) -> str | None:

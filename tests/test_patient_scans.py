@@ -1,19 +1,10 @@
 """The shipped liver model on a real CT of another patient (PyRadiomics' lung2; data_cards/pyradiomics.md)."""
 
-import importlib.util
-
 import nibabel as nib
 import numpy as np
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 SCANS = ROOT / "tests" / "data" / "pyradiomics"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("patient_scans", ROOT / "scripts" / "patient_scans.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_vendored_patient_scans_keep_their_scanner_geometry():
@@ -33,7 +24,7 @@ def test_liver_figures_count_the_mask_against_the_reference():
     mask = np.zeros_like(ref)
     mask[1:3] = 1  # 8 inside, 8 outside
     mask[2, 0, 0] = 2  # a cyst outside the reference
-    f = _script().liver_figures(mask, ref, voxel_ml=0.5)
+    f = load_script("patient_scans").liver_figures(mask, ref, voxel_ml=0.5)
     assert f["dice_whole_liver"] == 0.5
     assert (f["reference_ml"], f["mask_ml"], f["mask_outside_reference_ml"], f["reference_missed_ml"]) == (8, 8, 4, 4)
     assert f["lesion_outside_reference_ml"] == 0.5
@@ -52,7 +43,7 @@ def test_shipped_liver_model_finds_another_patients_liver(monkeypatch, tmp_path)
     ref = nib.load(SCANS / "lung2_liver_reference.nii.gz")
     assert np.allclose(mask.affine, ref.affine, atol=1e-5)
     voxel_ml = float(np.prod(ref.header.get_zooms())) / 1000
-    f = _script().liver_figures(np.asarray(mask.dataobj), np.asarray(ref.dataobj), voxel_ml)
+    f = load_script("patient_scans").liver_figures(np.asarray(mask.dataobj), np.asarray(ref.dataobj), voxel_ml)
     assert f["dice_whole_liver"] >= 0.90, f
     assert f["lesion_outside_reference_ml"] < 10, f  # no cysts or tumours drawn in the heart, stomach or kidney
     assert any("edge of the image" in w and "inferior" in w for w in report["warnings"])  # the liver is cut there
@@ -65,7 +56,7 @@ def test_a_chest_ct_without_the_liver_gets_no_grade(monkeypatch, tmp_path):
 
     monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
     src = tmp_path / "chest.nii.gz"
-    nib.save(nib.load(SCANS / "lung2.nii.gz").slicer[:, :, _script().ABOVE_LIVER :], src)
+    nib.save(nib.load(SCANS / "lung2.nii.gz").slicer[:, :, load_script("patient_scans").ABOVE_LIVER :], src)
     (report,), failed = predict_paths(src, None, tmp_path / "out")
     assert failed is None and report["model"]["name"] == "liver-cyst"
     assert report["grade"] is None and report["probabilities"] == {}

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, load_script
 
 from segkit.checkpoint import weights_dir
 from segkit.infer import load_model, predict_volume
 from segkit.io import read_volume
 from segkit.metrics import dice_per_label
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "segkit" / "weights"
 
 
@@ -80,9 +79,7 @@ def test_each_model_card_is_what_ship_model_writes_from_its_figures_and_weights(
     the model measured: each committed card must equal scripts/ship_model.py's card of the committed files."""
     from segkit.checkpoint import load_checkpoint
 
-    spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
-    ship_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship_model)
+    ship_model = load_script("ship_model")
     for pt in SHIPPED.glob("*.pt"):
         figures = json.loads((SHIPPED / f"{pt.stem}.json").read_text())
         card = ship_model.model_card(figures, load_checkpoint(pt))
