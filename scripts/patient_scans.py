@@ -6,7 +6,8 @@ Runs `segkit predict` as a user would (no --model: the shipped model picked by m
 per scan, the grade, the volumes and the warnings; for lung2, whole-liver Dice (liver + cyst + tumour) against
 its semi-automatic liver reference and how much of the mask lies outside it; lung2_above_liver, lung2's slices
 above its liver (heart and lungs: any liver found there is false). Writes results.json and one <scan>_slices.png
-per scan (up to 16 slices through the organ; the reference dashed red, the mask in colour).
+per scan (up to 16 slices through the organ; lung2's also shows the mask drawn outside its reference and the
+reference it missed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from segkit.data.show import CT_WINDOW
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANS = ROOT / "tests" / "data" / "pyradiomics"
@@ -37,38 +40,33 @@ def liver_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[st
     }
 
 
-def _axial(a: np.ndarray, z: int) -> np.ndarray:
-    """Slice z of a RAS-ordered array as shown: rows run anterior to posterior, columns patient's right to left."""
-    return a[:, :, z].T[::-1, ::-1]
+def draw_slices(
+    image: np.ndarray, mask: np.ndarray, ref: np.ndarray | None, affine: np.ndarray, labels: tuple[str, ...],
+    window: tuple[float, float], out: Path,
+) -> None:  # fmt: skip
+    """Up to 16 axial slices through the organ, drawn as predict's overlays are (segkit.render: patient's right
+    on the left, orientation letters). With a reference, the mask drawn outside it and the reference it missed
+    get labels of their own."""
+    from segkit.render import compose, label_color, label_key, render_view, slice_view, tile_grid, to_ras
 
-
-def draw_slices(image: np.ndarray, mask: np.ndarray, ref: np.ndarray | None, out: Path, window: tuple) -> None:
-    """A grid of up to 16 axial slices through the organ (arrays in RAS order), shown as radiologists do: anterior
-    up, the patient's right on the left."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = ["#ffd23f", "#00c8ff", "#ff3030"]
-    held = (mask > 0) | (ref > 0) if ref is not None else mask > 0
-    zs = [z for z in range(image.shape[2]) if held[:, :, z].any()] or [image.shape[2] // 2]
+    img, zooms = to_ras(image, affine)
+    msk, _ = to_ras(mask, affine)
+    if ref is not None:
+        on_ref, _ = to_ras(ref, affine)
+        msk = msk.copy()
+        msk[(msk > 0) & (on_ref == 0)] = len(labels)
+        msk[(msk == 0) & (on_ref > 0)] = len(labels) + 1
+        labels = (*labels, "outside the reference", "reference missed")
+    zs = [z for z in range(msk.shape[2]) if msk[:, :, z].any()] or [msk.shape[2] // 2]
     zs = zs[:: max(1, -(-len(zs) // 16))]
-    cols = 4
-    fig, axes = plt.subplots((len(zs) + cols - 1) // cols, cols, figsize=(4 * cols, 4 * ((len(zs) + cols - 1) // cols)))
-    for ax in np.ravel(axes):
-        ax.axis("off")
-    for ax, z in zip(np.ravel(axes), zs, strict=False):
-        ax.imshow(np.clip(_axial(image, z), *window), cmap="gray")
-        for label, colour in enumerate(colours, start=1):
-            if (mask[:, :, z] == label).any():
-                ax.contour(_axial(mask == label, z), [0.5], colors=colour, linewidths=0.8)
-        if ref is not None and ref[:, :, z].any():
-            ax.contour(_axial(ref, z), [0.5], colors="red", linewidths=0.8, linestyles="dashed")
-        ax.set_title(f"slice {z}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=60)
-    plt.close(fig)
+    colors = [label_color(k) for k in range(len(labels))]
+    tiles = [
+        np.asarray(compose([render_view(slice_view("axial", img[:, :, z], msk[:, :, z], zooms), window, colors,
+                                        size=240)], [f"slice {z}"], "", []))
+        for z in zs
+    ]  # fmt: skip
+    sheet = compose([tile_grid(tiles, per_row=4)], [""], out.stem, label_key(labels))
+    sheet.save(out, format="PNG")
 
 
 def main() -> None:
@@ -97,17 +95,18 @@ def main() -> None:
         task = "liver-cyst" if scan.startswith("lung") else "ventricle"
         (report,), failed = predict_paths(src, args.model if task == own_task else None, args.out)
         assert failed is None
-        img = nib.as_closest_canonical(nib.load(src))  # RAS order for drawing; figures do not depend on it
+        img = nib.load(src)
         image = np.asarray(img.dataobj, dtype=np.float32)
-        mask = np.asarray(nib.as_closest_canonical(nib.load(args.out / report["mask"])).dataobj)
+        mask = np.asarray(nib.load(args.out / report["mask"]).dataobj)
         row = {k: report[k] for k in ("grade", "probabilities", "volumes_ml", "warnings")}
-        row["model"] = f"{report['model']['name']} ({report['model']['sha256'][:16]})"
+        row["model"] = f"{report['model']['name']} ({report['model']['sha256']})"
         ref = None
         if (SCANS / f"{scan}_liver_reference.nii.gz").exists():
-            ref = np.asarray(nib.as_closest_canonical(nib.load(SCANS / f"{scan}_liver_reference.nii.gz")).dataobj)
+            ref = np.asarray(nib.load(SCANS / f"{scan}_liver_reference.nii.gz").dataobj)
             row.update(liver_figures(mask, ref, float(np.prod(img.header.get_zooms())) / 1000))
-        window = (-160.0, 240.0) if report["task"] == "liver-cyst" else (0.0, float(np.percentile(image, 99.5)))
-        draw_slices(image, mask, ref, args.out / f"{scan}_slices.png", window)
+        labels = tuple(report["labels"][str(k)] for k in range(len(report["labels"])))
+        window = CT_WINDOW if report["task"] == "liver-cyst" else (0.0, float(np.percentile(image, 99.5)))
+        draw_slices(image, mask, ref, img.affine, labels, window, args.out / f"{scan}_slices.png")
         results[scan] = row
         shown = {k: v for k, v in row.items() if k != "warnings"}
         print(f"{scan}: {json.dumps(shown)}")

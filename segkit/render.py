@@ -192,6 +192,14 @@ def compose(panels: list[np.ndarray], captions: list[str], title: str, footer: l
     return sheet
 
 
+def tile_grid(tiles: list[np.ndarray], per_row: int) -> np.ndarray:
+    """Tiles (H, W, 3) in rows of per_row, each padded with black to the largest tile."""
+    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    padded = [np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0))) for t in tiles]
+    padded += [np.zeros_like(padded[0])] * (-len(padded) % per_row)
+    return np.vstack([np.hstack(padded[r : r + per_row]) for r in range(0, len(padded), per_row)])
+
+
 def render_overlay(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, labels: tuple[str, ...], title: str) -> Any:
     """A PIL Image of a mask on its image: one panel per drawable view, a colour key for the labels."""
     views = display_views(image, mask, affine)

@@ -8,7 +8,7 @@ import numpy as np
 
 from segkit.data.msd import Case, Dataset, read_dataset
 from segkit.io import atomic_write, read_volume
-from segkit.render import compose, label_color, label_key, render_view, slice_view, to_ras
+from segkit.render import compose, label_color, label_key, render_view, slice_view, tile_grid, to_ras
 from segkit.tasks import TASKS
 
 CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window, HU
@@ -64,14 +64,6 @@ def _tile(case: Case, row: dict, targets: list[int], ct: bool, labels: tuple[str
     return np.asarray(compose(panels, ["axial", "coronal"], f"{case.case_id}: {case.grade}, {value}\n{info}", []))
 
 
-def _grid(tiles: list[np.ndarray], per_row: int) -> np.ndarray:
-    """Tiles (H, W, 3) in rows of per_row, each padded with black to the largest tile."""
-    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-    padded = [np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0))) for t in tiles]
-    padded += [np.zeros_like(padded[0])] * (-len(padded) % per_row)
-    return np.vstack([np.hstack(padded[r : r + per_row]) for r in range(0, len(padded), per_row)])
-
-
 def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
     """Write a PNG montage: per case an axial and a coronal slice through the graded structure."""
     ds = read_dataset(root)
@@ -80,7 +72,7 @@ def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
     targets = _structure(ds)
     labels = tuple(ds.labels)
     tiles = [_tile(c, rows_by_case.get(c.case_id, {}), targets, ct, labels) for c in _pick(ds, max_cases)]
-    grid = _grid(tiles, per_row=3) if tiles else np.zeros((32, 32, 3), np.uint8)
+    grid = tile_grid(tiles, per_row=3) if tiles else np.zeros((32, 32, 3), np.uint8)
     biomarker = ds.meta.get("biomarker", {})
     title = (
         f"{ds.meta.get('name', ds.root.name)}: axial and coronal, patient right on image left; "
