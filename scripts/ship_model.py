@@ -1,7 +1,8 @@
 """Install a trained run as a shipped model: segkit/weights/<task>.pt (weights + config) and <task>.json.
 
     python scripts/ship_model.py TASK RUN_DIR [--data-seconds S] [--train-seconds S] EVAL_REPORT.json ...
-    python scripts/ship_model.py restate-limits TASK --limit TEXT ...   # new measured limits, the same weights
+    python scripts/ship_model.py restate-limits TASK [--limit TEXT ...] [--set eval.KEY=VALUE ...]
+        # new measured limits or inference settings, the same weights
 
 The .pt keeps only what predict needs (weights, resolved config, epoch, the grade-head refit
 record), so it is a few MB. The .json holds the measured figures of every evaluation report given
@@ -17,8 +18,8 @@ import json
 from pathlib import Path
 
 from segkit.checkpoint import load_checkpoint, save_checkpoint
-from segkit.config import config_from_dict
-from segkit.infer import trained_on_mirrors
+from segkit.config import config_from_dict, config_to_dict
+from segkit.infer import inference_settings, trained_on_mirrors
 from segkit.onnx_export import write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +123,14 @@ def model_card(f: dict, ck: dict) -> str:
             if trained_on_mirrors(config_from_dict(cfg))
             else "augmentation refused (trained without left-right flips: a mirrored scan is unseen anatomy)."
         ),
+        *(
+            [
+                f"- Coarsest voxel spacing of its training scans (`eval.max_spacing_mm`): {spacing:g} mm; predict "
+                "warns on an input with coarser voxels (thicker slices) than that."
+            ]
+            if (spacing := cfg["eval"].get("max_spacing_mm"))
+            else []
+        ),
         "- Labels: "
         + ", ".join(f"{i} {n}" for i, n in enumerate(cfg["task"]["labels"]))
         + "; grades: "
@@ -212,22 +221,26 @@ def _layers(tensors: list[str]) -> str:
 
 
 def restate_limits(argv: list[str]) -> None:
-    """Replace a shipped model's declared limits (measured on data found after it shipped) and nothing else:
-    the .pt, the ONNX files' JSON, the figures and the card are rewritten; the weights stay as they are (the
-    .pt's SHA-256 changes, since the limits travel inside it)."""
+    """Replace a shipped model's declared limits (measured on data found after it shipped) and/or set eval.*
+    inference settings (a record training writes for new runs, say), and nothing else: the .pt, the ONNX files'
+    JSON, the figures and the card are rewritten; the weights stay as they are (the .pt's SHA-256 changes, since
+    the limits and the config travel inside it)."""
     ap = argparse.ArgumentParser(prog="ship_model.py restate-limits")
     ap.add_argument("task")
-    ap.add_argument("--limit", action="append", required=True, help="a measured weakness every prediction repeats")
+    ap.add_argument("--limit", action="append", default=None, help="a measured weakness every prediction repeats")
+    ap.add_argument("--set", action="append", default=[], help="eval.KEY=VALUE: an inference setting to store")
     a = ap.parse_args(argv)
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     ck = load_checkpoint(out)
-    save_checkpoint(out, {**ck, "limits": a.limit})
+    limits = ck.get("limits", []) if a.limit is None else a.limit
+    config = config_to_dict(inference_settings(config_from_dict(ck["config"]), a.set))
+    save_checkpoint(out, {**ck, "limits": limits, "config": config})
     onnx = write_onnx(out)
     figures = json.loads(out.with_suffix(".json").read_text())
-    figures.update(limits=a.limit, sha256_16=onnx["checkpoint_sha256"][:16], onnx_max_abs_diff=onnx["max_abs_diff"])
+    figures.update(limits=limits, sha256_16=onnx["checkpoint_sha256"][:16], onnx_max_abs_diff=onnx["max_abs_diff"])
     out.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
     out.with_suffix(".md").write_text(model_card(figures, load_checkpoint(out)))
-    print(f"{out}: limits restated; sha256 {figures['sha256_16']}")
+    print(f"{out}: restated ({', '.join(a.set) or 'limits'}); sha256 {figures['sha256_16']}")
 
 
 def main() -> None:

@@ -120,6 +120,23 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
     return out
 
 
+SPACING_SLACK_MM = 0.05  # header rounding: a scan this close to the training's coarsest spacing is within it
+
+
+def spacing_warnings(affine: np.ndarray, max_spacing_mm: float) -> list[str]:
+    """Warn when the input's voxels are coarser along some axis (thick slices, mostly) than those of any scan
+    the model was trained on (eval.max_spacing_mm, recorded by training; 0: no record, no check)."""
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    coarsest = float(zooms.max())
+    if not max_spacing_mm or coarsest <= max_spacing_mm + SPACING_SLACK_MM:
+        return []
+    return [
+        f"voxels {coarsest:.1f} mm deep along one axis (thick slices), coarser than any scan this model was "
+        f"trained on ({max_spacing_mm:.1f} mm at most): small or thin structures may be missed or drawn a slice "
+        "away from where they are; check the overlay slice by slice, or use a scan with thinner slices"
+    ]
+
+
 CUT_AREA_CM2 = 2.0  # organ cross-section on the image's faces above which the organ counts as cut by the field of view
 SIDE_NAMES = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
 

@@ -128,6 +128,10 @@ class EvalConfig:
     # CT tasks with cyst and tumour labels: a cyst component whose median HU is above this becomes tumour (a
     # simple cyst is water); chosen on val at the end of training; 0 = off
     cyst_max_hu: float = 0.0
+    # The coarsest voxel spacing (mm, any axis: thick slices' gap) of the training scans, recorded by training
+    # (with --init, the larger of the data's and the source model's); predict warns on an input with coarser
+    # voxels, anatomy sampled more thinly than the model ever saw. 0 = no check.
+    max_spacing_mm: float = 0.0
     # 3-D models: MONAI sliding-window inference over train.patch_size windows
     window_overlap: float = 0.5  # nnU-Net's; MONAI's own default is 0.25
     window_blend: str = "gaussian"  # or "constant" (MONAI's default)

@@ -27,6 +27,7 @@ from segkit.checks import (
     grade_warnings,
     guess_modality,
     modality_warnings,
+    spacing_warnings,
     target_warnings,
     volume_warnings,
 )
@@ -235,6 +236,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     grade = grades[int(grade_p.argmax())] if gradable(m["volumes_ml"], cfg.task) else None
     warnings = [
         *modality_warnings(vol.data, cfg.task.modality),
+        *spacing_warnings(vol.affine, cfg.eval.max_spacing_mm),
         *volume_warnings(m["volumes_ml"], cfg.task),
         *field_of_view_warnings(mask, vol.affine, cfg.task),
         *confidence_warnings(confidence, cfg.eval.min_confidence_fg),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import CheckpointError, ConfigError, InputError, SegkitError
 from segkit.forward import amp_dtype, autocast, pick_device
-from segkit.io import atomic_write, atomic_write_text, ensure_dir
+from segkit.io import atomic_write, atomic_write_text, ensure_dir, voxel_sizes
 from segkit.losses import SegGradeLoss, grade_class_weights
 from segkit.models import SegGrader, build_model, num_parameters
 from segkit.transforms import preprocess_label, preprocess_volume
@@ -50,7 +51,7 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))
         target_z = np.flatnonzero(np.isin(label, target).any(axis=(0, 1)))
         grade = cfg.task.grades.index(case.grade) if case.grade else 0
-        out.append(CaseData(case.case_id, image, label, grade, organ_z, target_z))
+        out.append(CaseData(case.case_id, image, label, grade, organ_z, target_z, max(voxel_sizes(img.affine))))
     return out
 
 
@@ -172,7 +173,13 @@ def init_weights(net: SegGrader, model: str | Path, cfg: Config) -> dict[str, An
     ]
     if bad:
         raise ConfigError(f"--init {model}: weights do not fit this network ({', '.join(bad[:3])})")
-    return {"init": ref.name, "path": str(ref.path), "epoch": state.get("epoch"), "fresh_layers": list(missing)}
+    return {
+        "init": ref.name,
+        "path": str(ref.path),
+        "epoch": state.get("epoch"),
+        "fresh_layers": list(missing),
+        "max_spacing_mm": src.eval.max_spacing_mm,
+    }
 
 
 def _is_norm_layer(net: nn.Module, key: str) -> bool:
@@ -211,11 +218,15 @@ def _fit(
     opt, sched = _build_optimizer(net, cfg)
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
     info = {**run_info(cfg), "world_size": distributed.world_size(), "backend": distributed.backend()}
+    earlier = 0.0  # the coarsest spacing a model this run continues was trained on
     if resume:
         state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
+        earlier = state.pop("max_spacing_mm")
     elif init is not None:
         info["init"] = init_weights(net, init, cfg)
+        earlier = info["init"]["max_spacing_mm"]
         log.info("weights from %s (epoch %s)", info["init"]["path"], info["init"]["epoch"])
+    cfg = with_spacing(cfg, train, earlier)
     main = distributed.is_main()
     if main:
         _write_start(cfg, run_dir, info, resume)
@@ -339,7 +350,22 @@ def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer,
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
     log.info("resuming after epoch %d", ck["epoch"])
-    return {"epoch": ck["epoch"], "best": ck["best"], "bad_epochs": ck["bad_epochs"], "history": ck["history"]}
+    return {
+        "epoch": ck["epoch"],
+        "best": ck["best"],
+        "bad_epochs": ck["bad_epochs"],
+        "history": ck["history"],
+        "max_spacing_mm": float(ck["config"]["eval"].get("max_spacing_mm", 0.0)),
+    }
+
+
+def with_spacing(cfg: Config, train: list[CaseData], earlier: float = 0.0) -> Config:
+    """cfg with eval.max_spacing_mm recorded: the coarsest voxel spacing among the training scans, or of the
+    scans behind the model this run continues (`earlier`) where that is coarser. Predict warns on an input
+    coarser still: a brain MRI of 6.5 mm slices, given to the ventricle model trained on slices of at most
+    6 mm, came out with ventricle patches a slice away from the ventricles and most of them missed."""
+    coarsest = round(max([c.spacing_mm for c in train] + [earlier]), 3)
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_spacing_mm=coarsest))
 
 
 def _checkpoint(

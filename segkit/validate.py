@@ -35,6 +35,7 @@ class CaseData:
     grade: int
     organ_z: np.ndarray  # slices holding the biomarker's denominator labels
     target_z: np.ndarray  # slices holding the biomarker's numerator labels (lesion, ventricles)
+    spacing_mm: float = 0.0  # the scan's coarsest voxel spacing before resampling (thick slices' gap)
 
 
 @torch.no_grad()

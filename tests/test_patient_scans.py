@@ -76,3 +76,5 @@ def test_the_ventricle_model_does_not_miss_patients_ventricles_silently(monkeypa
         drawn = report["volumes_ml"]["lateral_ventricles"]
         unsure = any(w.startswith("network unsure about the lateral_ventricles") for w in report["warnings"])
         assert drawn > 10.0 or unsure, (name, drawn, report["warnings"])
+        # 6.5 mm slices: coarser than any draw the shipped model trained on (6.0 mm at most), which it says
+        assert any(w.startswith("voxels 6.5 mm deep along one axis (thick slices)") for w in report["warnings"])

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, run_cli, write_nifti
+from conftest import ROOT, rotation, run_cli, write_nifti
 
+from segkit.checkpoint import load_checkpoint
 from segkit.checks import (
     confidence_warnings,
     expected_ml,
@@ -17,12 +18,14 @@ from segkit.checks import (
     grade_warnings,
     guess_modality,
     modality_warnings,
+    spacing_warnings,
     target_warnings,
     volume_warnings,
 )
 from segkit.config import TaskConfig, config_from_dict, config_to_dict, load_config
 from segkit.errors import ConfigError
 from segkit.tasks import TASKS
+from segkit.train import with_spacing
 
 VENTRICLE, LIVER = TASKS["ventricle"], TASKS["liver-cyst"]
 PROBS = {"healthy": 0.8, "moderate": 0.15, "severe": 0.05}
@@ -137,6 +140,35 @@ def test_modality_unlike_the_training_data_warns():
     assert "CT-like values below -500" in w and "trained on MRI" in w
     (w,) = modality_warnings(mri, "CT")
     assert "no values below -500 HU" in w and "trained on CT" in w
+
+
+def test_scans_coarser_than_any_training_scan_warn():
+    las = np.diag([-0.78, 0.78, 6.5, 1.0])  # PyRadiomics' brain1: 6.5 mm slices; the ventricle draws reach 6.0
+    (w,) = spacing_warnings(las, 6.0)
+    assert w.startswith("voxels 6.5 mm deep along one axis (thick slices), coarser than any scan this model was ")
+    assert "(6.0 mm at most)" in w
+    assert spacing_warnings(las, 6.48) == []  # within the header-rounding slack
+    assert spacing_warnings(las, 0.0) == []  # a model with no record (trained before it existed): no check
+    tilted = np.eye(4)
+    tilted[:3, :3] = rotation(0, 30) @ np.diag([1.0, 7.0, 1.0])  # oblique: the slice gap is along voxel axis 1
+    assert spacing_warnings(tilted, 6.0) and not spacing_warnings(tilted, 7.0)
+
+
+def test_training_records_the_coarsest_spacing_of_its_scans(tiny_run, phantom_ventricle):
+    import nibabel as nib
+
+    from segkit.data.msd import read_dataset
+    from segkit.validate import CaseData
+
+    coarsest = max(max(nib.load(c.image).header.get_zooms()) for c in read_dataset(phantom_ventricle).split("train"))
+    onnx = json.loads((tiny_run / "best.onnx.json").read_text())["checkpoint_state"]  # what a CPU predict reads
+    for ck in (load_checkpoint(tiny_run / "best.pt"), onnx):
+        assert ck["config"]["eval"]["max_spacing_mm"] == pytest.approx(coarsest, abs=1e-3)
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml")
+    case = CaseData("c", np.zeros((2, 2, 2), np.float32), np.zeros((2, 2, 2), np.uint8), 0, np.arange(2), np.arange(2))
+    thin = dataclasses.replace(case, spacing_mm=1.2)
+    assert with_spacing(cfg, [thin, dataclasses.replace(case, spacing_mm=3.5)]).eval.max_spacing_mm == 3.5
+    assert with_spacing(cfg, [thin], earlier=6.0).eval.max_spacing_mm == 6.0  # --init: the source model's scans too
 
 
 def test_foreground_confidence_is_the_mean_top_probability_where_the_model_sees_tissue():
