@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from segkit.config import TaskConfig
+from segkit.io import voxel_sizes
 from segkit.measure import total_ml
 
 AIR_HU = -500.0  # CT air is about -1000 HU; MRI intensities are not negative to this extent
@@ -126,8 +127,7 @@ SPACING_SLACK_MM = 0.05  # header rounding: a scan this close to the training's 
 def spacing_warnings(affine: np.ndarray, max_spacing_mm: float) -> list[str]:
     """Warn when the input's voxels are coarser along some axis (thick slices, mostly) than those of any scan
     the model was trained on (eval.max_spacing_mm, recorded by training; 0: no record, no check)."""
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-    coarsest = float(zooms.max())
+    coarsest = max(voxel_sizes(affine))
     if not max_spacing_mm or coarsest <= max_spacing_mm + SPACING_SLACK_MM:
         return []
     return [
