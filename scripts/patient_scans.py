@@ -81,10 +81,9 @@ def main() -> None:
 
     own_task = None
     if args.model:
-        from segkit.checkpoint import load_checkpoint
+        from segkit.checkpoint import load_checkpoint, resolve_model
 
-        pt = args.model / "best.pt" if args.model.is_dir() else args.model
-        own_task = load_checkpoint(pt)["config"]["task"]["name"]
+        own_task = load_checkpoint(resolve_model(args.model).path)["config"]["task"]["name"]
 
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)

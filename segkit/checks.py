@@ -148,7 +148,7 @@ def field_of_view_warnings(mask: np.ndarray, affine: np.ndarray, task: TaskConfi
     import nibabel as nib
 
     codes = [k for k, name in enumerate(task.labels) if name in task.denominator]
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = np.array(voxel_sizes(affine))
     axcodes = nib.orientations.aff2axcodes(affine)  # the side each array axis runs towards
     opposite = dict(zip("RLAPSI", "LRPAIS", strict=True))
     area, sides = 0.0, []
