@@ -291,7 +291,7 @@ def train_loop(
     import torch
 
     from segkit.allocator import tune_allocator
-    from segkit.batches import sample_batch, training_threads
+    from segkit.batches import sample_batch, sampling_helpers, training_threads
     from segkit.config import load_config
     from segkit.data.msd import read_dataset
     from segkit.train import load_cases
@@ -318,27 +318,34 @@ def train_loop(
         }
     else:
         variants = {"inline": (threads, 0)}
+        if helpers := sampling_helpers(base, torch.device("cpu")):  # train.workers -1 (auto): what segkit does
+            variants[f"inline + {helpers} helper process{'es' if helpers > 1 else ''} (segkit's rule)"] = (threads, -1)
         if threads > 1:
             variants[f"{threads - 1} threads + 1 worker"] = (threads - 1, 1)
         rule = training_threads(base, torch.device("cpu"))  # from 6 cores: what `segkit train` does by default
         if rule:
             variants[f"{rule} threads + {threads - rule} workers (segkit's rule)"] = (rule, threads - rule)
-    for name, (num_threads, num_workers) in variants.items():
+    for num_threads in dict.fromkeys(t for t, _ in variants.values()):  # same threads: loops in the same rounds
         torch.set_num_threads(num_threads)
-        overrides = [f"train.steps_per_epoch={steps}", f"train.workers={num_workers}"]
-        cfg = load_config(config, overrides)
-        bounds, loops = _bound_and_loop(cfg, train, batch, rounds, device)
-        bound, loop = float(np.median(bounds)), float(np.median(loops))
-        out[name] = {
-            "threads": num_threads,
-            "workers": num_workers,
-            "bound_s_per_step": round(bound, 4),
-            "loop_s_per_step": round(loop, 4),
-            "bound_slices_per_s": round(out["slices_per_step"] / bound, 1),
-            "loop_slices_per_s": round(out["slices_per_step"] / loop, 1),
-            "loop_over_bound": round(bound / loop, 3),
-            "loop_over_bound_per_round": [round(b / lo, 3) for b, lo in zip(bounds, loops, strict=True)],
+        group = {
+            n: load_config(config, [f"train.steps_per_epoch={steps}", f"train.workers={w}"])
+            for n, (t, w) in variants.items()
+            if t == num_threads
         }
+        bounds, loops = _bound_and_loops(group, train, batch, rounds, device)
+        bound = float(np.median(bounds))
+        for name, times in loops.items():
+            loop = float(np.median(times))
+            out[name] = {
+                "threads": num_threads,
+                "workers": variants[name][1],
+                "bound_s_per_step": round(bound, 4),
+                "loop_s_per_step": round(loop, 4),
+                "bound_slices_per_s": round(out["slices_per_step"] / bound, 1),
+                "loop_slices_per_s": round(out["slices_per_step"] / loop, 1),
+                "loop_over_bound": round(bound / loop, 3),
+                "loop_over_bound_per_round": [round(b / lo, 3) for b, lo in zip(bounds, times, strict=True)],
+            }
     torch.set_num_threads(threads)
     out["sampling_per_rank_s"] = _sampling_per_rank(train, base, steps)
     out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
@@ -474,22 +481,37 @@ def _training_step(cfg: Any, batch: tuple, memory_format: Any = None, device: st
     return net, loss_fn, opt, run
 
 
-def _bound_and_loop(
-    cfg: Any, train: list, batch: tuple, rounds: int, device: str = "cpu"
-) -> tuple[list[float], list[float]]:
-    """Seconds per step of the compute bound (batch in memory) and of train_one_epoch, alternating rounds."""
+def _bound_and_loops(
+    cfgs: dict[str, Any], train: list, batch: tuple, rounds: int, device: str = "cpu"
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Seconds per step of the compute bound (batch in memory) and of train_one_epoch under each config of
+    `cfgs` (one model, the same torch threads), in alternating rounds, the configs' order reversed every
+    other round, so a slow spell of the machine hits each alike.
+
+    Each loop takes its epochs from one stream of batches, as `segkit train` does (its sampling processes
+    live for the run); a first epoch, not timed, starts them and warms the loop up."""
+    import torch
+
+    from segkit.batches import epoch_batches
     from segkit.train import train_one_epoch
 
-    steps = cfg.train.steps_per_epoch
-    net, loss_fn, opt, run = _training_step(cfg, batch, None, device)
+    first = next(iter(cfgs.values()))
+    steps = first.train.steps_per_epoch
+    net, loss_fn, opt, run = _training_step(first, batch, None, device)
+    streams = {n: epoch_batches(train, cfg, 0, torch.device(device), end=rounds + 1) for n, cfg in cfgs.items()}
+
+    def epoch(name: str, r: int) -> None:
+        train_one_epoch(net, loss_fn, opt, train, cfgs[name], epoch=r, batches=streams[name])
+
     run(1)  # warm-up
-    bounds, loops = [], []
-    for r in range(rounds):
+    for name in cfgs:
+        epoch(name, 0)
+    bounds: list[float] = []
+    loops: dict[str, list[float]] = {n: [] for n in cfgs}
+    for r in range(1, rounds + 1):
         bounds.append(_timed_steps(run, steps, device))
-        # the same epoch with its batches sampled (steps_per_epoch = steps)
-        loops.append(
-            _timed_steps(lambda _n, r=r: train_one_epoch(net, loss_fn, opt, train, cfg, epoch=r), steps, device)
-        )
+        for name in list(cfgs)[:: 1 if r % 2 else -1]:
+            loops[name].append(_timed_steps(lambda _n, n=name, r=r: epoch(n, r), steps, device))
     return bounds, loops
 
 

@@ -9,8 +9,12 @@ and each torchrun rank draws only its own cases of the batch.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import mmap
+import multiprocessing as mp
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,7 +59,15 @@ def sample_batch(
     rows = [r for p in per_case for r in p[:s]] + [r for p in per_case for r in p[s:]]
     xs, ys = zip(*rows, strict=True)
     grades = torch.tensor([cases[picked[i]].grade for i in slots])
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), grades
+    return torch.from_numpy(_stacked(xs)), torch.from_numpy(_stacked(ys)), grades
+
+
+def _stacked(rows: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The rows stacked in C order, (N, C, H, W) laid out as torch's default layout expects: np.stack keeps
+    the rows' own layout, and 2-D rows are transposed views of (H, W, C) crops (their stack was channels-last
+    in memory, which the first convolution computes along another path)."""
+    out = np.empty((len(rows), *rows[0].shape), np.result_type(*rows))
+    return np.stack(rows, out=out)
 
 
 def _case_slices(
@@ -135,12 +147,19 @@ class EpochBatches(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         first, every = (0, 1) if info is None else (info.id, info.num_workers)
-        cfg = self.cfg
-        per_epoch = cfg.train.steps_per_epoch
-        for index in range(first, len(self.epochs) * per_epoch, every):
-            epoch, step = self.epochs[index // per_epoch], index % per_epoch
-            rng = np.random.default_rng([cfg.train.seed, epoch, step])
-            yield sample_batch(self.cases, cfg, rng, self.aug, self.part, self.parts)
+        for index in range(first, self.num_batches(), every):
+            yield self.draw(index)
+
+    def num_batches(self) -> int:
+        return len(self.epochs) * self.cfg.train.steps_per_epoch
+
+    def draw(self, index: int, sub: int = 0, subs: int = 1) -> Batch:
+        """Batch `index` of the stream (this rank's part of it), or its share `sub` of `subs` (split_stream's
+        processes): each case's rows are the same whichever process draws them."""
+        per_epoch = self.cfg.train.steps_per_epoch
+        epoch, step = self.epochs[index // per_epoch], index % per_epoch
+        rng = np.random.default_rng([self.cfg.train.seed, epoch, step])
+        return sample_batch(self.cases, self.cfg, rng, self.aug, self.part * subs + sub, self.parts * subs)
 
 
 def training_threads(cfg: Config, device: torch.device) -> int | None:
@@ -175,8 +194,9 @@ def num_workers(cfg: Config, device: torch.device) -> int:
     """train.workers, or (-1, auto) as many sampling processes as there are cores to spare, at most
     MAX_WORKERS: on a GPU every core of this process's share of the machine (torchrun's processes on this
     node split it) but its own; on a CPU the cores that the processes' torch threads leave free, none
-    when they use them all (2 cores: a worker slowed the step more than it saved, scripts/bench.py --parts e;
-    from 6 cores training_threads leaves some)."""
+    when they use them all (2 cores: a worker drawing ahead slowed the step more than it saved,
+    scripts/bench.py --parts e; there sampling_helpers share each batch instead; from 6 cores
+    training_threads leaves some)."""
     if cfg.train.workers >= 0:
         return cfg.train.workers
     cores, local = _cores(), _local_processes()
@@ -187,17 +207,40 @@ def num_workers(cfg: Config, device: torch.device) -> int:
     return max(0, min(MAX_WORKERS, spare))
 
 
+def sampling_helpers(cfg: Config, device: torch.device) -> int:
+    """Helper processes that draw a share of each batch beside the main process, in step with it, where it
+    samples inline on a CPU whose cores torch's threads take (train.workers on auto; 2-5 cores a process):
+    while torch waits for the batch its cores are idle, so the batch's cases are drawn on all of them at
+    once, and the helpers sleep while torch trains (a worker drawing ahead slowed the step more than it
+    saved, scripts/bench.py --parts e). One fewer than the processes that share the batch's cases evenly."""
+    if device.type != "cpu" or cfg.train.workers != -1 or num_workers(cfg, device) > 0:
+        return 0
+    per_process = _cores() // _local_processes()
+    cases = cfg.train.cases_per_batch // distributed.world_size()
+    return max(k for k in range(1, per_process + 1) if cases % k == 0) - 1
+
+
+def sampling_plan(cfg: Config, device: torch.device) -> dict[str, int]:
+    """How this process will draw its batches (recorded in run.json): torch's threads, sampling workers drawing
+    ahead, helpers sharing each batch."""
+    workers = num_workers(cfg, device)
+    helpers = 0 if workers else sampling_helpers(cfg, device)
+    return {"torch_threads": torch.get_num_threads(), "workers": workers, "helpers": helpers}
+
+
 def epoch_batches(
     cases: list[CaseData], cfg: Config, epoch: int, device: torch.device, end: int | None = None
 ) -> Iterator[Batch]:
     """The batches of epochs epoch..end-1 (default: that one epoch) in order, from worker processes when
-    num_workers() gives any. `segkit train` takes its whole run from one such stream: its workers live
-    for the run and draw the next epoch's first batches while the main process validates, where fresh
-    workers each epoch would start from nothing after it."""
+    num_workers() gives any, else drawn in the main process with sampling_helpers() beside it. `segkit
+    train` takes its whole run from one such stream: its workers live for the run and draw the next epoch's
+    first batches while the main process validates, where fresh workers each epoch would start from
+    nothing after it."""
     data = EpochBatches(cases, cfg, epoch, end)
     workers = num_workers(cfg, device)
     if workers == 0:
-        return iter(data)
+        helpers = sampling_helpers(cfg, device)
+        return split_stream(data, helpers) if helpers else iter(data)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=None,
@@ -206,12 +249,93 @@ def epoch_batches(
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # its workers' base seed, not drawn from the global stream dropout uses
     )
-    # Garbage made before the fork is freed here, and what exists now is frozen out of the workers' collector:
-    # a worker that collected an inherited ONNX Runtime session ran its destructor on condition variables of
-    # threads that exist only in this process, and hung holding the GIL (seen in the test suite).
+    with _frozen_heap():
+        return iter(loader)  # forks the workers
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Fork inside this: garbage made before the fork is freed first, and what exists then is frozen out of
+    the children's collector (a DataLoader worker that collected an inherited ONNX Runtime session ran its
+    destructor on condition variables of threads that exist only in this process, and hung holding the GIL;
+    seen in the test suite)."""
     gc.collect()
     gc.freeze()
     try:
-        return iter(loader)  # forks the workers
+        yield
     finally:
         gc.unfreeze()
+
+
+def split_stream(data: EpochBatches, helpers: int) -> Iterator[Batch]:
+    """data's batches, each drawn by this process and `helpers` forked processes at once, share j of the
+    batch's cases by process j, and put back in sample_batch's row order: the same batches as iter(data)
+    (tested). The helpers live as long as the stream, block between batches and hand their shares over in
+    memory shared with this process (through a pipe, 1.3 MB a share took longer than drawing it)."""
+    subs = helpers + 1
+    if not data.num_batches():
+        return
+    first = data.draw(0, 0, subs)  # every share has its shapes
+    shared = [tuple(_shared_like(t) for t in first) for _ in range(helpers)]
+    ctx = mp.get_context("fork")
+    ends: list[Any] = []
+    procs = []
+    with _frozen_heap():
+        for sub in range(1, subs):
+            mine, theirs = ctx.Pipe()
+            ends.append(mine)
+            args = (data, sub, subs, theirs, ends, shared[sub - 1])
+            procs.append(ctx.Process(target=_helper, args=args, daemon=True))
+            procs[-1].start()
+            theirs.close()
+    graded = data.cfg.train.cases_per_batch // (data.parts * subs) * data.cfg.train.slices_per_case
+    try:
+        for index in range(data.num_batches()):
+            for end in ends:
+                end.send(index)
+            own = first if index == 0 else data.draw(index, 0, subs)
+            for end in ends:
+                _wait(end)
+            x, y, g = zip([t.numpy() for t in own], *shared, strict=True)
+            # each share: its cases' graded rows, then their seg-only rows (sample_batch's layout); a copy
+            yield (
+                torch.from_numpy(np.concatenate([a[:graded] for a in x] + [a[graded:] for a in x])),
+                torch.from_numpy(np.concatenate([a[:graded] for a in y] + [a[graded:] for a in y])),
+                torch.from_numpy(np.concatenate(g)),
+            )
+    finally:
+        for end in ends:
+            end.close()  # a helper reads end of file and returns
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _shared_like(t: torch.Tensor) -> np.ndarray:
+    """An array of t's shape and dtype in anonymous shared memory: a process forked after sees the same bytes."""
+    dtype = t.numpy().dtype
+    return np.frombuffer(mmap.mmap(-1, max(1, t.numel() * dtype.itemsize)), dtype, t.numel()).reshape(t.shape)
+
+
+def _wait(end: Any) -> None:
+    try:
+        end.recv_bytes()
+    except EOFError:
+        raise RuntimeError("a batch-sampling helper process ended early (its error is printed above)") from None
+
+
+def _helper(data: EpochBatches, sub: int, subs: int, conn: Any, ends: list[Any], out: tuple) -> None:
+    """A split_stream helper: draws share `sub` of each batch it is asked for into `out` (shared memory) until
+    its pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    torch.set_num_threads(1)  # as DataLoader workers: a forked OpenMP pool must not start again
+    for end in ends:
+        end.close()  # the main process's ends: once it closes them (or dies), recv here ends
+    try:
+        while True:
+            for array, t in zip(out, data.draw(conn.recv(), sub, subs), strict=True):
+                array[...] = t.numpy()
+            conn.send_bytes(b"")
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return

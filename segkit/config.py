@@ -108,7 +108,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0  # 0: auto (from 6 cores a few go to sampling workers: batches.training_threads)
-    workers: int = -1  # batch-sampling processes; -1: one per spare core (segkit.batches.num_workers), 0: inline
+    workers: int = -1  # batch-sampling processes; -1: per spare core, else helpers (segkit.batches), 0: inline
 
 
 @dataclass(frozen=True)

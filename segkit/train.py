@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from segkit import __version__, distributed
-from segkit.batches import Batch, epoch_batches, training_threads
+from segkit.batches import Batch, epoch_batches, sampling_plan, training_threads
 from segkit.checkpoint import load_checkpoint, resolve_model, save_checkpoint
 from segkit.config import Config, config_from_dict, config_to_dict, write_config
 from segkit.data.msd import Case, read_case, read_dataset
@@ -109,6 +109,14 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{total.item():.3f}")
     m = (sums / cfg.train.steps_per_epoch).tolist()
     return {"train_loss": m[0], "train_seg_loss": m[1], "train_grade_loss": m[2]}
+
+
+def _sampling_words(plan: dict[str, int]) -> str:
+    if plan["workers"]:
+        return f"{plan['workers']} sampling worker processes"
+    if plan["helpers"]:
+        return f"drawn by this process and {plan['helpers']} helper process(es) at once"
+    return "drawn by this process"
 
 
 def _pause_if_asked(epoch: int, step: int) -> None:
@@ -218,6 +226,7 @@ def _fit(
     opt, sched = _build_optimizer(net, cfg)
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
     info = {**run_info(cfg), "world_size": distributed.world_size(), "backend": distributed.backend()}
+    info["sampling"] = sampling_plan(cfg, dev)
     earlier = 0.0  # the coarsest spacing a model this run continues was trained on
     if resume:
         state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
@@ -234,12 +243,14 @@ def _fit(
     weights = grade_class_weights([c.grade for c in train], len(cfg.task.grades)).to(dev)
     loss_fn = SegGradeLoss.for_config(cfg, weights)
     log.info(
-        "model %s: %d parameters; %d train / %d val cases on %s",
+        "model %s: %d parameters; %d train / %d val cases on %s (%d threads; batches: %s)",
         cfg.model.arch,
         num_parameters(net),
         len(train),
         len(val),
         dev,
+        info["sampling"]["torch_threads"],
+        _sampling_words(info["sampling"]),
     )
     writer = _tensorboard(run_dir) if main else None
     batches = epoch_batches(train, cfg, state["epoch"], dev, end=cfg.train.epochs)  # one set of workers for the run

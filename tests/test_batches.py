@@ -7,7 +7,16 @@ import pytest
 import torch
 from conftest import ROOT
 
-from segkit.batches import EpochBatches, _case_slices, epoch_batches, num_workers, slice_patch, training_threads
+from segkit.batches import (
+    EpochBatches,
+    _case_slices,
+    epoch_batches,
+    num_workers,
+    sampling_helpers,
+    slice_patch,
+    split_stream,
+    training_threads,
+)
 from segkit.config import load_config
 from segkit.data.msd import read_dataset
 from segkit.train import load_cases, slices_contiguous
@@ -127,6 +136,83 @@ def test_each_rank_draws_exactly_its_cases_rows_of_the_whole_batch(phantom_ventr
     assert not torch.equal(whole[0][:4], whole[0][4:8])  # the cases' rows differ
 
 
+@pytest.mark.parametrize("config", ["ventricle.yaml", "ventricle-3d.yaml"])
+def test_batches_drawn_with_helper_processes_equal_those_drawn_alone(phantom_ventricle, config):
+    """split_stream: the main process and its helpers each draw a share of a batch's cases, and the batch put
+    back together is row for row the one the main process draws alone (labels and grades included), with
+    1 helper (2 cases each) or 3 (1 case each); 3-D patches as 2-D slices."""
+    size = ["train.patch_size=[32, 32]"] if config == "ventricle.yaml" else ["train.patch_size=[16, 16, 16]"]
+    more = ["train.steps_per_epoch=3", "train.cases_per_batch=4", "train.slices_per_case=2"]
+    cfg = load_config(ROOT / "configs" / config, [*size, *more])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    alone = list(EpochBatches(cases, cfg, 1, end=3))
+    assert len(alone) == 6 and alone[0][0].shape[0] == 4 * (2 + 2)
+    for helpers in (1, 3):
+        shared = list(split_stream(EpochBatches(cases, cfg, 1, end=3), helpers))
+        assert len(shared) == 6
+        for a, b in zip(alone, shared, strict=True):
+            assert all(torch.equal(p, q) and p.stride() == q.stride() for p, q in zip(a, b, strict=True))
+    # torch's default layout either way (a channels-last stack trained to other figures in the 5th digit)
+    assert all(t.is_contiguous() for batch in alone for t in batch)
+    assert not torch.equal(alone[0][0], alone[1][0])
+
+
+def test_sampling_helpers_stop_with_their_stream(phantom_ventricle):
+    """Helpers live as long as their stream: closed early (an interrupted run), none is left behind."""
+    import multiprocessing
+
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.patch_size=[32, 32]", "train.steps_per_epoch=5"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    before = set(multiprocessing.active_children())
+    stream = split_stream(EpochBatches(cases, cfg, 0), 1)
+    next(stream)
+    helpers = set(multiprocessing.active_children()) - before
+    assert len(helpers) == 1
+    stream.close()
+    assert not any(h.is_alive() for h in helpers)
+
+
+def test_a_helper_that_fails_stops_the_stream_instead_of_hanging(phantom_ventricle, monkeypatch):
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.patch_size=[32, 32]", "train.steps_per_epoch=2"])
+    cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
+    draw = EpochBatches.draw
+
+    def failing(self, index, sub=0, subs=1):
+        if sub == 1:
+            raise ValueError("a helper's bug")
+        return draw(self, index, sub, subs)
+
+    monkeypatch.setattr(EpochBatches, "draw", failing)  # the forked helper inherits it
+    with pytest.raises(RuntimeError, match="helper process ended early"):
+        list(split_stream(EpochBatches(cases, cfg, 0), 1))
+
+
+def test_automatic_sampling_helpers(monkeypatch):
+    """Inline sampling on a CPU whose cores torch uses takes a helper per further core, as many as share
+    the batch's cases evenly; none where sampling workers run, on a GPU, or with train.workers set."""
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml")
+    assert cfg.train.cases_per_batch == 4
+    cores = {"n": 2}
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores["n"])), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores["n"])
+    assert num_workers(cfg, CPU) == 0 and sampling_helpers(cfg, CPU) == 1  # 2 cores: 2 cases each
+    assert sampling_helpers(cfg, torch.device("cuda")) == 0  # a GPU: workers draw ahead
+    assert sampling_helpers(_workers(cfg, 0), CPU) == 0  # train.workers 0: all in the main process
+    cores["n"] = 3
+    assert sampling_helpers(cfg, CPU) == 1  # 4 cases do not split 3 ways: 2 processes
+    cores["n"] = 5
+    assert sampling_helpers(cfg, CPU) == 3  # one case each
+    odd = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cases_per_batch=3))
+    cores["n"] = 2
+    assert sampling_helpers(odd, CPU) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's 2 processes on 2 cores: one core each
+    assert sampling_helpers(cfg, CPU) == 0
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    cores["n"] = 1
+    assert sampling_helpers(cfg, CPU) == 0
+
+
 def test_automatic_worker_count(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     cfg = load_config(ROOT / "configs" / "ventricle.yaml")
@@ -185,9 +271,11 @@ def test_workers_leave_the_global_torch_stream_alone(phantom_ventricle):
     assert torch.equal(torch.rand(3), after_workers)
 
 
-def test_a_run_with_sampling_workers_trains_exactly_like_one_without(phantom_ventricle, tmp_path):
-    """`segkit train` with 2 sampling processes: the same losses, epoch by epoch, as a run that samples inline."""
+def test_a_run_with_sampling_workers_trains_exactly_like_one_without(phantom_ventricle, tmp_path, monkeypatch):
+    """`segkit train` with 2 sampling processes, or with a helper drawing half of each batch beside the main
+    process: the same losses, epoch by epoch, as a run that samples inline."""
     import csv
+    import json
 
     from conftest import TINY
 
@@ -195,12 +283,18 @@ def test_a_run_with_sampling_workers_trains_exactly_like_one_without(phantom_ven
 
     keys = ("train_loss", "train_seg_loss", "train_grade_loss", "val_dice")
     losses = []
-    for workers in (0, 2):
+    for workers in (0, 2, -1):
         cfg = load_config(ROOT / "configs" / "ventricle.yaml", [*TINY, f"train.workers={workers}"])
+        if workers == -1:  # as on 2 cores whose torch threads take both: the main process and a helper
+            monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+            monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+            assert num_workers(cfg, CPU) == 0 and sampling_helpers(cfg, CPU) == 1
         fit(cfg, phantom_ventricle, tmp_path / str(workers))
         rows = list(csv.DictReader((tmp_path / str(workers) / "metrics.csv").open()))
         losses.append([[r[k] for k in keys] for r in rows])
-    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    assert len(losses[0]) == 2 and losses[0] == losses[1] == losses[2]
+    plans = [json.loads((tmp_path / str(w) / "run.json").read_text())["sampling"] for w in (0, 2, -1)]
+    assert [(p["workers"], p["helpers"]) for p in plans] == [(0, 0), (2, 0), (0, 1)]  # run.json says how
 
 
 def test_a_many_core_cpu_leaves_cores_to_sampling_workers(monkeypatch):
