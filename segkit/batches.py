@@ -215,6 +215,8 @@ def sampling_helpers(cfg: Config, device: torch.device) -> int:
     saved, scripts/bench.py --parts e). One fewer than the processes that share the batch's cases evenly."""
     if device.type != "cpu" or cfg.train.workers != -1 or num_workers(cfg, device) > 0:
         return 0
+    if "fork" not in mp.get_all_start_methods():  # (Windows) helpers inherit the loaded cases by forking
+        return 0
     per_process = _cores() // _local_processes()
     cases = cfg.train.cases_per_batch // distributed.world_size()
     return max(k for k in range(1, per_process + 1) if cases % k == 0) - 1

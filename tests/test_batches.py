@@ -211,6 +211,9 @@ def test_automatic_sampling_helpers(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     cores["n"] = 1
     assert sampling_helpers(cfg, CPU) == 0
+    cores["n"] = 2
+    monkeypatch.setattr("multiprocessing.get_all_start_methods", lambda: ["spawn"])
+    assert sampling_helpers(cfg, CPU) == 0  # no fork (Windows): inline
 
 
 def test_automatic_worker_count(monkeypatch):
