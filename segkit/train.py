@@ -115,7 +115,8 @@ def _sampling_words(plan: dict[str, int]) -> str:
     if plan["workers"]:
         return f"{plan['workers']} sampling worker processes"
     if plan["helpers"]:
-        return f"drawn by this process and {plan['helpers']} helper process(es) at once"
+        n = plan["helpers"]
+        return f"drawn by this process and {n} helper process{'es' if n > 1 else ''} at once"
     return "drawn by this process"
 
 
