@@ -136,17 +136,21 @@ def test_each_rank_draws_exactly_its_cases_rows_of_the_whole_batch(phantom_ventr
     assert not torch.equal(whole[0][:4], whole[0][4:8])  # the cases' rows differ
 
 
-@pytest.mark.parametrize("config", ["ventricle.yaml", "ventricle-3d.yaml"])
-def test_batches_drawn_with_helper_processes_equal_those_drawn_alone(phantom_ventricle, config):
+@pytest.mark.parametrize(
+    ("config", "outside"), [("ventricle.yaml", 0), ("ventricle.yaml", 1), ("ventricle-3d.yaml", 0)]
+)
+def test_batches_drawn_with_helper_processes_equal_those_drawn_alone(phantom_ventricle, config, outside):
     """split_stream: the main process and its helpers each draw a share of a batch's cases, and the batch put
     back together is row for row the one the main process draws alone (labels and grades included), with
-    1 helper (2 cases each) or 3 (1 case each); 3-D patches as 2-D slices."""
+    1 helper (2 cases each) or 3 (1 case each); with slices from outside the organ (the liver's recipe); 3-D
+    patches as 2-D slices."""
     size = ["train.patch_size=[32, 32]"] if config == "ventricle.yaml" else ["train.patch_size=[16, 16, 16]"]
     more = ["train.steps_per_epoch=3", "train.cases_per_batch=4", "train.slices_per_case=2"]
+    more += [f"train.outside_slices={outside}"] if outside else []
     cfg = load_config(ROOT / "configs" / config, [*size, *more])
     cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
     alone = list(EpochBatches(cases, cfg, 1, end=3))
-    assert len(alone) == 6 and alone[0][0].shape[0] == 4 * (2 + 2)
+    assert len(alone) == 6 and alone[0][0].shape[0] == 4 * (2 + 2 + outside)
     for helpers in (1, 3):
         shared = list(split_stream(EpochBatches(cases, cfg, 1, end=3), helpers))
         assert len(shared) == 6
