@@ -225,8 +225,7 @@ def sampling_helpers(cfg: Config, device: torch.device) -> int:
 def sampling_plan(cfg: Config, device: torch.device) -> dict[str, int]:
     """How this process will draw its batches (recorded in run.json): torch's threads, sampling workers drawing
     ahead, helpers sharing each batch."""
-    workers = num_workers(cfg, device)
-    helpers = 0 if workers else sampling_helpers(cfg, device)
+    workers, helpers = num_workers(cfg, device), sampling_helpers(cfg, device)  # never both
     return {"torch_threads": torch.get_num_threads(), "workers": workers, "helpers": helpers}
 
 
@@ -239,14 +238,13 @@ def epoch_batches(
     first batches while the main process validates, where fresh workers each epoch would start from
     nothing after it."""
     data = EpochBatches(cases, cfg, epoch, end)
-    workers = num_workers(cfg, device)
-    if workers == 0:
-        helpers = sampling_helpers(cfg, device)
-        return split_stream(data, helpers) if helpers else iter(data)
+    plan = sampling_plan(cfg, device)
+    if not plan["workers"]:
+        return split_stream(data, plan["helpers"]) if plan["helpers"] else iter(data)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=None,
-        num_workers=workers,
+        num_workers=plan["workers"],
         prefetch_factor=2,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # its workers' base seed, not drawn from the global stream dropout uses
