@@ -122,28 +122,30 @@ class _GatherRows(torch.autograd.Function):
         return grad[rank() * ctx.rows : (rank() + 1) * ctx.rows] * world_size()
 
 
-def shard_rows(num_rows: int, num_cases: int, part: int, parts: int) -> torch.Tensor:
+def shard_rows(num_rows: int, num_cases: int, graded: int, part: int, parts: int) -> torch.Tensor:
     """Rows of cases [part * b, (part + 1) * b), b = num_cases / parts, in sample_batch's layout:
-    num_cases * S graded rows grouped per case, then 2 seg-only rows per case."""
-    s = num_rows // num_cases - 2
+    num_cases * graded rows grouped per case (S = train.slices_per_case), then the seg-only rows grouped per
+    case (2, plus train.outside_slices in 2-D)."""
+    e = num_rows // num_cases - graded
     b = num_cases // parts
-    graded = torch.arange(part * b * s, (part + 1) * b * s)
-    extra = num_cases * s + torch.arange(part * b * 2, (part + 1) * b * 2)
-    return torch.cat([graded, extra])
+    rows = torch.arange(part * b * graded, (part + 1) * b * graded)
+    extra = num_cases * graded + torch.arange(part * b * e, (part + 1) * b * e)
+    return torch.cat([rows, extra])
 
 
 def forward_shard(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grades: torch.Tensor, num_cases: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grades: torch.Tensor, num_cases: int, graded: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """This process's share of the batch (segkit.batches.sample_batch's part rank() of world_size(): its
     cases' rows x (n, C, ...), labels y, grades) through the network. Returns the mask logits (N, K, ...), slice
-    features (N, F + K), labels and grades of the whole batch in sample_batch's row order: one process's own;
+    features (N, F + K), labels and grades of the whole batch (num_cases cases with `graded` graded rows
+    each) in sample_batch's row order: one process's own;
     under torchrun every rank's, gathered (logits in float32, as the loss reads them)."""
     logits, feats = model(x)
     if world_size() == 1:
         return logits, feats, y, grades
     rows = x.shape[0] * world_size()
-    order = torch.cat([shard_rows(rows, num_cases, r, world_size()) for r in range(world_size())])
+    order = torch.cat([shard_rows(rows, num_cases, graded, r, world_size()) for r in range(world_size())])
     back = torch.argsort(order).to(x.device)  # gathered row -> the whole batch's row
     gathered = _GatherRows.apply(logits.float())[back], _GatherRows.apply(feats)[back]
     return *gathered, _gather(y)[back], _gather(grades)  # ranks hold consecutive cases: grades in order

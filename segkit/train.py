@@ -97,7 +97,9 @@ def train_one_epoch(
         x, y, g = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), g.to(dev)
         with autocast(dev, cfg.train.amp):
             # this rank's rows in; the whole batch's logits (N, K, H, W), features (N, F + K), labels, grades out
-            logits, feats, y, g = distributed.forward_shard(net, x, y, g, cfg.train.cases_per_batch)
+            logits, feats, y, g = distributed.forward_shard(
+                net, x, y, g, cfg.train.cases_per_batch, cfg.train.slices_per_case
+            )
             grade_logits = distributed.unwrap(net).pool_grade(feats[:num_graded], cfg.train.cases_per_batch)
         total, seg, grd = loss_fn(logits, y, grade_logits, g)
         opt.zero_grad(set_to_none=True)

@@ -112,24 +112,28 @@ def test_workers_draw_the_batches_the_main_process_draws(phantom_ventricle):
     assert not torch.equal(inline[0][0], other_epoch[0])
 
 
-@pytest.mark.parametrize("config", ["ventricle.yaml", "ventricle-3d.yaml"])
-def test_each_rank_draws_exactly_its_cases_rows_of_the_whole_batch(phantom_ventricle, config):
+@pytest.mark.parametrize(
+    ("config", "outside"), [("ventricle.yaml", 0), ("ventricle.yaml", 1), ("ventricle-3d.yaml", 0)]
+)
+def test_each_rank_draws_exactly_its_cases_rows_of_the_whole_batch(phantom_ventricle, config, outside):
     """Under torchrun each rank samples and augments only its share of the batch: part r of n must be the
     rows distributed.shard_rows gives that rank of the batch one process draws, labels and grades included
-    (the augmentation's pipelines passed on in whatever state the last part left them)."""
+    (the augmentation's pipelines passed on in whatever state the last part left them); also with slices from
+    outside the organ (the liver recipe: more seg-only rows per case)."""
     from segkit.batches import sample_batch
     from segkit.distributed import shard_rows
 
     size = ["train.patch_size=[32, 32]"] if config == "ventricle.yaml" else ["train.patch_size=[16, 16, 16]"]
-    cfg = load_config(ROOT / "configs" / config, [*size, "train.cases_per_batch=4", "train.slices_per_case=2"])
+    more = ["train.cases_per_batch=4", "train.slices_per_case=2", f"train.outside_slices={outside}"]
+    cfg = load_config(ROOT / "configs" / config, [*size, *more])
     cases = load_cases(read_dataset(phantom_ventricle).split("train"), cfg, "t")
     aug = EpochBatches(cases, cfg, 0).aug
     whole = sample_batch(cases, cfg, np.random.default_rng(7), aug)
-    assert whole[0].shape[0] == 4 * (2 + 2)
+    assert whole[0].shape[0] == 4 * (2 + 2 + outside)
     for parts in (2, 4):
         for part in range(parts):
             x, y, g = sample_batch(cases, cfg, np.random.default_rng(7), aug, part, parts)
-            rows = shard_rows(whole[0].shape[0], 4, part, parts)
+            rows = shard_rows(whole[0].shape[0], 4, 2, part, parts)
             assert torch.equal(x, whole[0][rows]) and torch.equal(y, whole[1][rows])
             share = 4 // parts
             assert torch.equal(g, whole[2][part * share : (part + 1) * share])

@@ -98,9 +98,12 @@ def test_nproc_starts_torchrun_with_the_same_arguments(phantom_ventricle, tmp_pa
 
 def test_shard_rows_split_each_case_with_its_slices():
     # 4 cases x (3 graded + 2 seg-only) slices: rows 0-11 graded, case-major; rows 12-19 two per case
-    halves = [distributed.shard_rows(20, 4, r, 2).tolist() for r in range(2)]
+    halves = [distributed.shard_rows(20, 4, 3, r, 2).tolist() for r in range(2)]
     assert halves == [[0, 1, 2, 3, 4, 5, 12, 13, 14, 15], [6, 7, 8, 9, 10, 11, 16, 17, 18, 19]]
     assert sorted(halves[0] + halves[1]) == list(range(20))
+    # with one slice from outside the organ per case (the liver recipe): 3 seg-only rows per case
+    halves = [distributed.shard_rows(24, 4, 3, r, 2).tolist() for r in range(2)]
+    assert halves == [[0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17], [6, 7, 8, 9, 10, 11, 18, 19, 20, 21, 22, 23]]
 
 
 def test_one_process_has_no_group_and_needs_no_torchrun(monkeypatch):
