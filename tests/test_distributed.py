@@ -42,16 +42,22 @@ def _masks(run, data) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def test_two_processes_train_like_one_with_the_same_seed(tiny_run, phantom_ventricle, tmp_path):
-    run = tmp_path / "ddp"
+def _train_two_processes(data, run, sets: list[str]) -> subprocess.CompletedProcess:
+    """`segkit train` of the ventricle config with `sets` under torchrun, 2 gloo processes, in run's folder."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
         "-m", "segkit.cli", "train", "--config", str(ROOT / "configs/ventricle.yaml"),
-        "--data", str(phantom_ventricle), "--out", str(run), *[a for s in TINY for a in ("--set", s)],
+        "--data", str(data), "--out", str(run), *[a for s in sets for a in ("--set", s)],
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "SEGKIT_PAUSE_AT"}
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, cwd=run.parent, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_two_processes_train_like_one_with_the_same_seed(tiny_run, phantom_ventricle, tmp_path):
+    run = tmp_path / "ddp"
+    res = _train_two_processes(phantom_ventricle, run, TINY)
     # (fit checks after each epoch that both ranks hold the same weights: check_in_sync raises otherwise)
     info = json.loads((run / "run.json").read_text())
     assert info["world_size"] == 2 and info["backend"] == "gloo"
@@ -89,14 +95,7 @@ def test_two_processes_train_like_one_with_slices_from_outside_the_organ(phantom
     one = tmp_path / "one"
     fit(load_config(ROOT / "configs/ventricle.yaml", sets), phantom_ventricle, one)
     run = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-        "-m", "segkit.cli", "train", "--config", str(ROOT / "configs/ventricle.yaml"),
-        "--data", str(phantom_ventricle), "--out", str(run), *[a for s in sets for a in ("--set", s)],
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "SEGKIT_PAUSE_AT"}
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    _train_two_processes(phantom_ventricle, run, sets)
     [row] = list(csv.DictReader((run / "metrics.csv").open()))
     [ref] = list(csv.DictReader((one / "metrics.csv").open()))
     for key in ("train_loss", "train_seg_loss", "train_grade_loss"):
