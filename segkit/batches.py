@@ -288,7 +288,10 @@ def split_stream(data: EpochBatches, helpers: int) -> Iterator[Batch]:
             procs.append(ctx.Process(target=_helper, args=args, daemon=True))
             procs[-1].start()
             theirs.close()
-    graded = data.cfg.train.cases_per_batch // (data.parts * subs) * data.cfg.train.slices_per_case
+    rows = subs * first[0].shape[0]  # each share: its cases' graded rows, then their seg-only rows
+    back = distributed.merge_order(
+        rows, data.cfg.train.cases_per_batch // data.parts, data.cfg.train.slices_per_case, subs
+    ).numpy()
     try:
         for index in range(data.num_batches()):
             for end in ends:
@@ -296,13 +299,8 @@ def split_stream(data: EpochBatches, helpers: int) -> Iterator[Batch]:
             own = first if index == 0 else data.draw(index, 0, subs)
             for end in ends:
                 _wait(end)
-            x, y, g = zip([t.numpy() for t in own], *shared, strict=True)
-            # each share: its cases' graded rows, then their seg-only rows (sample_batch's layout); a copy
-            yield (
-                torch.from_numpy(np.concatenate([a[:graded] for a in x] + [a[graded:] for a in x])),
-                torch.from_numpy(np.concatenate([a[:graded] for a in y] + [a[graded:] for a in y])),
-                torch.from_numpy(np.concatenate(g)),
-            )
+            x, y, g = (np.concatenate(parts) for parts in zip([t.numpy() for t in own], *shared, strict=True))
+            yield torch.from_numpy(x[back]), torch.from_numpy(y[back]), torch.from_numpy(g)  # copies
     finally:
         for end in ends:
             end.close()  # a helper reads end of file and returns

@@ -133,6 +133,12 @@ def shard_rows(num_rows: int, num_cases: int, graded: int, part: int, parts: int
     return torch.cat([rows, extra])
 
 
+def merge_order(num_rows: int, num_cases: int, graded: int, parts: int) -> torch.Tensor:
+    """Where each row of the parts' shares, concatenated in part order, goes in the whole batch: whole =
+    concatenated[merge_order(...)] (shard_rows' inverse, for sample_batch's layout)."""
+    return torch.argsort(torch.cat([shard_rows(num_rows, num_cases, graded, p, parts) for p in range(parts)]))
+
+
 def forward_shard(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, grades: torch.Tensor, num_cases: int, graded: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -144,9 +150,7 @@ def forward_shard(
     logits, feats = model(x)
     if world_size() == 1:
         return logits, feats, y, grades
-    rows = x.shape[0] * world_size()
-    order = torch.cat([shard_rows(rows, num_cases, graded, r, world_size()) for r in range(world_size())])
-    back = torch.argsort(order).to(x.device)  # gathered row -> the whole batch's row
+    back = merge_order(x.shape[0] * world_size(), num_cases, graded, world_size()).to(x.device)
     gathered = _GatherRows.apply(logits.float())[back], _GatherRows.apply(feats)[back]
     return *gathered, _gather(y)[back], _gather(grades)  # ranks hold consecutive cases: grades in order
 
