@@ -35,6 +35,9 @@ class TaskConfig:
     # Labels that are one connected structure (a brain, a liver): only these may be cut to their largest
     # component by the post-processing chosen on val; the others (two ventricles, cysts) keep every major one.
     one_piece: tuple[str, ...] = ()
+    # Labels that are separate findings (cysts, tumours): segkit evaluate also scores them lesion by lesion
+    # (found, false, by size). Empty: none (old checkpoints lack the key: evaluate takes the built-in task's).
+    lesions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,8 @@ def validate(cfg: Config) -> None:
         )
     if any(n not in t.labels[1:] for n in t.one_piece):
         raise ConfigError(f"task.one_piece must name foreground labels of {list(t.labels[1:])}")
+    if any(n not in t.labels[1:] for n in t.lesions):
+        raise ConfigError(f"task.lesions must name foreground labels of {list(t.labels[1:])}")
     rules = cfg.eval.keep_components
     if rules and (len(rules) != len(t.labels) - 1 or any(r not in ("all", "largest", "major") for r in rules)):
         raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")

@@ -15,7 +15,7 @@ from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import InputError
 from segkit.infer import load_model, predict_volume, write_prediction
 from segkit.measure import measure
-from segkit.metrics import segmentation_metrics
+from segkit.metrics import lesion_counts, lesion_table, segmentation_metrics
 from segkit.render import write_label_descriptions
 from segkit.report import write_evaluation
 from segkit.tasks import TASKS
@@ -60,13 +60,18 @@ def evaluate_split(
         out = Path(f"eval-{split}") if info["kind"] == "shipped" else Path(info["checkpoint"]).parent / f"eval-{split}"
     out = Path(out)
     grades = cfg.task.grades
-    rows, probs, y_true = [], [], []
+    lesions = cfg.task.lesions or builtin_lesions(cfg.task.name, cfg.task.labels)
+    rows, probs, y_true, lesion_rows = [], [], [], []
     for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
         vol, truth = read_case(case, cfg.task.labels)
         pred = predict_volume(net, cfg, vol)
         write_prediction(pred, vol, out / "predictions", cfg, info)
         row: dict[str, Any] = {"case": case.case_id, **{f: case.info.get(f) for f in fields}}
         row.update(segmentation_metrics(pred.mask, truth, vol.spacing, cfg.task.labels, cfg.eval.nsd_tolerance_mm))
+        if lesions:
+            table = lesion_table(pred.mask, truth, vol.spacing, cfg.task.labels, lesions)
+            row.update(lesion_counts(table, lesions))
+            lesion_rows += [{"case": case.case_id, **r} for r in table]
         row["biomarker_true"] = measure(truth, vol.voxel_ml, cfg.task)["biomarker"]["value"]
         row["biomarker_pred"] = pred.measurements["biomarker"]["value"]
         row["grade_true"] = case.grade
@@ -101,10 +106,17 @@ def evaluate_split(
         cfg.eval.bootstrap,
         cfg.eval.nsd_tolerance_mm,
         fields,
+        lesions,
+        lesion_rows,
     )
     report["out"] = str(out)
     report["summary_line"] = summary_line(report, cfg.task.labels, split)
     return report
+
+
+def builtin_lesions(task: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The built-in task's lesion labels that the model has: for a checkpoint from before task.lesions."""
+    return tuple(n for n in (TASKS[task].lesions if task in TASKS else ()) if n in labels[1:])
 
 
 def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> tuple[str, ...]:

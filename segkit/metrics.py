@@ -34,6 +34,15 @@ EMPTY_RULE = (
 )
 
 
+LESION_RULE = (
+    "A lesion is one 26-connected component of a lesion label (each label on its own). A true lesion is found "
+    "when the prediction gives any of its voxels that label; a predicted lesion is false when none of its voxels "
+    "has that label in the truth (the any-overlap rule of the WMH challenge's lesion recall). Recall = found / "
+    "true lesions, precision = predicted lesions that are not false / predicted lesions, both over all cases; "
+    "lesions.csv lists every lesion with the share of it the other side covers, for a stricter rule."
+)
+
+
 def confusion_counts(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) voxel counts, rows = truth label, columns = predicted label."""
     if pred.shape != truth.shape:
@@ -287,4 +296,53 @@ def grade_agreement(
     if grades is not None:
         out["grades"] = list(grades)
         out["table"] = confusion_matrix(a, b, labels=list(grades)).astype(int).tolist()
+    return out
+
+
+def lesion_table(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], labels: tuple[str, ...], lesions: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """One record per lesion (LESION_RULE) of each label in `lesions`: the truth's lesions, then the
+    prediction's; label, source, lesion number, volume (mL), overlap (the share of its voxels the other side
+    gives the same label) and matched (any overlap: found, or not false)."""
+    from scipy import ndimage as ndi
+
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    structure = np.ones((3,) * pred.ndim, dtype=bool)  # 26-connected in 3-D
+    out: list[dict[str, Any]] = []
+    for name in lesions:
+        c = labels.index(name)
+        t, p = truth == c, pred == c
+        for source, own, other in (("truth", t, p), ("prediction", p, t)):
+            comp, n = ndi.label(own, structure=structure)
+            if not n:
+                continue
+            size = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+            hit = np.bincount(comp[other], minlength=n + 1)[1:]  # voxels of each lesion the other side labels c
+            out += [
+                {
+                    "label": name,
+                    "source": source,
+                    "lesion": i + 1,
+                    "volume_ml": float(size[i] * voxel_ml),
+                    "overlap": float(hit[i] / size[i]),
+                    "matched": bool(hit[i] > 0),
+                }
+                for i in range(n)
+            ]
+    return out
+
+
+def lesion_counts(table: list[dict[str, Any]], lesions: tuple[str, ...]) -> dict[str, int]:
+    """A case's lesion counts per label from its lesion_table: true, found, predicted, false."""
+    out = {}
+    for name in lesions:
+        true = [r for r in table if r["label"] == name and r["source"] == "truth"]
+        pred = [r for r in table if r["label"] == name and r["source"] == "prediction"]
+        out[f"lesions_true_{name}"] = len(true)
+        out[f"lesions_found_{name}"] = sum(r["matched"] for r in true)
+        out[f"lesions_pred_{name}"] = len(pred)
+        out[f"lesions_false_{name}"] = sum(not r["matched"] for r in pred)
     return out

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from segkit.io import atomic_write_text
-from segkit.metrics import EMPTY_RULE, bootstrap_ci, grade_agreement, grading_metrics
+from segkit.metrics import EMPTY_RULE, LESION_RULE, bootstrap_ci, grade_agreement, grading_metrics
 from segkit.plots import plot_calibration, plot_confusion, plot_dice_by_case, plot_roc, save_figure
 
 SEG_SUMMARY = ("dice", "iou", "hd95", "assd", "nsd", "vol_diff_ml")  # averaged with bootstrap CIs
@@ -27,6 +27,10 @@ FILES = (
     "calibration.png",
     "dice_by_case.png",
 )
+LESION_FILE = "lesions.csv"  # written when lesion labels are scored
+# Lesion sizes reported apart (mL): under ~1 cm across, ~1-2 cm, over ~2 cm (a sphere of 0.5 mL is 9.8 mm wide)
+LESION_BINS_ML = (0.5, 5.0)
+LESION_COLUMNS = ("case", "label", "source", "lesion", "volume_ml", "overlap", "matched")
 
 
 def write_evaluation(
@@ -40,12 +44,15 @@ def write_evaluation(
     bootstrap: int = 1000,
     nsd_tolerance_mm: float | None = None,
     by: tuple[str, ...] = (),
+    lesions: tuple[str, ...] = (),
+    lesion_rows: list[dict] | None = None,
 ) -> dict[str, Any]:
-    """Write the seven evaluation files into out and return the report dict.
+    """Write the seven evaluation files into out (and lesions.csv when lesions are scored); return the report.
 
     rows: one dict per case (segmentation_metrics keys plus case, biomarker_*, grade_*, p_*, and the fields in by).
     probs: (N, G) grade probabilities; y_true: (N,) true grade index, -1 where unknown.
     by: case fields to break the results down by (the true grade always is, when cases are graded).
+    lesions: labels scored lesion by lesion, from lesion_rows (metrics.lesion_table's records plus "case").
     """
     probs = np.asarray(probs, dtype=np.float64).reshape(len(rows), len(grades))  # (N, G)
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)  # (N,)
@@ -55,6 +62,10 @@ def write_evaluation(
     report = build_report(rows, probs, y_true, grades, labels, meta, bootstrap, by)
     report["nsd_tolerance_mm"] = nsd_tolerance_mm
     report["files"] = list(FILES)
+    if lesions:
+        report["lesions"] = lesion_summary(lesion_rows or [], lesions, len(rows))
+        report["files"].append(LESION_FILE)
+        write_per_case_csv(out / LESION_FILE, lesion_rows or [], list(LESION_COLUMNS))
     write_per_case_csv(out / "per_case.csv", rows, per_case_columns(rows, grades, labels))
     atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=2, allow_nan=False))
     atomic_write_text(out / "report.md", render_markdown(report))
@@ -180,6 +191,50 @@ def _healthy_fp(rows: list[dict], labels: tuple[str, ...], healthy: str) -> dict
     return out
 
 
+def lesion_summary(records: list[dict], lesions: tuple[str, ...], num_cases: int) -> dict[str, Any]:
+    """Lesion-wise detection over all cases (metrics.LESION_RULE), per label: recall (overall and by the true
+    lesion's size, LESION_BINS_ML), precision, F1, false lesions per case."""
+    edges = (0.0, *LESION_BINS_ML, math.inf)
+    out: dict[str, Any] = {"rule": LESION_RULE, "num_cases": num_cases, "labels": {}}
+    for name in lesions:
+        true = [r for r in records if r["label"] == name and r["source"] == "truth"]
+        pred = [r for r in records if r["label"] == name and r["source"] == "prediction"]
+        found, false = sum(r["matched"] for r in true), sum(not r["matched"] for r in pred)
+        recall = _share(found, len(true))
+        precision = _share(len(pred) - false, len(pred))
+        f1 = None if recall is None or precision is None else (2 * recall * precision / (recall + precision or 1.0))
+        by_size = []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            inside = [r for r in true if lo <= r["volume_ml"] < hi]
+            hits = sum(r["matched"] for r in inside)
+            by_size.append(
+                {
+                    "min_ml": lo,
+                    "max_ml": hi if math.isfinite(hi) else None,
+                    "true": len(inside),
+                    "found": hits,
+                    "recall": _share(hits, len(inside)),
+                }
+            )
+        out["labels"][name] = {
+            "true": len(true),
+            "found": found,
+            "recall": recall,
+            "recall_by_size": by_size,
+            "predicted": len(pred),
+            "false": false,
+            "precision": precision,
+            "f1": f1,
+            "false_per_case": false / num_cases if num_cases else None,
+            "false_ml_largest": max((r["volume_ml"] for r in pred if not r["matched"]), default=None),
+        }
+    return out
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
 def per_case_columns(rows: list[dict], grades: tuple[str, ...], labels: tuple[str, ...]) -> list[str]:
     """per_case.csv columns: fixed order first, then any extra keys the rows carry."""
     base = ["case"] + [f"{m}_{name}" for name in labels[1:] for m in SEG_COLUMNS]
@@ -300,6 +355,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
 
     lines += _empty_section(report)
+    if "lesions" in report:
+        lines += _lesion_section(report["lesions"])
     if g:
         lines += _grading_section(g)
     else:
@@ -392,6 +449,27 @@ def _empty_section(report: dict[str, Any]) -> list[str]:
         for name, v in fp["labels"].items()
     ]
     return lines + _table(["Label", "Mean (mL)", "Max (mL)", "Cases with any"], body) + [""]
+
+
+def _lesion_section(lesions: dict[str, Any]) -> list[str]:
+    first = next(iter(lesions["labels"].values()), None)
+    sizes = [_size_range(b["min_ml"], b["max_ml"]) for b in first["recall_by_size"]] if first else []
+    head = ["Label", "True lesions", "Found (recall)", *[f"Recall, {s}" for s in sizes]]
+    head += ["Predicted", "False", "Precision", "F1", "False per case"]
+    body = []
+    for name, v in lesions["labels"].items():
+        row = [name, str(v["true"]), f"{v['found']} ({_num(v['recall'])})"]
+        row += [f"{_num(b['recall'])} ({b['found']} / {b['true']})" if b["true"] else "-" for b in v["recall_by_size"]]
+        row += [str(v["predicted"]), str(v["false"]), _num(v["precision"]), _num(v["f1"]), _num(v["false_per_case"], 2)]
+        body.append(row)
+    lines = ["## Lesions (detection)", "", f"**Rule.** {lesions['rule']}", ""]
+    return lines + _table(head, body) + [""]
+
+
+def _size_range(lo: float, hi: float | None) -> str:
+    if hi is None:
+        return f">= {lo:g} mL"
+    return f"< {hi:g} mL" if lo == 0 else f"{lo:g}-{hi:g} mL"
 
 
 def _grading_section(g: dict[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ TASKS: dict[str, TaskConfig] = {
         thresholds=(0.015, 0.05),
         denominator_range_ml=(600.0, 4500.0),  # whole liver, lesions included
         one_piece=("liver",),  # cysts and tumours: several
+        lesions=("cyst", "tumour"),
     ),
 }
 

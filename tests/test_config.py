@@ -69,6 +69,8 @@ def test_bad_override_and_cross_field_checks_fail():
         load_config(CONFIGS / "ventricle.yaml", ["train.patch_size=[30,30]"])
     with pytest.raises(ConfigError, match="not in task.labels"):
         load_config(CONFIGS / "ventricle.yaml", ["task.numerator=[ventricles]"])
+    with pytest.raises(ConfigError, match="task.lesions must name foreground labels"):
+        load_config(CONFIGS / "liver-cyst.yaml", ["task.lesions=[cyst,background]"])
     with pytest.raises(ConfigError, match="train.monitor must be one of val_dice, val_dice_pooled, val_score"):
         load_config(CONFIGS / "ventricle.yaml", ["train.monitor=val_loss"])
     assert load_config(CONFIGS / "ventricle.yaml", ["train.monitor=val_dice_pooled"]).train.monitor.endswith("pooled")

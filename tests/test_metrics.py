@@ -7,6 +7,7 @@ import pytest
 import torch
 from monai.metrics import DiceMetric, compute_iou
 from scipy.ndimage import binary_erosion, distance_transform_edt
+from skimage.measure import label as skimage_label
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -24,6 +25,8 @@ from segkit.metrics import (
     expected_calibration_error,
     grade_agreement,
     grading_metrics,
+    lesion_counts,
+    lesion_table,
     segmentation_metrics,
 )
 
@@ -256,3 +259,71 @@ def test_grade_agreement_single_grade_has_no_kappa():
     r = grade_agreement(["healthy"] * 3, ["healthy"] * 3)
     assert r["agreement"] == 1.0 and r["kappa"] is None and "single grade" in r["kappa_note"]
     assert grade_agreement(["healthy"], [None])["agreement"] is None
+
+
+LESION_LABELS = ("background", "liver", "cyst", "tumour")
+
+
+def _lesion_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Truth: three cysts (one found whole, one touched at a corner only, one missed) and a tumour the prediction
+    calls cyst; prediction: those plus a false cyst in the liver."""
+    t = np.ones((20, 20, 10), dtype=np.uint8)  # liver everywhere
+    p = t.copy()
+    t[1:4, 1:4, 1:4] = 2  # 27 voxels, found whole
+    p[1:4, 1:4, 1:4] = 2
+    t[8:10, 8:10, 2:4] = 2  # 8 voxels, touched by one predicted voxel (diagonal neighbour pieces stay apart)
+    p[9, 9, 3] = 2
+    p[10, 10, 4] = 2  # 26-connected to (9, 9, 3): the same predicted lesion
+    t[15:17, 1:3, 5:7] = 2  # 8 voxels, missed
+    t[15:18, 15:18, 1:4] = 3  # a tumour
+    p[15:18, 15:18, 1:4] = 2  # ... called cyst: the cyst is false, the tumour missed
+    p[5:7, 15:17, 7:9] = 2  # a false cyst, 8 voxels
+    return p, t
+
+
+def test_lesion_table_counts_found_missed_and_false_lesions_by_any_overlap():
+    p, t = _lesion_scene()
+    table = lesion_table(p, t, (1.0, 1.0, 2.0), LESION_LABELS, ("cyst", "tumour"))
+    truth = [
+        (r["label"], r["volume_ml"], r["matched"], round(r["overlap"], 3)) for r in table if r["source"] == "truth"
+    ]
+    assert sorted(truth) == sorted(
+        [
+            ("cyst", 0.054, True, 1.0),
+            ("cyst", 0.016, True, 0.125),
+            ("cyst", 0.016, False, 0.0),
+            ("tumour", 0.054, False, 0.0),
+        ]
+    )
+    pred = sorted((r["label"], r["volume_ml"], r["matched"]) for r in table if r["source"] == "prediction")
+    assert pred == [("cyst", 0.004, True), ("cyst", 0.016, False), ("cyst", 0.054, False), ("cyst", 0.054, True)]
+    assert lesion_counts(table, ("cyst", "tumour")) == {
+        "lesions_true_cyst": 3,
+        "lesions_found_cyst": 2,
+        "lesions_pred_cyst": 4,
+        "lesions_false_cyst": 2,
+        "lesions_true_tumour": 1,
+        "lesions_found_tumour": 0,
+        "lesions_pred_tumour": 0,
+        "lesions_false_tumour": 0,
+    }
+
+
+def test_lesion_components_match_skimage_26_connected_labelling():
+    rng = np.random.default_rng(3)
+    t = (rng.random((24, 24, 12)) < 0.08).astype(np.uint8)  # scattered voxels: many diagonal contacts
+    p = (rng.random((24, 24, 12)) < 0.08).astype(np.uint8)
+    table = lesion_table(p, t, (1.0, 1.0, 1.0), ("background", "lesion"), ("lesion",))
+    for source, mask, other in (("truth", t, p), ("prediction", p, t)):
+        ref, n = skimage_label(mask == 1, connectivity=3, return_num=True)
+        mine = [r for r in table if r["source"] == source]
+        assert len(mine) == n
+        sizes = np.bincount(ref.ravel())[1:]
+        matched = np.array([(other[ref == i] == 1).any() for i in range(1, n + 1)])
+        assert sorted(round(r["volume_ml"] * 1000) for r in mine) == sorted(sizes.tolist())
+        assert sum(r["matched"] for r in mine) == int(matched.sum())
+
+
+def test_lesion_table_of_empty_masks_is_empty():
+    z = np.zeros((6, 6, 6), dtype=np.uint8)
+    assert lesion_table(z, z, (1.0, 1.0, 1.0), LESION_LABELS, ("cyst",)) == []

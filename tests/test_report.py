@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segkit.metrics import EMPTY_RULE, confusion_counts, dice_from_counts, segmentation_metrics
-from segkit.report import FILES, per_case_columns, write_evaluation
+from segkit.metrics import (
+    EMPTY_RULE,
+    LESION_RULE,
+    confusion_counts,
+    dice_from_counts,
+    lesion_counts,
+    lesion_table,
+    segmentation_metrics,
+)
+from segkit.report import FILES, LESION_FILE, per_case_columns, write_evaluation
 
 LABELS = ("background", "liver", "cyst")
 GRADES = ("healthy", "moderate", "severe")
@@ -219,3 +227,47 @@ def test_a_numeric_field_is_reported_by_thirds_of_the_cases_in_ascending_order(t
     thick = [r["dice_liver"] for r, t in zip(rows, thickness, strict=True) if t >= 2.0]
     assert groups["2 to 5"]["num_cases"] == 3
     assert groups["2 to 5"]["dice"]["liver"]["mean"] == pytest.approx(np.mean(thick))
+
+
+def test_lesion_detection_is_pooled_over_cases_and_split_by_lesion_size(tmp_path: Path):
+    """Two cases at 1 mm: a 1 mL cyst found and a 0.008 mL one missed; a 6 mL cyst found and a false 0.027 mL
+    one. Recall 2 of 3 (0 of 1 under 0.5 mL, 1 of 1 at 0.5-5, 1 of 1 from 5), precision 2 of 3."""
+    y = [0, 1]
+    rows, probs = synthetic_rows(y)
+    records = []
+    for i, (truth_boxes, pred_boxes) in enumerate(
+        [
+            ([(0, 10, 0, 10, 0, 10), (30, 32, 30, 32, 30, 32)], [(0, 10, 0, 10, 0, 10)]),
+            ([(0, 20, 0, 20, 0, 15)], [(2, 20, 0, 20, 0, 15), (30, 33, 30, 33, 30, 33)]),
+        ]
+    ):
+        t, p = np.zeros((40, 40, 40), np.uint8), np.zeros((40, 40, 40), np.uint8)
+        for mask, boxes in ((t, truth_boxes), (p, pred_boxes)):
+            for a, b, c, d, e, f in boxes:
+                mask[a:b, c:d, e:f] = 2
+        table = lesion_table(p, t, (1.0, 1.0, 1.0), LABELS, ("cyst",))
+        rows[i].update(lesion_counts(table, ("cyst",)))
+        records += [{"case": rows[i]["case"], **r} for r in table]
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 50, 2.0, (), ("cyst",), records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted((*FILES, LESION_FILE))
+    cyst = report["lesions"]["labels"]["cyst"]
+    assert (cyst["true"], cyst["found"], cyst["predicted"], cyst["false"]) == (3, 2, 3, 1)
+    assert cyst["recall"] == pytest.approx(2 / 3) and cyst["precision"] == pytest.approx(2 / 3)
+    assert cyst["f1"] == pytest.approx(2 / 3) and cyst["false_per_case"] == 0.5
+    assert [(b["true"], b["found"]) for b in cyst["recall_by_size"]] == [(1, 0), (1, 1), (1, 1)]
+    assert cyst["false_ml_largest"] == pytest.approx(0.027)
+    with open(tmp_path / LESION_FILE, newline="") as fh:
+        lesions = list(csv.DictReader(fh))
+    assert len(lesions) == 6 and {r["case"] for r in lesions} == {"case_00", "case_01"}
+    with open(tmp_path / "per_case.csv", newline="") as fh:
+        per_case = list(csv.DictReader(fh))
+    assert [r["lesions_false_cyst"] for r in per_case] == ["0", "1"]
+    md = (tmp_path / "report.md").read_text()
+    assert LESION_RULE in md
+    assert (
+        "| cyst | 3 | 2 (0.667) | 0.000 (0 / 1) | 1.000 (1 / 1) | 1.000 (1 / 1) | 3 | 1 | 0.667 | 0.667 | 0.50 |" in md
+    )
+    assert (
+        json.loads((tmp_path / "report.json").read_text())["lesions"]["labels"]["cyst"]["recall_by_size"][2]["max_ml"]
+        is None
+    )

@@ -107,3 +107,29 @@ def test_a_real_ct_without_a_liver_gets_no_grade(monkeypatch, tmp_path):
     assert report["volumes_ml"]["liver"] == 0 and report["biomarker"]["value"] is None
     assert report["grade"] is None and report["probabilities"] == {}
     assert any("no liver+cyst+tumour found, so no biomarker and no grade" in w for w in report["warnings"])
+
+
+def test_evaluating_the_shipped_liver_model_scores_each_tumour_of_the_real_ct(monkeypatch, tmp_path):
+    """The shipped checkpoint predates task.lesions: evaluate takes the built-in task's lesion labels, and counts
+    the real crop's tumours as scikit-image's 26-connected labelling of the reference does."""
+    import csv
+
+    from skimage.measure import label as components
+
+    from segkit.data.liver import make_liver_real
+    from segkit.data.msd import read_case, read_dataset
+    from segkit.evaluate import evaluate_split
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    data = make_liver_real(tmp_path / "real").parent  # returns its dataset.json
+    report = evaluate_split("liver-cyst", data, "test", tmp_path / "eval", "cpu")
+    _, truth = read_case(read_dataset(data).split("test")[0], ("background", "liver", "cyst", "tumour"))
+    tumour = report["lesions"]["labels"]["tumour"]
+    assert tumour["true"] == components(truth == 3, connectivity=3).max() > 10
+    assert report["lesions"]["labels"]["cyst"]["true"] == 0
+    with open(tmp_path / "eval" / "lesions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    found = [r for r in rows if r["label"] == "tumour" and r["source"] == "truth" and r["matched"] == "True"]
+    assert len(found) == tumour["found"] and all(float(r["overlap"]) > 0 for r in found)
+    big = [b for b in tumour["recall_by_size"] if b["min_ml"] >= 5.0][0]
+    assert big["true"] > 0 and big["recall"] == 1.0  # every tumour of 5 mL or more (9 on the card's model)
