@@ -212,7 +212,16 @@ def _review_row(
     dice_mean = ""
     if truth is not None:
         d = {k[5:]: float(v) for k, v in truth.items() if k.startswith("dice_") and v not in ("", None)}
-        cells.append("<td><ul>" + "".join(f"<li>{esc(k)} <b>{v:.3f}</b></li>" for k, v in d.items()) + "</ul></td>")
+        found = {k.removeprefix("lesions_found_"): v for k, v in truth.items() if k.startswith("lesions_found_")}
+        lesions = "".join(
+            f"<li>{esc(n)} lesions: <b>{v} of {truth.get(f'lesions_true_{n}')}</b> found, "
+            f"<b>{truth.get(f'lesions_false_{n}')}</b> false</li>"
+            for n, v in found.items()
+            if v not in ("", None)
+        )
+        cells.append(
+            "<td><ul>" + "".join(f"<li>{esc(k)} <b>{v:.3f}</b></li>" for k, v in d.items()) + lesions + "</ul></td>"
+        )
         dice_mean = f"{np.mean(list(d.values())):.4f}" if d else ""
     overlay = pred_dir / str(r.get("overlay", ""))
     if overlay.is_file() and r.get("overlay"):

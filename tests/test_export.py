@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 import shutil
@@ -205,6 +206,26 @@ def test_review_page_is_one_file_with_a_row_and_image_per_case(evaluated, tmp_pa
     # an evaluate folder itself is accepted too (its predictions/ is used)
     code, _, err = run_cli(["export", str(evaluated), "--out", str(tmp_path / "r2"), "--low-confidence", "0.9"], capsys)
     assert code == 0 and "low confidence below 0.90" in (tmp_path / "r2" / "index.html").read_text()
+
+
+def test_review_page_shows_each_cases_lesions_found_and_false(evaluated, tmp_path, capsys):
+    """An evaluate folder of a lesion task: per_case.csv's lesion counts appear in the case's row."""
+    folder = tmp_path / "eval"
+    shutil.copytree(evaluated, folder)
+    with open(folder / "per_case.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows):
+        r.update(lesions_true_cyst=3, lesions_found_cyst=i, lesions_pred_cyst=2, lesions_false_cyst=1)
+    with open(folder / "per_case.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, _, err = run_cli(["export", str(folder), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    page = (tmp_path / "r" / "index.html").read_text()
+    for i, r in enumerate(rows):
+        row = page.split(f'<tr data-name="{r["case"]}"')[1].split("</tr>")[0]
+        assert f"cyst lesions: <b>{i} of 3</b> found, <b>1</b> false" in row
 
 
 def find_chromium() -> str | None:
