@@ -206,7 +206,7 @@ def evaluate(
         ),
     ] = None,
 ) -> None:
-    """Dice, IoU, HD95, ASSD, NSD per case; grade accuracy, F1, AUC, confusion, calibration."""
+    """Dice, IoU, HD95, ASSD, NSD per case; lesions found and false; grade accuracy, F1, AUC, confusion, calibration."""
     from segkit.evaluate import evaluate_split
 
     report = evaluate_split(model, data, split, out, device, engine, tta, set_, by)
