@@ -4,10 +4,10 @@
 
 Runs `segkit predict` as a user would (no --model: the shipped model picked by modality) on each scan and prints,
 per scan, the grade, the volumes and the warnings; for lung2, whole-liver Dice (liver + cyst + tumour) against
-its semi-automatic liver reference and how much of the mask lies outside it; lung2_above_liver, lung2's slices
-above its liver (heart and lungs: any liver found there is false). Writes results.json and one <scan>_slices.png
-per scan (up to 16 slices through the organ; lung2's also shows the mask drawn outside its reference and the
-reference it missed).
+its semi-automatic liver reference and how much of the mask lies outside it; for brain1 and brain2, lateral-
+ventricle Dice against their semi-automatic ventricle references; lung2_above_liver, lung2's slices above its
+liver (heart and lungs: any liver found there is false). Writes results.json and one <scan>_slices.png per scan
+(up to 16 slices through the organ; with a reference, also the mask drawn outside it and the reference missed).
 """
 
 from __future__ import annotations
@@ -40,22 +40,41 @@ def liver_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[st
     }
 
 
+def ventricle_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Lateral-ventricle (label 2) Dice against the reference, and the mask's ventricle inside and outside it."""
+    lv, ref = mask == 2, ref > 0
+    return {
+        "dice_lateral_ventricles": round(float(2 * (lv & ref).sum() / (lv.sum() + ref.sum())), 4),
+        "reference_ml": round(float(ref.sum() * voxel_ml), 2),
+        "mask_ml": round(float(lv.sum() * voxel_ml), 2),
+        "mask_outside_reference_ml": round(float((lv & ~ref).sum() * voxel_ml), 2),
+        "reference_missed_ml": round(float((ref & ~lv).sum() * voxel_ml), 2),
+    }
+
+
+REFERENCES = {  # file suffix, the part of the mask it is compared with, and the figures
+    "liver-cyst": ("_liver_reference.nii.gz", lambda m: m > 0, liver_figures),
+    "ventricle": ("_ventricles_reference.nii.gz", lambda m: m == 2, ventricle_figures),
+}
+
+
 def draw_slices(
     image: np.ndarray, mask: np.ndarray, ref: np.ndarray | None, affine: np.ndarray, labels: tuple[str, ...],
-    window: tuple[float, float], out: Path,
+    window: tuple[float, float], out: Path, part: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """Up to 16 axial slices through the organ, drawn as predict's overlays are (segkit.render: patient's right
-    on the left, orientation letters). With a reference, the mask drawn outside it and the reference it missed
-    get labels of their own."""
+    on the left, orientation letters). With a reference, the mask's `part` compared with it (default: all of
+    it) drawn outside it and the reference it missed get labels of their own."""
     from segkit.render import compose, label_color, label_key, render_view, slice_view, tile_grid, to_ras
 
     img, zooms = to_ras(image, affine)
     msk, _ = to_ras(mask, affine)
     if ref is not None:
         on_ref, _ = to_ras(ref, affine)
+        inside, _ = to_ras((mask > 0) if part is None else part, affine)
         msk = msk.copy()
-        msk[(msk > 0) & (on_ref == 0)] = len(labels)
-        msk[(msk == 0) & (on_ref > 0)] = len(labels) + 1
+        msk[(inside > 0) & (on_ref == 0)] = len(labels)
+        msk[(inside == 0) & (on_ref > 0)] = len(labels) + 1
         labels = (*labels, "outside the reference", "reference missed")
     zs = [z for z in range(msk.shape[2]) if msk[:, :, z].any()] or [msk.shape[2] // 2]
     zs = zs[:: max(1, -(-len(zs) // 16))]
@@ -99,13 +118,14 @@ def main() -> None:
         mask = np.asarray(nib.load(args.out / report["mask"]).dataobj)
         row = {k: report[k] for k in ("grade", "probabilities", "volumes_ml", "warnings")}
         row["model"] = f"{report['model']['name']} ({report['model']['sha256']})"
-        ref = None
-        if (SCANS / f"{scan}_liver_reference.nii.gz").exists():
-            ref = np.asarray(nib.load(SCANS / f"{scan}_liver_reference.nii.gz").dataobj)
-            row.update(liver_figures(mask, ref, float(np.prod(img.header.get_zooms())) / 1000))
+        ref, part = None, None
+        suffix, compared, figures = REFERENCES[report["task"]]
+        if (SCANS / f"{scan}{suffix}").exists():
+            ref, part = np.asarray(nib.load(SCANS / f"{scan}{suffix}").dataobj), compared(mask)
+            row.update(figures(mask, ref, float(np.prod(img.header.get_zooms())) / 1000))
         labels = tuple(report["labels"][str(k)] for k in range(len(report["labels"])))
         window = CT_WINDOW if report["task"] == "liver-cyst" else (0.0, float(np.percentile(image, 99.5)))
-        draw_slices(image, mask, ref, img.affine, labels, window, args.out / f"{scan}_slices.png")
+        draw_slices(image, mask, ref, img.affine, labels, window, args.out / f"{scan}_slices.png", part)
         results[scan] = row
         shown = {k: v for k, v in row.items() if k != "warnings"}
         print(f"{scan}: {json.dumps(shown)}")

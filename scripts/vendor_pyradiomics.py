@@ -8,7 +8,12 @@
 Writes brain1/brain2 (two patients' T1 MRI with a brain tumour, 0.78 x 0.78 x 6.5 mm) and lung2 (a patient's chest
 CT reaching down through the upper abdomen, 0.63 x 0.63 x 5 mm; kept: the lowest LUNG2_SLICES slices, the liver and
 the heart's base) as NIfTI with the NRRD's LPS geometry turned into NIfTI's RAS world, and lung2's liver reference
-(`reference_liver`, below). Never used for training or model choice; segkit itself does not need these files.
+(`reference_liver`, below), and brain1's and brain2's lateral-ventricle references (`reference_ventricles`,
+below). Never used for training or model choice; segkit itself does not need these files.
+
+    python scripts/vendor_pyradiomics.py --ventricle-references
+
+redraws only the two ventricle references, from the vendored brain1/brain2 (no download).
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "pyradiomics"
 SHA256 = "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4"  # PyPI's hash of the sdist
 LUNG2_SLICES = 35  # of 61: 175 mm from the scan's lower end, the whole liver in view and the heart above it
 LIVER_HU = (38.0, 92.0)  # this scan's liver: 60 HU median (5-95th percentile about 26-80 before smoothing)
+# Where each brain's lateral ventricles lie (voxel indices, chosen by looking at the slices): the box
+# x0:x1, y0:y1, z0:z1 around them; the midline column x (septum, interhemispheric fissure and third ventricle
+# are cut MIDLINE_HALF voxels either side); and (z, y) cuts: from slice z up, nothing at y and beyond (brain1's
+# fissure in front of the ventricles' bodies). x0 of brain1 stops short of the lateral sulcus, as x1 of brain2.
+VENTRICLE_BOXES = {
+    "brain1": {"box": (85, 165, 80, 197, 12, 18), "midline": 127, "cuts": ((15, 172),)},
+    "brain2": {"box": (95, 185, 80, 200, 11, 15), "midline": 139, "cuts": ((11, 195),)},
+}
+MIDLINE_HALF = 1  # voxel (0.8 mm) either side of the midline: a 2.3 mm strip
+MIN_PIECE_ML = 0.2  # dark pieces smaller than this (sulci, vessels' shadows) are left out
 
 
 def read_nrrd(path: Path) -> nib.Nifti1Image:
@@ -72,6 +87,40 @@ def reference_liver(ct: np.ndarray) -> np.ndarray:
     return liver.astype(np.uint8)
 
 
+def reference_ventricles(t1: np.ndarray, where: dict, voxel_ml: float) -> np.ndarray:
+    """A brain's lateral ventricles, semi-automatic: the T1 median-filtered in-plane; inside the box of
+    VENTRICLE_BOXES, less the midline strip and the cuts, the voxels darker than halfway between the box's 1st
+    percentile (CSF) and its median (tissue); 26-connected pieces of MIN_PIECE_ML or more kept. Enhancing
+    choroid plexus and vessels are left out (bright); a ventricle thinner than a 6.5 mm slice, faint in it, is
+    left out where it is not darker than halfway. Checked by eye slice by slice; not an expert's tracing."""
+    smooth = ndi.median_filter(t1.astype(np.float32), size=(3, 3, 1))
+    x0, x1, y0, y1, z0, z1 = where["box"]
+    inside = np.zeros(t1.shape, dtype=bool)
+    inside[x0:x1, y0:y1, z0:z1] = True
+    inside[where["midline"] - MIDLINE_HALF : where["midline"] + MIDLINE_HALF + 1] = False
+    for z, y in where["cuts"]:
+        inside[:, y:, z:] = False
+    csf, tissue = np.percentile(smooth[inside], [1, 50])
+    dark = inside & (smooth < (csf + tissue) / 2)
+    pieces, n = ndi.label(dark, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1) * voxel_ml
+    keep = np.nonzero(sizes >= MIN_PIECE_ML)[0]
+    return np.isin(pieces, keep[keep > 0]).astype(np.uint8)
+
+
+def write_ventricle_references() -> None:
+    """brain1/brain2_ventricles_reference.nii.gz from the vendored scans (label 1, the scan's grid)."""
+    for name, where in VENTRICLE_BOXES.items():
+        img = nib.load(OUT / f"{name}.nii.gz")
+        voxel_ml = float(np.prod(img.header.get_zooms())) / 1000
+        ref = reference_ventricles(np.asarray(img.dataobj), where, voxel_ml)
+        out = nib.Nifti1Image(ref, img.affine)
+        out.set_qform(img.affine, 1)
+        out.set_sform(img.affine, 1)
+        nib.save(out, OUT / f"{name}_ventricles_reference.nii.gz")
+        print(f"{name} lateral-ventricle reference {ref.sum() * voxel_ml:.2f} mL")
+
+
 def main(sdist: Path) -> None:
     import hashlib
 
@@ -91,9 +140,13 @@ def main(sdist: Path) -> None:
     ref = reference_liver(np.asarray(lung2.dataobj))
     nib.save(nib.Nifti1Image(ref, lung2.affine), OUT / "lung2_liver_reference.nii.gz")
     print(f"wrote {OUT}; lung2 liver reference {ref.sum() * np.prod(lung2.header.get_zooms()) / 1000:.0f} mL")
+    write_ventricle_references()
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--ventricle-references":
+        write_ventricle_references()
+    else:
+        main(Path(sys.argv[1]))
