@@ -68,13 +68,14 @@ for model in ("shipped", "own"):
         print(f"{model:8s} model, {what:22s}: Dice {d['mean']:.3f} (95% CI {d['ci_low']:.3f}-{d['ci_high']:.3f}),"
               f" grade accuracy {g['accuracy']:.2f}, {r['num_cases']} cases")
 p = out / "patients" / "results.json"
-if p.is_file():  # real patients' scans: the liver has a reference, the brains have none
+if p.is_file():  # real patients' scans, each against its semi-automatic reference (data_cards/pyradiomics.md)
     r = json.loads(p.read_text())
     print(f"shipped liver model, another patient's CT (lung2): whole-liver Dice {r['lung2']['dice_whole_liver']:.3f}")
     for scan in ("brain1", "brain2"):
         unsure = any(w.startswith("network unsure about") for w in r[scan]["warnings"])
-        print(f"shipped ventricle model, patient MRI {scan}: {r[scan]['volumes_ml']['lateral_ventricles']:.1f} mL of"
-              f" ventricle found, no reference{'; warned: network unsure' if unsure else ''} (README: mostly missed)")
+        print(f"shipped ventricle model, patient MRI {scan}: lateral-ventricle Dice"
+              f" {r[scan]['dice_lateral_ventricles']:.3f}, {r[scan]['mask_ml']:.1f} mL found of"
+              f" {r[scan]['reference_ml']:.1f}{'; warned: network unsure' if unsure else ''} (README: mostly missed)")
 PY
 echo "wall time: $((t1 - t0)) s"
 echo "outputs:"
