@@ -63,8 +63,9 @@ def draw_slices(
     window: tuple[float, float], out: Path, part: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """Up to 16 axial slices through the organ, drawn as predict's overlays are (segkit.render: patient's right
-    on the left, orientation letters). With a reference, the mask's `part` compared with it (default: all of
-    it) drawn outside it and the reference it missed get labels of their own."""
+    on the left, orientation letters). With a reference, the slices holding it or the mask's `part` compared
+    with it (default: all of the mask), and that part drawn outside it and the reference it missed get labels
+    of their own."""
     from segkit.render import compose, label_color, label_key, render_view, slice_view, tile_grid, to_ras
 
     img, zooms = to_ras(image, affine)
@@ -76,7 +77,8 @@ def draw_slices(
         msk[(inside > 0) & (on_ref == 0)] = len(labels)
         msk[(inside == 0) & (on_ref > 0)] = len(labels) + 1
         labels = (*labels, "outside the reference", "reference missed")
-    zs = [z for z in range(msk.shape[2]) if msk[:, :, z].any()] or [msk.shape[2] // 2]
+    shown = msk if ref is None else (inside > 0) | (on_ref > 0)  # with a reference: the slices compared
+    zs = [z for z in range(msk.shape[2]) if shown[:, :, z].any()] or [msk.shape[2] // 2]
     zs = zs[:: max(1, -(-len(zs) // 16))]
     colors = [label_color(k) for k in range(len(labels))]
     tiles = [
