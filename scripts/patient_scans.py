@@ -27,29 +27,29 @@ SCANS = ROOT / "tests" / "data" / "pyradiomics"
 ABOVE_LIVER = 19  # lung2 slices 19-34: heart and lungs (its liver reference ends at 17; 18 holds the vena cava)
 
 
-def liver_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[str, float]:
-    """Whole-liver Dice against the reference, and the mask's volumes inside and outside it."""
-    organ, ref = mask > 0, ref > 0
+def against_reference(part: np.ndarray, ref: np.ndarray, voxel_ml: float, name: str, digits: int) -> dict[str, float]:
+    """Dice of the mask's part (a boolean array) against the reference, named dice_<name>, and the volumes (mL,
+    `digits` decimals) of both, of the part outside the reference and of the reference it missed."""
+    ref = ref > 0
     return {
-        "dice_whole_liver": round(float(2 * (organ & ref).sum() / (organ.sum() + ref.sum())), 4),
-        "reference_ml": round(float(ref.sum() * voxel_ml), 1),
-        "mask_ml": round(float(organ.sum() * voxel_ml), 1),
-        "mask_outside_reference_ml": round(float((organ & ~ref).sum() * voxel_ml), 1),
-        "reference_missed_ml": round(float((ref & ~organ).sum() * voxel_ml), 1),
-        "lesion_outside_reference_ml": round(float(((mask >= 2) & ~ref).sum() * voxel_ml), 2),
+        f"dice_{name}": round(float(2 * (part & ref).sum() / (part.sum() + ref.sum())), 4),
+        "reference_ml": round(float(ref.sum() * voxel_ml), digits),
+        "mask_ml": round(float(part.sum() * voxel_ml), digits),
+        "mask_outside_reference_ml": round(float((part & ~ref).sum() * voxel_ml), digits),
+        "reference_missed_ml": round(float((ref & ~part).sum() * voxel_ml), digits),
     }
+
+
+def liver_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Whole-liver Dice against the reference, the mask's volumes inside and outside it, and its lesions outside."""
+    out = against_reference(mask > 0, ref, voxel_ml, "whole_liver", 1)
+    out["lesion_outside_reference_ml"] = round(float(((mask >= 2) & (ref == 0)).sum() * voxel_ml), 2)
+    return out
 
 
 def ventricle_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[str, float]:
     """Lateral-ventricle (label 2) Dice against the reference, and the mask's ventricle inside and outside it."""
-    lv, ref = mask == 2, ref > 0
-    return {
-        "dice_lateral_ventricles": round(float(2 * (lv & ref).sum() / (lv.sum() + ref.sum())), 4),
-        "reference_ml": round(float(ref.sum() * voxel_ml), 2),
-        "mask_ml": round(float(lv.sum() * voxel_ml), 2),
-        "mask_outside_reference_ml": round(float((lv & ~ref).sum() * voxel_ml), 2),
-        "reference_missed_ml": round(float((ref & ~lv).sum() * voxel_ml), 2),
-    }
+    return against_reference(mask == 2, ref, voxel_ml, "lateral_ventricles", 2)
 
 
 REFERENCES = {  # file suffix, the part of the mask it is compared with, and the figures
