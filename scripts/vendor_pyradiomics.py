@@ -54,8 +54,12 @@ def read_nrrd(path: Path) -> nib.Nifti1Image:
     affine = np.eye(4)
     affine[:3, :3] = np.asarray(header["space directions"], dtype=float).T
     affine[:3, 3] = header["space origin"]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.int16), affine)
+    return scanner_nifti(np.asarray(data, dtype=np.int16), np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine)
+
+
+def scanner_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A NIfTI image whose qform and sform both hold the affine, coded as the scanner's own frame."""
+    img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, 1)
     img.set_sform(affine, 1)
     return img
@@ -114,10 +118,7 @@ def write_ventricle_references() -> None:
         img = nib.load(OUT / f"{name}.nii.gz")
         voxel_ml = float(np.prod(img.header.get_zooms())) / 1000
         ref = reference_ventricles(np.asarray(img.dataobj), where, voxel_ml)
-        out = nib.Nifti1Image(ref, img.affine)
-        out.set_qform(img.affine, 1)
-        out.set_sform(img.affine, 1)
-        nib.save(out, OUT / f"{name}_ventricles_reference.nii.gz")
+        nib.save(scanner_nifti(ref, img.affine), OUT / f"{name}_ventricles_reference.nii.gz")
         print(f"{name} lateral-ventricle reference {ref.sum() * voxel_ml:.2f} mL")
 
 

@@ -63,9 +63,10 @@ def write_evaluation(
     report["nsd_tolerance_mm"] = nsd_tolerance_mm
     report["files"] = list(FILES)
     if lesions:
-        report["lesions"] = lesion_summary(lesion_rows or [], lesions, len(rows))
+        lesion_rows = lesion_rows or []
+        report["lesions"] = lesion_summary(lesion_rows, lesions, len(rows))
         report["files"].append(LESION_FILE)
-        write_per_case_csv(out / LESION_FILE, lesion_rows or [], list(LESION_COLUMNS))
+        write_per_case_csv(out / LESION_FILE, lesion_rows, list(LESION_COLUMNS))
     write_per_case_csv(out / "per_case.csv", rows, per_case_columns(rows, grades, labels))
     atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=2, allow_nan=False))
     atomic_write_text(out / "report.md", render_markdown(report))
