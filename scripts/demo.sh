@@ -75,7 +75,7 @@ if p.is_file():  # real patients' scans, each against its semi-automatic referen
         unsure = any(w.startswith("network unsure about") for w in r[scan]["warnings"])
         print(f"shipped ventricle model, patient MRI {scan}: lateral-ventricle Dice"
               f" {r[scan]['dice_lateral_ventricles']:.3f}, {r[scan]['mask_ml']:.1f} mL found of"
-              f" {r[scan]['reference_ml']:.1f}{'; warned: network unsure' if unsure else ''} (README: mostly missed)")
+              f" {r[scan]['reference_ml']:.1f}{'; warned: network unsure' if unsure else ''} (README: two passes; one pass missed most)")
 PY
 echo "wall time: $((t1 - t0)) s"
 echo "outputs:"

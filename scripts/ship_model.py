@@ -1,8 +1,9 @@
 """Install a trained run as a shipped model: segkit/weights/<task>.pt (weights + config) and <task>.json.
 
     python scripts/ship_model.py TASK RUN_DIR [--data-seconds S] [--train-seconds S] EVAL_REPORT.json ...
-    python scripts/ship_model.py restate-limits TASK [--limit TEXT ...] [--set eval.KEY=VALUE ...]
-        # new measured limits or inference settings, the same weights
+    python scripts/ship_model.py restate-limits TASK [--limit TEXT ...] [--set eval.KEY=VALUE ...] [--reports R ...]
+        # new measured limits or inference settings, the same weights (--reports: the evaluations that measured
+        # them, replacing the card's figures)
 
 The .pt keeps only what predict needs (weights, resolved config, epoch, the grade-head refit
 record), so it is a few MB. The .json holds the measured figures of every evaluation report given
@@ -125,6 +126,16 @@ def model_card(f: dict, ck: dict) -> str:
         ),
         *(
             [
+                "- Two passes (`eval.strip_to_organ`, set after training by `ship_model.py restate-limits --set`): "
+                "the scan is predicted again with everything outside the first pass's organ set to its minimum, as a "
+                "skull-stripped scan, and the labels inside the organ come from that pass (none on a scan stripped "
+                "already; `--set eval.strip_to_organ=false` for one pass). The figures below are with it."
+            ]
+            if cfg["eval"].get("strip_to_organ")
+            else []
+        ),
+        *(
+            [
                 f"- Coarsest voxel spacing of its training scans (`eval.max_spacing_mm`): {spacing:g} mm; predict "
                 "warns on an input with coarser voxels (thicker slices) than that."
             ]
@@ -222,13 +233,14 @@ def _layers(tensors: list[str]) -> str:
 
 def restate_limits(argv: list[str]) -> None:
     """Replace a shipped model's declared limits (measured on data found after it shipped) and/or set eval.*
-    inference settings (a record training writes for new runs, say), and nothing else: the .pt, the ONNX files'
-    JSON, the figures and the card are rewritten; the weights stay as they are (the .pt's SHA-256 changes, since
-    the limits and the config travel inside it)."""
+    inference settings (a record training writes for new runs, say), with the evaluations that measured them, and
+    nothing else: the .pt, the ONNX files' JSON, the figures and the card are rewritten; the weights stay as they are
+    (the .pt's SHA-256 changes, since the limits and the config travel inside it)."""
     ap = argparse.ArgumentParser(prog="ship_model.py restate-limits")
     ap.add_argument("task")
     ap.add_argument("--limit", action="append", default=None, help="a measured weakness every prediction repeats")
     ap.add_argument("--set", action="append", default=[], help="eval.KEY=VALUE: an inference setting to store")
+    ap.add_argument("--reports", type=Path, nargs="+", default=None, help="evaluate report.json files: new figures")
     a = ap.parse_args(argv)
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     ck = load_checkpoint(out)
@@ -238,6 +250,8 @@ def restate_limits(argv: list[str]) -> None:
     onnx = write_onnx(out)
     figures = json.loads(out.with_suffix(".json").read_text())
     figures.update(limits=limits, sha256_16=onnx["checkpoint_sha256"][:16], onnx_max_abs_diff=onnx["max_abs_diff"])
+    if a.reports:
+        figures["evaluations"] = [summarise(p) for p in a.reports]
     out.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
     out.with_suffix(".md").write_text(model_card(figures, load_checkpoint(out)))
     print(f"{out}: restated ({', '.join(a.set) or 'limits'}); sha256 {figures['sha256_16']}")

@@ -135,6 +135,11 @@ class EvalConfig:
     # (with --init, the larger of the data's and the source model's); predict warns on an input with coarser
     # voxels, anatomy sampled more thinly than the model ever saw. 0 = no check.
     max_spacing_mm: float = 0.0
+    # Two passes: predict again with everything outside the first pass's organ (the task.denominator labels, grown
+    # by transforms.STRIP_MARGIN_MM) set to the image's minimum, as a skull-stripped scan, and take the masks
+    # there from the second pass (the grade stays the first pass's). 2x the network time on a scan with a head;
+    # none on one stripped already (segkit.infer.predict_stripped).
+    strip_to_organ: bool = False
     # 3-D models: MONAI sliding-window inference over train.patch_size windows
     window_overlap: float = 0.5  # nnU-Net's; MONAI's own default is 0.25
     window_blend: str = "gaussian"  # or "constant" (MONAI's default)

@@ -25,6 +25,8 @@ RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 # 2.5 mm (about 50 M); beyond it the header's spacing is wrong (cm read as mm, say) and the resampled
 # volume with its class probabilities would not fit in memory (a 20 mm-spacing brain header: 2 G voxels).
 MAX_MODEL_VOXELS = 128 * 2**20
+# eval.strip_to_organ keeps the organ and the voxels within this distance of it: its edge's partial-volume voxels
+STRIP_MARGIN_MM = 1.6
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,27 @@ def unwindow(x: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def preprocess_image(data: np.ndarray, affine: np.ndarray, cfg: Config) -> tuple[np.ndarray, Grid]:
     """Input image -> normalised volume on the model grid (X, Y, Z), and the grid to invert."""
+    resized, grid = resample_image(data, affine, cfg)
+    return normalize(resized, cfg.task.modality, cfg.preprocess), grid
+
+
+def resample_image(data: np.ndarray, affine: np.ndarray, cfg: Config) -> tuple[np.ndarray, Grid]:
+    """preprocess_image before the intensity normalisation: the image on the model grid, and the grid."""
     grid = plan_grid(data.shape, affine, cfg.preprocess)
     canon, _ = to_canonical(data, affine)
-    resized = resize(canon.astype(np.float32, copy=False), grid.model_shape)
-    return normalize(resized, cfg.task.modality, cfg.preprocess), grid
+    return resize(canon.astype(np.float32, copy=False), grid.model_shape), grid
+
+
+def beyond_margin(keep: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """The voxels further than STRIP_MARGIN_MM (mm, on a grid of this spacing) outside the boolean mask keep: keep
+    dilated by the ball of that radius, inverted (the same voxels as a distance transform's, 0.02 s against 0.4 s
+    for a brain on the 1.5 mm grid)."""
+    from scipy import ndimage as ndi
+
+    reach = [int(STRIP_MARGIN_MM // s) for s in spacing]
+    offsets = np.indices([2 * r + 1 for r in reach]) - np.array(reach).reshape(-1, 1, 1, 1)
+    ball = np.sqrt(sum((o * s) ** 2 for o, s in zip(offsets, spacing, strict=True))) <= STRIP_MARGIN_MM
+    return ~ndi.binary_dilation(keep, structure=ball)
 
 
 def preprocess_volume(vol: Volume, cfg: Config) -> tuple[np.ndarray, Grid]:

@@ -91,10 +91,11 @@ def test_a_chest_ct_without_the_liver_gets_no_grade(monkeypatch, tmp_path):
 
 
 def test_the_ventricle_model_does_not_miss_patients_ventricles_silently(monkeypatch, tmp_path):
-    """Two real patients' T1 MRIs after contrast, whose ventricles the shipped model mostly missed (4.1 and
-    4.5 mL drawn; Dice 0.24 and 0.30 against the semi-automatic references of 7.3 and 6.6 mL): the mask may be
-    poor, but not silently so. A model that draws more than 10 mL passes without the warning; one that draws
-    little must say it is unsure. Below 0.15 Dice the ventricles were lost altogether: a regression."""
+    """Two real patients' T1 MRIs after contrast, whose ventricles the shipped model mostly missed in one pass (4.1
+    and 4.5 mL drawn; Dice 0.24 and 0.30 against the semi-automatic references of 7.3 and 6.6 mL) and finds with its
+    second pass on the scan stripped to its brain (eval.strip_to_organ; Dice 0.55 and 0.72): a poor mask must not be
+    a silent one. Below Dice 0.5 the model must say it is unsure (or draw more than 10 mL, beyond doubt of missing
+    them); below 0.45 the second pass has lost what it found: a regression."""
     from segkit.infer import predict_paths
 
     monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
@@ -106,8 +107,8 @@ def test_the_ventricle_model_does_not_miss_patients_ventricles_silently(monkeypa
         voxel_ml = float(np.prod(ref.header.get_zooms())) / 1000
         mask = np.asarray(nib.load(tmp_path / name / report["mask"]).dataobj)
         f = load_script("patient_scans").ventricle_figures(mask, np.asarray(ref.dataobj), voxel_ml)
-        assert f["dice_lateral_ventricles"] >= 0.15, (name, f)
+        assert f["dice_lateral_ventricles"] >= 0.45, (name, f)
         unsure = any(w.startswith("network unsure about the lateral_ventricles") for w in report["warnings"])
-        assert drawn > 10.0 or unsure, (name, drawn, report["warnings"])
+        assert f["dice_lateral_ventricles"] >= 0.5 or drawn > 10.0 or unsure, (name, f, report["warnings"])
         # 6.5 mm slices: coarser than any draw the shipped model trained on (6.0 mm at most), which it says
         assert any(w.startswith("voxels 6.5 mm deep along one axis (thick slices)") for w in report["warnings"])
