@@ -349,6 +349,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")
     if cfg.eval.cyst_max_hu and not cyst_rule_applies(t.modality, t.labels):
         raise ConfigError("eval.cyst_max_hu needs a CT task with cyst and tumour labels; set it to 0")
+    if e.strip_to_organ and all(n in t.numerator for n in t.denominator):
+        raise ConfigError("eval.strip_to_organ needs a task.denominator label that is not a numerator one (the organ)")
     if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
         raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")
 

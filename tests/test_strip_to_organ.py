@@ -134,3 +134,17 @@ def test_the_margin_is_what_a_distance_transform_gives_on_any_grid():
     for spacing in ((1.5, 1.5, 1.5), (0.5, 0.7, 1.2), (2.0, 0.4, 3.0)):
         expected = ndi.distance_transform_edt(~keep, sampling=spacing) > STRIP_MARGIN_MM
         assert np.array_equal(beyond_margin(keep, spacing), expected), spacing
+
+
+def test_a_task_without_an_organ_around_its_target_cannot_ask_for_the_second_pass():
+    import pytest
+
+    from segkit.config import config_from_dict, config_to_dict
+    from segkit.errors import ConfigError
+
+    d = config_to_dict(config())
+    d["task"]["denominator"] = list(d["task"]["numerator"])
+    with pytest.raises(ConfigError, match="strip_to_organ"):
+        config_from_dict(d)
+    d["eval"]["strip_to_organ"] = False
+    config_from_dict(d)  # one pass: fine
