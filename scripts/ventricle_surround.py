@@ -18,7 +18,6 @@ stripped one became the shipped model's second pass (eval.strip_to_organ).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -53,11 +52,9 @@ def write_variant(src: Path, mask: Path, dst: Path, how: str) -> None:
 
 def patients(model: str, out: Path, settings: list[str]) -> dict[str, dict[str, float]]:
     """Lateral-ventricle Dice of brain1 and brain2 as they are and in each variant."""
-    from segkit.infer import predict_paths
+    from patient_scans import ventricle_figures  # scripts/, this script's own folder, is first on sys.path
 
-    spec = importlib.util.spec_from_file_location("patient_scans", ROOT / "scripts" / "patient_scans.py")
-    scans = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(scans)  # type: ignore[union-attr]
+    from segkit.infer import predict_paths
 
     def predict(src: Path, folder: Path) -> Path:
         (report,), failed = predict_paths(src, model, folder, settings=settings)
@@ -75,7 +72,7 @@ def patients(model: str, out: Path, settings: list[str]) -> dict[str, dict[str, 
             write_variant(SCANS / f"{name}.nii.gz", masks["as it is"], src, how)
             masks[how] = predict(src, out / "patients" / how)
         results[name] = {
-            how: scans.ventricle_figures(np.asarray(nib.load(m).dataobj), np.asarray(ref.dataobj), voxel_ml)[
+            how: ventricle_figures(np.asarray(nib.load(m).dataobj), np.asarray(ref.dataobj), voxel_ml)[
                 "dice_lateral_ventricles"
             ]
             for how, m in masks.items()

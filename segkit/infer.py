@@ -285,9 +285,8 @@ def predict_stripped(net: Network, cfg: Config, vol: Volume, probs: np.ndarray) 
     room = 1.0 - probs[0][organ]  # (N,) what the first pass gave the organ's labels
     parts = again[inner][:, organ]  # (len(inner), N)
     parts *= np.minimum(1.0, room / np.maximum(parts.sum(0), 1e-6))
-    out = probs.copy()
-    out[:, organ] = 0.0
-    out[0][organ] = probs[0][organ]
+    out = probs.copy()  # the background keeps the first pass's probability everywhere
+    out[1:, organ] = 0.0
     for i, k in enumerate(inner):
         out[k][organ] = parts[i]
     out[host][organ] = room - parts.sum(0)
