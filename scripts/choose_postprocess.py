@@ -28,8 +28,9 @@ def main() -> None:
     path = a.run / "best.pt"
     ck = load_checkpoint(path)
     task = ck["config"]["task"]
-    if "one_piece" not in task and task["name"] in TASKS:  # trained before task.one_piece existed
-        task["one_piece"] = list(TASKS[task["name"]].one_piece)
+    for key in ("one_piece", "lesions"):  # a run trained before task.one_piece or task.lesions existed
+        if key not in task and task["name"] in TASKS:
+            task[key] = list(getattr(TASKS[task["name"]], key))
     cfg = config_from_dict(ck["config"])
     net = build_model(cfg)
     load_weights(net, ck["model"], path)

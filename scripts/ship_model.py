@@ -2,8 +2,10 @@
 
     python scripts/ship_model.py TASK RUN_DIR [--data-seconds S] [--train-seconds S] EVAL_REPORT.json ...
     python scripts/ship_model.py restate-limits TASK [--limit TEXT ...] [--set eval.KEY=VALUE ...] [--reports R ...]
+        [--postprocess PT]
         # new measured limits or inference settings, the same weights (--reports: the evaluations that measured
-        # them, replacing the card's figures)
+        # them, replacing the card's figures; --postprocess: the post-processing that scripts/choose_postprocess.py
+        # chose on val for a copy of the shipped .pt, with its val tables)
 
 The .pt keeps only what predict needs (weights, resolved config, epoch, the grade-head refit
 record), so it is a few MB. The .json holds the measured figures of every evaluation report given
@@ -22,6 +24,7 @@ from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import config_from_dict, config_to_dict
 from segkit.infer import inference_settings, trained_on_mirrors
 from segkit.onnx_export import write_onnx
+from segkit.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = (
@@ -241,11 +244,20 @@ def restate_limits(argv: list[str]) -> None:
     ap.add_argument("--limit", action="append", default=None, help="a measured weakness every prediction repeats")
     ap.add_argument("--set", action="append", default=[], help="eval.KEY=VALUE: an inference setting to store")
     ap.add_argument("--reports", type=Path, nargs="+", default=None, help="evaluate report.json files: new figures")
+    ap.add_argument("--postprocess", type=Path, help="a .pt whose post-processing choice (and val tables) to take")
     a = ap.parse_args(argv)
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     ck = load_checkpoint(out)
+    for key in ("one_piece", "lesions"):  # a model shipped before these task keys: the built-in task's, not ()
+        ck["config"]["task"].setdefault(key, list(getattr(TASKS[a.task], key)))
     limits = ck.get("limits", []) if a.limit is None else a.limit
-    config = config_to_dict(inference_settings(config_from_dict(ck["config"]), a.set))
+    settings = list(a.set)
+    if a.postprocess:
+        chosen = load_checkpoint(a.postprocess)
+        e = chosen["config"]["eval"]
+        settings += [f"eval.keep_components={json.dumps(e['keep_components'])}", f"eval.cyst_max_hu={e['cyst_max_hu']}"]
+        ck.update({k: chosen[k] for k in ("postprocess_val_dice", "cyst_max_hu_val_dice") if k in chosen})
+    config = config_to_dict(inference_settings(config_from_dict(ck["config"]), settings))
     save_checkpoint(out, {**ck, "limits": limits, "config": config})
     onnx = write_onnx(out)
     figures = json.loads(out.with_suffix(".json").read_text())
@@ -254,7 +266,7 @@ def restate_limits(argv: list[str]) -> None:
         figures["evaluations"] = [summarise(p) for p in a.reports]
     out.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
     out.with_suffix(".md").write_text(model_card(figures, load_checkpoint(out)))
-    print(f"{out}: restated ({', '.join(a.set) or 'limits'}); sha256 {figures['sha256_16']}")
+    print(f"{out}: restated ({', '.join(settings) or 'limits'}); sha256 {figures['sha256_16']}")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from segkit.errors import ConfigError
-from segkit.postprocess import cyst_rule_applies
+from segkit.postprocess import RULES, cyst_rule_applies
 
 
 @dataclass(frozen=True)
@@ -345,8 +345,8 @@ def validate(cfg: Config) -> None:
     if any(n not in t.labels[1:] for n in t.lesions):
         raise ConfigError(f"task.lesions must name foreground labels of {list(t.labels[1:])}")
     rules = cfg.eval.keep_components
-    if rules and (len(rules) != len(t.labels) - 1 or any(r not in ("all", "largest", "major") for r in rules)):
-        raise ConfigError("eval.keep_components must be [] or one of all/largest/major per foreground label")
+    if rules and (len(rules) != len(t.labels) - 1 or any(r not in RULES for r in rules)):
+        raise ConfigError(f"eval.keep_components must be [] or one of {'/'.join(RULES)} per foreground label")
     if cfg.eval.cyst_max_hu and not cyst_rule_applies(t.modality, t.labels):
         raise ConfigError("eval.cyst_max_hu needs a CT task with cyst and tumour labels; set it to 0")
     if e.strip_to_organ and all(n in t.numerator for n in t.denominator):

@@ -189,4 +189,6 @@ def choose_density(
 def _choose(masks: list[np.ndarray], cases: list[CaseData], cfg: Config) -> tuple[tuple[str, ...], dict]:
     """The post-processing rules for predicted val masks against their cases' labels."""
     one_piece = tuple(cfg.task.labels.index(n) for n in cfg.task.one_piece)
-    return choose_rules([(m, c.label) for m, c in zip(masks, cases, strict=True)], cfg.num_classes, one_piece)
+    lesions = tuple(cfg.task.labels.index(n) for n in cfg.task.lesions)
+    pairs = [(m, c.label) for m, c in zip(masks, cases, strict=True)]
+    return choose_rules(pairs, cfg.num_classes, one_piece, lesions)

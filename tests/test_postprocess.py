@@ -43,10 +43,26 @@ def test_rules_on_random_masks_equal_labelling_the_whole_volume(seed):
     for label in (1, 2):
         comp, n = ndi.label(m == label)
         sizes = np.bincount(comp.ravel())[1:]
-        for rule, keep in (("largest", sizes == sizes.max()), ("major", sizes >= 0.1 * sizes.max())):
+        others = ndi.binary_dilation((m > 0) & (m != label), np.ones((3, 3, 3), bool))  # every 26-neighbour
+        touching = np.array([others[comp == k].any() for k in range(1, n + 1)])
+        rules = (("largest", sizes == sizes.max()), ("major", sizes >= 0.1 * sizes.max()), ("attached", touching))
+        for rule, keep in rules:
             want = m.copy()
             want[np.isin(comp, np.flatnonzero(~keep) + 1)] = 0
             assert np.array_equal(keep_components(m, label, rule), want), (seed, label, rule)
+
+
+def test_attached_keeps_the_lesions_that_touch_the_organ_even_at_a_corner_or_the_image_edge():
+    m = np.zeros((20, 20, 20), np.uint8)
+    m[:10, :10, :10] = 1  # the liver, at the image's corner
+    m[10:13, 2:5, 2:5] = 2  # a cyst on its surface
+    m[10, 10, 10] = 2  # a one-voxel cyst touching the liver at a corner only (26-connected)
+    m[0:2, 15:20, 0:2] = 2  # a cyst apart from it, at the image's edge
+    m[17:20, 17:20, 17:20] = 3  # a tumour in the corner opposite, alone
+    out = apply_rules(m, ("all", "attached", "attached"))
+    assert (out == 2).sum() == 27 + 1 and not (out == 3).any()
+    assert np.array_equal(out == 1, m == 1)
+    assert keep_components(out, 2, "attached") is out  # nothing left to drop: the mask itself
 
 
 def test_a_rule_is_chosen_only_where_it_raises_val_dice():
@@ -67,6 +83,20 @@ def test_largest_is_never_tried_for_a_label_of_several_parts():
     assert choose_rules([(pred, truth)], 3, one_piece=(2,))[0][1] == "largest"
     rules, table = choose_rules([(pred, truth)], 3, one_piece=(1,))
     assert "largest" not in table[2] and rules[1] == "all"
+
+
+def test_attached_is_the_rule_to_beat_for_lesions_and_loses_only_to_a_real_val_gain():
+    truth = np.zeros((30, 30, 30), np.uint8)
+    truth[:15] = 1  # the organ
+    truth[15:18, 5:8, 5:8] = 2  # a lesion on it
+    pred = truth.copy()
+    rules, table = choose_rules([(pred, truth)], 3, one_piece=(1,), lesions=(2,))
+    assert rules[1] == "attached" and table[2]["attached"] == table[2]["all"]  # a tie: the organ's lesion rule
+    assert choose_rules([(pred, truth)], 3, one_piece=(1,))[0][1] == "all"  # not a lesion label: "all"
+    truth[25:28, 20:23, 20:23] = 2  # val says a lesion can lie apart from the organ: "attached" would drop it
+    pred = truth.copy()
+    rules, table = choose_rules([(pred, truth)], 3, one_piece=(1,), lesions=(2,))
+    assert rules[1] == "all" and table[2]["all"] > table[2]["attached"]
 
 
 def test_config_refuses_unknown_rules():
