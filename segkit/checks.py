@@ -60,7 +60,18 @@ def gradable(volumes_ml: dict[str, float], task: TaskConfig) -> bool:
     mostly outside the scan or not the organ at all: on real chest CTs of other patients the liver model found
     2 mL of "liver" (graded moderate) where no liver was in view, and 90 mL in the heart above a liver cut off."""
     den, bounds = total_ml(volumes_ml, task.denominator), task.denominator_range_ml
-    return den > 0 and (not bounds or den >= GRADABLE_FRACTION * bounds[0])
+    return den > 0 and (not bounds or den >= GRADABLE_FRACTION * bounds[0]) and not other_anatomy(volumes_ml, task)
+
+
+def other_anatomy(volumes_ml: dict[str, float], task: TaskConfig) -> bool:
+    """Whether the mask's organ is larger than any human one while it holds less of its target than any human one
+    does: not the anatomy the model segments. An abdominal MRI given to the ventricle model (no --model: the shipped
+    model for an MRI) came out as 2564 mL of "brain" holding 0.05 mL of ventricle, graded healthy at 0.90."""
+    den_bounds, num_bounds = task.denominator_range_ml, task.numerator_range_ml
+    if not (den_bounds and num_bounds):
+        return False
+    den, num = total_ml(volumes_ml, task.denominator), total_ml(volumes_ml, task.numerator)
+    return den > den_bounds[1] and num < num_bounds[0]
 
 
 SOFT_RATIO, SOFT_MIN_ML = 1.5, 2.0  # the network's expected volume of the target over the mask's: see below
@@ -99,6 +110,14 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
         return [
             f"no {organ} found, so no biomarker and no grade: check that the scan covers the {organ} "
             f"and that it is a {task.modality} scan this {task.name} model fits"
+        ]
+    if other_anatomy(volumes_ml, task):
+        num = total_ml(volumes_ml, task.numerator)
+        return [
+            f"{den:.1f} mL of {organ}, more than any human one ({task.denominator_range_ml[1]:g} mL), holding "
+            f"{num:.1f} mL of {'+'.join(task.numerator)}, less than any human one ({task.numerator_range_ml[0]:g} mL): "
+            f"the mask is not the anatomy this {task.name} model segments, so no grade; check that the scan is a "
+            f"{task.modality} of the {organ} this model fits"
         ]
     if not gradable(volumes_ml, task):
         return [

@@ -57,7 +57,8 @@ def test_volume_outside_the_human_range_warns():
     assert w.startswith("brain+lateral_ventricles volume 410.0 mL is below the human range 900-2100 mL")
     (w,) = volume_warnings({"brain": 1300.0, "lateral_ventricles": 300.0}, VENTRICLE)
     assert w.startswith("lateral_ventricles volume 300.0 mL is above the human range 3-250 mL")
-    assert len(volume_warnings({"brain": 2500.0, "lateral_ventricles": 1.0}, VENTRICLE)) == 2
+    assert len(volume_warnings({"brain": 2500.0, "lateral_ventricles": 10.0}, VENTRICLE)) == 1
+    assert len(volume_warnings({"brain": 800.0, "lateral_ventricles": 1.0}, VENTRICLE)) == 2
     # the whole liver is liver + cyst + tumour; a liver without cysts is healthy, not out of range
     assert volume_warnings({"liver": 1500.0, "cyst": 0.0, "tumour": 0.0}, LIVER) == []
     assert volume_warnings({"liver": 500.0, "cyst": 80.0, "tumour": 40.0}, LIVER) == []
@@ -89,6 +90,21 @@ def test_a_few_ml_of_organ_are_too_little_to_grade():
     (w,) = volume_warnings({"liver": 90.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
     assert w.startswith("only 90.0 mL of liver+cyst+tumour found (a quarter of the smallest human one is 150 mL)")
     assert "so no grade" in w
+
+
+def test_an_organ_too_large_that_holds_too_little_target_is_other_anatomy_and_gets_no_grade():
+    """An abdominal MRI given to the ventricle model came out as 2564 mL of "brain" holding 0.05 mL of ventricle:
+    beyond both human ranges at once the mask is not the anatomy, so no grade, and the one warning says why."""
+    abdomen = {"brain": 2564.1, "lateral_ventricles": 0.05}
+    assert not gradable(abdomen, VENTRICLE)
+    (w,) = volume_warnings(abdomen, VENTRICLE)
+    assert w.startswith("2564.2 mL of brain+lateral_ventricles, more than any human one (2100 mL), holding 0.1 mL")
+    assert "not the anatomy this ventricle model segments, so no grade" in w
+    # either range alone keeps the grade (a large brain; a brain whose ventricles the model missed), as does a task
+    # without a target range (the liver: no cyst is healthy)
+    assert gradable({"brain": 2500.0, "lateral_ventricles": 10.0}, VENTRICLE)
+    assert gradable({"brain": 1500.0, "lateral_ventricles": 0.5}, VENTRICLE)
+    assert gradable({"liver": 9000.0, "cyst": 0.0, "tumour": 0.0}, LIVER)
 
 
 def test_a_target_the_network_half_sees_but_leaves_out_warns():
