@@ -36,7 +36,7 @@ echo "[demo] ... and on draws from subjects it never saw"
 $SK evaluate --model ventricle --data "$DATA" --split test --out "$OUT/shipped-test"
 echo "[demo] predict one real T1 with the default model (no --model: an MRI picks the shipped ventricle model)"
 $SK predict "$REAL/imagesTr/icbm2009a_t1.nii.gz" --out "$OUT/predict"
-echo "[demo] both shipped models on real scans of other patients (tests/data/pyradiomics; data_cards/pyradiomics.md)"
+echo "[demo] both shipped models on real scans of other patients (tests/data/pyradiomics, tests/data/totalsegmentator; data_cards/)"
 .venv/bin/python scripts/patient_scans.py --out "$OUT/patients"
 stamp "shipped model"
 
@@ -68,9 +68,11 @@ for model in ("shipped", "own"):
         print(f"{model:8s} model, {what:22s}: Dice {d['mean']:.3f} (95% CI {d['ci_low']:.3f}-{d['ci_high']:.3f}),"
               f" grade accuracy {g['accuracy']:.2f}, {r['num_cases']} cases")
 p = out / "patients" / "results.json"
-if p.is_file():  # real patients' scans, each against its semi-automatic reference (data_cards/pyradiomics.md)
+if p.is_file():  # real patients' scans, each against its reference (data_cards/pyradiomics.md, totalsegmentator.md)
     r = json.loads(p.read_text())
-    print(f"shipped liver model, another patient's CT (lung2): whole-liver Dice {r['lung2']['dice_whole_liver']:.3f}")
+    for scan, what in (("lung2", "chest CT"), ("abdomen_ct", "whole-abdomen CT"), ("dicom_ct", "CT DICOM series")):
+        print(f"shipped liver model, a patient's {what} ({scan}): whole-liver Dice {r[scan]['dice_whole_liver']:.3f}")
+    print(f"shipped ventricle model, an abdominal MRI (abdomen_mr): grade {r['abdomen_mr']['grade']} (no head in it)")
     for scan in ("brain1", "brain2"):
         unsure = any(w.startswith("network unsure about") for w in r[scan]["warnings"])
         print(f"shipped ventricle model, patient MRI {scan}: lateral-ventricle Dice"

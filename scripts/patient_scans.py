@@ -1,13 +1,17 @@
-"""The shipped models on real scans of other patients (tests/data/pyradiomics, see data_cards/pyradiomics.md).
+"""The shipped models on real scans of other patients (tests/data/pyradiomics and tests/data/totalsegmentator, see
+data_cards/pyradiomics.md and data_cards/totalsegmentator.md).
 
     .venv/bin/python scripts/patient_scans.py [--out runs/patient-scans] [--model RUN_OR_PT | --model-dir DIR]
 
 Runs `segkit predict` as a user would (no --model: the shipped model picked by modality) on each scan and prints,
-per scan, the grade, the volumes and the warnings; for lung2, whole-liver Dice (liver + cyst + tumour) against
-its semi-automatic liver reference and how much of the mask lies outside it; for brain1 and brain2, lateral-
-ventricle Dice against their semi-automatic ventricle references; lung2_above_liver, lung2's slices above its
-liver (heart and lungs: any liver found there is false). Writes results.json and one <scan>_slices.png per scan
-(up to 16 slices through the organ; with a reference, also the mask drawn outside it and the reference missed).
+per scan, the grade, the volumes and the warnings; for lung2, abdomen_ct and dicom_ct (a DICOM series folder),
+whole-liver Dice (liver + cyst + tumour) against their liver references and how much of the mask lies outside
+them; for brain1 and brain2, lateral-ventricle Dice against their semi-automatic ventricle references;
+lung2_above_liver, lung2's slices above its liver (heart and lungs: any liver found there is false); abdomen_mr,
+an abdominal MRI (no head: the ventricle model must not grade it). A reference on a grid of its own (abdomen_ct's
+covers its top 30 slices; dicom_ct's is on the grid TotalSegmentator read the series to) is compared on the mask's
+grid, in world coordinates, where it covers the scan. Writes results.json and one <scan>_slices.png per scan (up
+to 16 slices through the organ; with a reference, also the mask drawn outside it and the reference missed).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from segkit.data.show import CT_WINDOW
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANS = ROOT / "tests" / "data" / "pyradiomics"
+TOTALSEG = ROOT / "tests" / "data" / "totalsegmentator"
 ABOVE_LIVER = 19  # lung2 slices 19-34: heart and lungs (its liver reference ends at 17; 18 holds the vena cava)
 
 
@@ -52,10 +57,42 @@ def ventricle_figures(mask: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dic
     return against_reference(mask == 2, ref, voxel_ml, "lateral_ventricles", 2)
 
 
-REFERENCES = {  # file suffix, the part of the mask it is compared with, and the figures
-    "liver-cyst": ("_liver_reference.nii.gz", lambda m: m > 0, liver_figures),
-    "ventricle": ("_ventricles_reference.nii.gz", lambda m: m == 2, ventricle_figures),
+REFERENCES = {  # the part of the mask a task's reference is compared with, and the figures
+    "liver-cyst": (lambda m: m > 0, liver_figures),
+    "ventricle": (lambda m: m == 2, ventricle_figures),
 }
+# scan -> (input: a NIfTI file or a DICOM series folder, its reference or None); lung2_above_liver is cut from lung2
+PATIENT_SCANS = {
+    "lung2": (SCANS / "lung2.nii.gz", SCANS / "lung2_liver_reference.nii.gz"),
+    "lung2_above_liver": (None, None),
+    "abdomen_ct": (TOTALSEG / "abdomen_ct.nii.gz", TOTALSEG / "abdomen_ct_liver_reference.nii.gz"),
+    "dicom_ct": (TOTALSEG / "dicom_ct", TOTALSEG / "dicom_ct_liver_reference.nii.gz"),
+    "abdomen_mr": (TOTALSEG / "abdomen_mr.nii.gz", None),
+    "brain1": (SCANS / "brain1.nii.gz", SCANS / "brain1_ventricles_reference.nii.gz"),
+    "brain2": (SCANS / "brain2.nii.gz", SCANS / "brain2_ventricles_reference.nii.gz"),
+}
+NOT_COVERED = 255  # a reference resampled onto a mask's grid: voxels outside the reference's own grid
+
+
+def reference_on(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """A 0/1 reference on a mask's grid (shape, affine), taken in world coordinates (nearest voxel), with
+    NOT_COVERED where the mask's voxels lie outside the reference's own grid; on the same grid, unchanged."""
+    from nibabel.processing import resample_from_to
+
+    ref = nib.load(path)
+    if ref.shape == tuple(shape) and np.allclose(ref.affine, affine, atol=1e-4):
+        return np.asarray(ref.dataobj, dtype=np.uint8)
+    return np.asarray(resample_from_to(ref, (shape, affine), order=0, cval=NOT_COVERED).dataobj, dtype=np.uint8)
+
+
+def compare(mask: np.ndarray, ref: np.ndarray, task: str, voxel_ml: float) -> dict[str, float]:
+    """The task's figures of a mask against a reference on its grid, where the reference covers the scan."""
+    covered = ref != NOT_COVERED
+    compared, figures = REFERENCES[task]
+    row = figures(np.where(covered, mask, 0), np.where(covered, ref, 0), voxel_ml)
+    if not covered.all():  # what the mask draws where the reference has nothing to say
+        row["mask_where_no_reference_ml"] = round(float((compared(mask) & ~covered).sum() * voxel_ml), 1)
+    return row
 
 
 def draw_slices(
@@ -98,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.model_dir:
         os.environ["SEGKIT_WEIGHTS_DIR"] = args.model_dir
-    from segkit.infer import predict_paths
+    from segkit.infer import predict_paths, read_input, shipped_model_for
 
     own_task = None
     if args.model:
@@ -110,24 +147,26 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     above = args.out / "lung2_above_liver.nii.gz"
     nib.save(nib.load(SCANS / "lung2.nii.gz").slicer[:, :, ABOVE_LIVER:], above)
-    for scan in ("lung2", "lung2_above_liver", "brain1", "brain2"):
-        src = above if scan == "lung2_above_liver" else SCANS / f"{scan}.nii.gz"
-        task = "liver-cyst" if scan.startswith("lung") else "ventricle"
+    for scan, (src, ref_path) in PATIENT_SCANS.items():
+        src = src or above
+        vol = read_input(src)
+        task = shipped_model_for(vol.data)
         (report,), failed = predict_paths(src, args.model if task == own_task else None, args.out)
         assert failed is None
-        img = nib.load(src)
-        image = np.asarray(img.dataobj, dtype=np.float32)
-        mask = np.asarray(nib.load(args.out / report["mask"]).dataobj)
+        mask_img = nib.load(args.out / report["mask"])
+        mask = np.asarray(mask_img.dataobj)
         row = {k: report[k] for k in ("grade", "probabilities", "volumes_ml", "warnings")}
         row["model"] = f"{report['model']['name']} ({report['model']['sha256']})"
         ref, part = None, None
-        suffix, compared, figures = REFERENCES[report["task"]]
-        if (SCANS / f"{scan}{suffix}").exists():
-            ref, part = np.asarray(nib.load(SCANS / f"{scan}{suffix}").dataobj), compared(mask)
-            row.update(figures(mask, ref, float(np.prod(img.header.get_zooms())) / 1000))
+        if ref_path is not None:
+            ref = reference_on(ref_path, mask.shape, mask_img.affine)
+            row.update(compare(mask, ref, report["task"], vol.voxel_ml))
+            covered = ref != NOT_COVERED  # the sheet shows the slices compared, and only where compared
+            part, ref = REFERENCES[report["task"]][0](mask) & covered, np.where(covered, ref, 0)
         labels = tuple(report["labels"][str(k)] for k in range(len(report["labels"])))
+        image = vol.data.astype(np.float32)
         window = CT_WINDOW if report["task"] == "liver-cyst" else (0.0, float(np.percentile(image, 99.5)))
-        draw_slices(image, mask, ref, img.affine, labels, window, args.out / f"{scan}_slices.png", part)
+        draw_slices(image, mask, ref, vol.affine, labels, window, args.out / f"{scan}_slices.png", part)
         results[scan] = row
         shown = {k: v for k, v in row.items() if k != "warnings"}
         print(f"{scan}: {json.dumps(shown)}")

@@ -1,7 +1,9 @@
-"""The shipped models on real scans of other patients: lung2, brain1, brain2 (data_cards/pyradiomics.md)."""
+"""The shipped models on real scans of other patients: lung2, brain1, brain2 (data_cards/pyradiomics.md); abdomen_ct,
+dicom_ct, abdomen_mr (data_cards/totalsegmentator.md)."""
 
 import nibabel as nib
 import numpy as np
+import pytest
 from conftest import ROOT, load_script
 
 SCANS = ROOT / "tests" / "data" / "pyradiomics"
@@ -112,3 +114,85 @@ def test_the_ventricle_model_does_not_miss_patients_ventricles_silently(monkeypa
         assert f["dice_lateral_ventricles"] >= 0.5 or drawn > 10.0 or unsure, (name, f, report["warnings"])
         # 6.5 mm slices: coarser than any draw the shipped model trained on (6.0 mm at most), which it says
         assert any(w.startswith("voxels 6.5 mm deep along one axis (thick slices)") for w in report["warnings"])
+
+
+TOTALSEG = ROOT / "tests" / "data" / "totalsegmentator"
+
+
+def test_vendored_totalsegmentator_scans_keep_their_geometry():
+    """data_cards/totalsegmentator.md: the CT and its reference on the reference's true place (82 slices up), the
+    DICOM series read on its own grid, the abdominal MRI as shipped."""
+    from segkit.infer import read_input
+
+    ct, ref = nib.load(TOTALSEG / "abdomen_ct.nii.gz"), nib.load(TOTALSEG / "abdomen_ct_liver_reference.nii.gz")
+    assert ct.shape == (122, 101, 112) and ref.shape == (122, 101, 30)
+    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S") and np.allclose(ct.header.get_zooms(), 3.0)
+    assert np.allclose(ref.affine[:3, :3], ct.affine[:3, :3])
+    assert np.allclose(ref.affine[:3, 3], ct.affine[:3, 3] + [0, 0, 82 * 3.0])  # slices 82-111 of the CT
+    assert -1300 < float(np.asarray(ct.dataobj).min()) < -900  # Hounsfield units: air
+    assert 1000 < np.asarray(ref.dataobj).sum() * 0.027 < 1100  # 1043 mL of liver in those slices
+    series = read_input(TOTALSEG / "dicom_ct")
+    assert series.data.shape == (512, 512, 20) and np.allclose(series.spacing, (0.9765625, 0.9765625, 2.0))
+    assert nib.load(TOTALSEG / "dicom_ct_liver_reference.nii.gz").shape == (512, 512, 20)
+    mri = nib.load(TOTALSEG / "abdomen_mr.nii.gz")
+    assert mri.shape == (117, 91, 20) and nib.aff2axcodes(mri.affine) == ("L", "P", "S")
+
+
+def test_a_reference_on_its_own_grid_is_compared_where_it_covers_the_scan(tmp_path):
+    """A reference two slices long, one slice up the scan's grid: the mask is scored on those two slices only
+    and what it draws elsewhere is reported apart."""
+    ps = load_script("patient_scans")
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    ref_affine = affine.copy()
+    ref_affine[2, 3] = 2.0  # starts at the scan's slice 1
+    ref = np.zeros((4, 4, 2), np.uint8)
+    ref[:2] = 1  # 8 voxels a slice
+    nib.save(nib.Nifti1Image(ref, ref_affine), tmp_path / "ref.nii.gz")
+    on_grid = ps.reference_on(tmp_path / "ref.nii.gz", (4, 4, 4), affine)
+    assert (on_grid[:, :, [0, 3]] == ps.NOT_COVERED).all() and np.array_equal(on_grid[:, :, 1:3], ref)
+    mask = np.zeros((4, 4, 4), np.uint8)
+    mask[:2, :, 1:3] = 1  # exactly the reference
+    mask[:, :, 0] = 1  # 16 voxels where it has nothing to say
+    f = ps.compare(mask, on_grid, "liver-cyst", voxel_ml=0.5)
+    assert f["dice_whole_liver"] == 1.0 and f["mask_where_no_reference_ml"] == 8.0
+    assert f["mask_outside_reference_ml"] == 0.0 and f["reference_ml"] == 8.0
+    same = ps.reference_on(tmp_path / "ref.nii.gz", (4, 4, 2), ref_affine)
+    assert np.array_equal(same, ref) and "mask_where_no_reference_ml" not in ps.compare(same, same, "liver-cyst", 1.0)
+
+
+@pytest.mark.parametrize("scan", ["abdomen_ct", "dicom_ct"])
+def test_shipped_liver_model_finds_more_patients_livers_whole_abdomen_and_dicom(scan, monkeypatch, tmp_path):
+    """Two more real CTs as a user would give them (no --model): a whole abdomen down through the pelvis (NIfTI, 3 mm)
+    and a CT series as the scanner wrote it (DICOM), against TotalSegmentator's own livers. Measured 0.926 and 0.949
+    with the shipped model of 33147099; 0.90 leaves room for a retrained model, not for a lost liver. No cyst or
+    tumour may lie apart from the liver (eval.keep_components "attached": urine in the bladder was called cyst)."""
+    from segkit.infer import predict_paths, read_input
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    ps = load_script("patient_scans")
+    src, ref_path = ps.PATIENT_SCANS[scan]
+    (report,), failed = predict_paths(src, None, tmp_path)
+    assert failed is None and report["model"]["name"] == "liver-cyst" and report["grade"] is not None
+    mask_img, vol = nib.load(tmp_path / report["mask"]), read_input(src)
+    assert mask_img.shape == vol.data.shape and np.allclose(mask_img.affine, vol.affine, atol=1e-4)
+    mask = np.asarray(mask_img.dataobj)
+    f = ps.compare(mask, ps.reference_on(ref_path, mask.shape, mask_img.affine), "liver-cyst", vol.voxel_ml)
+    assert f["dice_whole_liver"] >= 0.90, f
+    assert f["lesion_outside_reference_ml"] < 10, f
+    from scipy import ndimage as ndi
+
+    lesions, n = ndi.label(mask >= 2, np.ones((3, 3, 3), bool))
+    near_liver = ndi.binary_dilation(mask == 1, np.ones((3, 3, 3), bool))
+    assert all(near_liver[lesions == k].any() for k in range(1, n + 1))
+
+
+def test_an_abdominal_mri_gets_no_brain_grade(monkeypatch, tmp_path):
+    """An MRI that is not a head goes, with no --model, to the shipped model for MRI: the ventricle model. It draws
+    2564 mL of "brain" with 0.05 mL of ventricle in it (it graded that healthy at 0.90); now no grade, and why."""
+    from segkit.infer import predict_paths
+
+    monkeypatch.delenv("SEGKIT_WEIGHTS_DIR", raising=False)
+    (report,), failed = predict_paths(TOTALSEG / "abdomen_mr.nii.gz", None, tmp_path)
+    assert failed is None and report["model"]["name"] == "ventricle"
+    assert report["grade"] is None and report["probabilities"] == {}
+    assert any("not the anatomy this ventricle model segments, so no grade" in w for w in report["warnings"])
