@@ -74,14 +74,17 @@ def _case_slices(
     c: CaseData, cfg: Config, rng: np.random.Generator, aug: tuple | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """One case's S graded slices (one from each of S equal bins across the organ: an unbiased sample of the
-    volume), then a random slice, one through the target and train.outside_slices from outside the organ (random
-    where the organ fills the volume): (C, H, W) image and (H, W) label each."""
+    volume), then a random slice, one through the target (train.target_sampling: a random slice of it, so a large
+    lesion is chosen more often than a small one, or a random slice of a random lesion) and train.outside_slices
+    from outside the organ (random where the organ fills the volume): (C, H, W) image and (H, W) label each."""
     t = cfg.train
     zs = c.organ_z if len(c.organ_z) else np.arange(c.image.shape[2])
     edges = np.linspace(0, len(zs), t.slices_per_case + 1)
     idx = [rng.integers(int(a), max(int(a) + 1, int(b))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     picks = [zs[min(int(i), len(zs) - 1)] for i in idx]
     targets = c.target_z if len(c.target_z) else zs
+    if t.target_sampling == "lesion" and c.target_parts:  # every lesion as likely as any other, however small
+        targets = c.target_parts[rng.integers(0, len(c.target_parts))]
     picks += [rng.integers(0, c.image.shape[2]), targets[rng.integers(0, len(targets))]]
     if t.outside_slices:  # the liver model, shown few slices above the liver, called a real heart liver
         outside = np.setdiff1d(np.arange(c.image.shape[2]), c.organ_z)

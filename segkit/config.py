@@ -98,6 +98,7 @@ class TrainConfig:
     cases_per_batch: int = 4  # slices (3-D: patches) of one case are pooled for its grade
     slices_per_case: int = 4  # batch = cases_per_batch * (slices_per_case + 2 + outside_slices) slices, or 3-D patches
     outside_slices: int = 0  # 2-D: seg-only slices per case from outside the organ (what a scan without it shows)
+    target_sampling: str = "slice"  # 2-D: the target slice through a random slice of it, or through a random lesion
     patch_size: tuple[int, ...] = (128, 128)  # 2 sizes for 2-D models, 3 for 3-D (also the sliding window)
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -351,6 +352,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("eval.cyst_max_hu needs a CT task with cyst and tumour labels; set it to 0")
     if e.strip_to_organ and all(n in t.numerator for n in t.denominator):
         raise ConfigError("eval.strip_to_organ needs a task.denominator label that is not a numerator one (the organ)")
+    if cfg.train.target_sampling not in ("slice", "lesion"):
+        raise ConfigError("train.target_sampling must be slice or lesion")
     if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
         raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")
 

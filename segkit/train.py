@@ -51,8 +51,20 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
         organ_z = np.flatnonzero(np.isin(label, organ).any(axis=(0, 1)))
         target_z = np.flatnonzero(np.isin(label, target).any(axis=(0, 1)))
         grade = cfg.task.grades.index(case.grade) if case.grade else 0
-        out.append(CaseData(case.case_id, image, label, grade, organ_z, target_z, max(voxel_sizes(img.affine))))
+        parts = target_parts(label, target) if cfg.train.target_sampling == "lesion" else []
+        out.append(CaseData(case.case_id, image, label, grade, organ_z, target_z, max(voxel_sizes(img.affine)), parts))
     return out
+
+
+def target_parts(label: np.ndarray, target: list[int]) -> list[np.ndarray]:
+    """The slices (z indices) of each 26-connected piece of the target labels: every lesion, large or small."""
+    from scipy import ndimage as ndi
+
+    comp, n = ndi.label(np.isin(label, target), np.ones((3, 3, 3), bool))
+    if n == 0:
+        return []
+    boxes = ndi.find_objects(comp)
+    return [np.flatnonzero((comp[box] == k + 1).any(axis=(0, 1))) + box[2].start for k, box in enumerate(boxes)]
 
 
 def slices_contiguous(volume: np.ndarray) -> np.ndarray:

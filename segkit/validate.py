@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class CaseData:
     organ_z: np.ndarray  # slices holding the biomarker's denominator labels
     target_z: np.ndarray  # slices holding the biomarker's numerator labels (lesion, ventricles)
     spacing_mm: float = 0.0  # the scan's coarsest voxel spacing before resampling (thick slices' gap)
+    target_parts: list[np.ndarray] = field(default_factory=list)  # the slices of each 3-D piece of the target
 
 
 @torch.no_grad()

@@ -78,6 +78,36 @@ def test_outside_slices_come_from_slices_without_the_organ():
     assert len(_case_slices(full, cfg3, np.random.default_rng(0), None)) == s + 5
 
 
+def test_lesion_sampling_shows_a_small_lesion_as_often_as_a_large_one():
+    """train.target_sampling: a random slice of the target picks a 20-slice cyst 20 times as often as a one-slice
+    one (the liver model misses most cysts under 0.5 mL); "lesion" picks a random lesion, then a slice of it."""
+    from segkit.train import target_parts
+
+    label = np.zeros((32, 32, 40), np.uint8)
+    label[:, :, 2:38] = 1  # the organ
+    label[4:20, 4:20, 5:25] = 2  # a large cyst on slices 5-24
+    label[26, 26, 30] = 2  # a one-voxel cyst on slice 30
+    label[28:30, 2:4, 30:32] = 2  # another small one, on slices 30-31 (apart from the first: diagonal gap > 1)
+    parts = target_parts(label, [2])
+    assert [p.tolist() for p in parts] == [list(range(5, 25)), [30], [30, 31]]
+    assert target_parts(np.zeros_like(label), [2]) == []
+    image = slices_contiguous(np.zeros(label.shape, np.float32))
+    base = load_config(ROOT / "configs" / "liver-cyst.yaml", ["train.patch_size=[32,32]", "augment.enabled=false"])
+    s = base.train.slices_per_case
+
+    def share_through_small(mode: str) -> float:
+        cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, target_sampling=mode))
+        target_z = np.flatnonzero((label == 2).any(axis=(0, 1)))  # what load_cases gives: slices 5-24, 30, 31
+        case = CaseData("c", image, slices_contiguous(label), 0, np.arange(2, 38), target_z, 0.0, parts)
+        rows = [_case_slices(case, cfg, np.random.default_rng(seed), None)[s + 1] for seed in range(600)]
+        return float(np.mean([not (y[4:20, 4:20] == 2).any() for _, y in rows]))
+
+    assert share_through_small("slice") < 0.15  # 2 of 22 target slices
+    assert 0.55 < share_through_small("lesion") < 0.8  # 2 of 3 lesions
+    with pytest.raises(Exception, match="target_sampling"):
+        load_config(ROOT / "configs" / "liver-cyst.yaml", ["train.target_sampling=cyst"])
+
+
 def test_slices_contiguous_keeps_values_and_stores_each_slice_in_one_block():
     v = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     s = slices_contiguous(v)
