@@ -72,7 +72,8 @@ if p.is_file():  # real patients' scans, each against its reference (data_cards/
     r = json.loads(p.read_text())
     for scan, what in (("lung2", "chest CT"), ("abdomen_ct", "whole-abdomen CT"), ("dicom_ct", "CT DICOM series")):
         print(f"shipped liver model, a patient's {what} ({scan}): whole-liver Dice {r[scan]['dice_whole_liver']:.3f}")
-    print(f"shipped ventricle model, an abdominal MRI (abdomen_mr): grade {r['abdomen_mr']['grade']} (no head in it)")
+    grade = r["abdomen_mr"]["grade"] or "none given"
+    print(f"shipped ventricle model, an abdominal MRI (abdomen_mr): grade {grade} (no head in it: not its anatomy)")
     for scan in ("brain1", "brain2"):
         unsure = any(w.startswith("network unsure about") for w in r[scan]["warnings"])
         print(f"shipped ventricle model, patient MRI {scan}: lateral-ventricle Dice"
