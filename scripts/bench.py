@@ -132,7 +132,7 @@ def whole_process(image: Path, model: str, tmp: Path, repeats: int, extra: tuple
 
 
 # the segkit.infer functions one predict spends its time in, in order (write_prediction holds the last two)
-TIMED = ("load_model", "read_input", "preprocess_volume", "predict_preprocessed", "invert_probs")
+TIMED = ("load_model", "read_input", "resample_volume", "normalize", "predict_preprocessed", "invert_probs")
 WRITES = ("write_prediction", "write_volume", "write_overlay")
 
 

@@ -15,7 +15,6 @@ from segkit.config import config_from_dict
 from segkit.data.msd import read_dataset
 from segkit.infer import load_weights
 from segkit.models import build_model
-from segkit.tasks import TASKS
 from segkit.train import load_cases
 from segkit.validate import choose_density, choose_on_val
 
@@ -27,11 +26,7 @@ def main() -> None:
     a = ap.parse_args()
     path = a.run / "best.pt"
     ck = load_checkpoint(path)
-    task = ck["config"]["task"]
-    for key in ("one_piece", "lesions"):  # a run trained before task.one_piece or task.lesions existed
-        if key not in task and task["name"] in TASKS:
-            task[key] = list(getattr(TASKS[task["name"]], key))
-    cfg = config_from_dict(ck["config"])
+    cfg = config_from_dict(ck["config"])  # a run from before task.one_piece / task.lesions gets its task's
     net = build_model(cfg)
     load_weights(net, ck["model"], path)
     net.eval()

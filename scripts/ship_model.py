@@ -24,7 +24,6 @@ from segkit.checkpoint import load_checkpoint, save_checkpoint
 from segkit.config import config_from_dict, config_to_dict
 from segkit.infer import inference_settings, trained_on_mirrors
 from segkit.onnx_export import write_onnx
-from segkit.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = (
@@ -248,8 +247,6 @@ def restate_limits(argv: list[str]) -> None:
     a = ap.parse_args(argv)
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
     ck = load_checkpoint(out)
-    for key in ("one_piece", "lesions"):  # a model shipped before these task keys: the built-in task's, not ()
-        ck["config"]["task"].setdefault(key, list(getattr(TASKS[a.task], key)))
     limits = ck.get("limits", []) if a.limit is None else a.limit
     settings = list(a.set)
     if a.postprocess:

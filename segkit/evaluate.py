@@ -60,7 +60,7 @@ def evaluate_split(
         out = Path(f"eval-{split}") if info["kind"] == "shipped" else Path(info["checkpoint"]).parent / f"eval-{split}"
     out = Path(out)
     grades = cfg.task.grades
-    lesions = cfg.task.lesions or builtin_lesions(cfg.task.name, cfg.task.labels)
+    lesions = cfg.task.lesions
     rows, probs, y_true, lesion_rows = [], [], [], []
     for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
         vol, truth = read_case(case, cfg.task.labels)
@@ -112,11 +112,6 @@ def evaluate_split(
     report["out"] = str(out)
     report["summary_line"] = summary_line(report, cfg.task.labels, split)
     return report
-
-
-def builtin_lesions(task: str, labels: tuple[str, ...]) -> tuple[str, ...]:
-    """The built-in task's lesion labels that the model has: for a checkpoint from before task.lesions."""
-    return tuple(n for n in (TASKS[task].lesions if task in TASKS else ()) if n in labels[1:])
 
 
 def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> tuple[str, ...]:

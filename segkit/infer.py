@@ -49,14 +49,7 @@ from segkit.io import (
 from segkit.measure import measure
 from segkit.postprocess import apply_rules, dense_cysts_to_tumour
 from segkit.render import write_label_descriptions, write_overlay
-from segkit.transforms import (
-    beyond_margin,
-    first_argmax,
-    invert_probs,
-    normalize,
-    preprocess_volume,
-    resample_image,
-)
+from segkit.transforms import Grid, beyond_margin, first_argmax, invert_probs, normalize, resample_volume
 
 if TYPE_CHECKING:
     import torch
@@ -227,10 +220,11 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
         return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [warning])
     clock = Stopwatch()
-    pre, grid = clock.time("preprocess", preprocess_volume, vol, cfg)
+    resized, grid = clock.time("preprocess", resample_volume, vol, cfg)  # kept for a second pass
+    pre = clock.time("preprocess", normalize, resized, cfg.task.modality, cfg.preprocess)
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     if cfg.eval.strip_to_organ:
-        probs = clock.time("second_pass", predict_stripped, net, cfg, vol, probs)
+        probs = clock.time("second_pass", predict_stripped, net, cfg, resized, grid, probs)
     confidence = foreground_confidence(probs)
     expected = expected_ml(probs, float(np.prod(grid.model_spacing)) / 1000.0, cfg.task.numerator, cfg.task)
     mask, probs_map = clock.time("inverse", invert_probs, probs, grid, prob_map)
@@ -261,10 +255,11 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
 STRIPPED_ALREADY = 0.1
 
 
-def predict_stripped(net: Network, cfg: Config, vol: Volume, probs: np.ndarray) -> np.ndarray:
+def predict_stripped(net: Network, cfg: Config, resized: np.ndarray, grid: Grid, probs: np.ndarray) -> np.ndarray:
     """eval.strip_to_organ's second pass: class probabilities (K, X, Y, Z) on the model grid, the first pass's
-    (probs) except inside its organ (argmax in the task.denominator labels), where the scan is predicted again with
-    everything outside the organ (beyond transforms.STRIP_MARGIN_MM) set to the image's minimum. Inside the organ
+    (probs, from `resized`: the scan on `grid`, not yet normalised) except inside its organ (argmax in the
+    task.denominator labels), where the scan is predicted again with everything outside the organ (beyond
+    transforms.STRIP_MARGIN_MM) set to the image's minimum. Inside the organ
     the background keeps the first pass's probability (the organ keeps its extent and edge), the labels within the
     organ (the denominator's but its host, the first that is not a numerator label: the ventricles inside the
     brain) take the second pass's, scaled down where they would not fit beside that background, and the host the
@@ -274,12 +269,11 @@ def predict_stripped(net: Network, cfg: Config, vol: Volume, probs: np.ndarray) 
     organ = np.isin(first_argmax(probs), [t.labels.index(n) for n in t.denominator])
     if not organ.any():
         return probs
-    resized, grid = resample_image(vol.data, vol.affine, cfg)
     outside, floor = beyond_margin(organ, grid.model_spacing), resized.min()
     if np.count_nonzero(resized[outside] > floor) < STRIPPED_ALREADY * np.count_nonzero(organ):
         return probs  # a skull-stripped scan: a second pass would see what the first saw
-    resized[outside] = floor
-    again, _, _ = predict_preprocessed(net, normalize(resized, t.modality, cfg.preprocess), cfg)
+    stripped = np.where(outside, floor, resized)
+    again, _, _ = predict_preprocessed(net, normalize(stripped, t.modality, cfg.preprocess), cfg)
     host_name = next(n for n in t.denominator if n not in t.numerator)
     host, inner = t.labels.index(host_name), [t.labels.index(n) for n in t.denominator if n != host_name]
     room = 1.0 - probs[0][organ]  # (N,) what the first pass gave the organ's labels

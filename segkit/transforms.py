@@ -200,10 +200,16 @@ def beyond_margin(keep: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
 
 
 def preprocess_volume(vol: Volume, cfg: Config) -> tuple[np.ndarray, Grid]:
-    """preprocess_image of a volume read from a file; an input error (a header whose spacing makes the scan
+    """preprocess_image of a volume read from a file (see resample_volume)."""
+    resized, grid = resample_volume(vol, cfg)
+    return normalize(resized, cfg.task.modality, cfg.preprocess), grid
+
+
+def resample_volume(vol: Volume, cfg: Config) -> tuple[np.ndarray, Grid]:
+    """resample_image of a volume read from a file; an input error (a header whose spacing makes the scan
     implausibly large) names the file."""
     try:
-        return preprocess_image(vol.data, vol.affine, cfg)
+        return resample_image(vol.data, vol.affine, cfg)
     except InputError as e:
         raise InputError(f"{vol.path}: {e}") from None
 

@@ -72,10 +72,11 @@ def run(monkeypatch, vol: Volume, first_cut: float = 12.0) -> tuple[np.ndarray, 
     cfg = config()
     stand_in = StandIn(first_cut)
     monkeypatch.setattr(infer, "predict_preprocessed", stand_in)
-    from segkit.transforms import preprocess_volume
+    from segkit.transforms import normalize, resample_volume
 
-    first = stand_in(None, preprocess_volume(vol, cfg)[0], cfg)[0]
-    return first, infer.predict_stripped(None, cfg, vol, first), stand_in  # type: ignore[arg-type]
+    resized, grid = resample_volume(vol, cfg)
+    first = stand_in(None, normalize(resized, cfg.task.modality, cfg.preprocess), cfg)[0]
+    return first, infer.predict_stripped(None, cfg, resized, grid, first), stand_in  # type: ignore[arg-type]
 
 
 def test_the_second_pass_sees_the_organ_alone_and_changes_only_the_labels_inside_it(monkeypatch):
@@ -109,7 +110,10 @@ def test_no_organ_no_second_pass(monkeypatch):
     monkeypatch.setattr(infer, "predict_preprocessed", stand_in)
     probs = np.zeros((3, *SHAPE), np.float32)
     probs[0] = 1.0
-    assert infer.predict_stripped(None, cfg, head(), probs) is probs  # type: ignore[arg-type]
+    from segkit.transforms import resample_volume
+
+    resized, grid = resample_volume(head(), cfg)
+    assert infer.predict_stripped(None, cfg, resized, grid, probs) is probs  # type: ignore[arg-type]
     assert not stand_in.inputs
 
 
