@@ -26,7 +26,7 @@ def main() -> None:
     a = ap.parse_args()
     path = a.run / "best.pt"
     ck = load_checkpoint(path)
-    cfg = config_from_dict(ck["config"])  # a run from before task.one_piece / task.lesions gets its task's
+    cfg = config_from_dict(ck["config"])  # load_checkpoint gave an older run its task's one_piece and lesions
     net = build_model(cfg)
     load_weights(net, ck["model"], path)
     net.eval()

@@ -14,7 +14,7 @@ import numpy as np
 
 from segkit.errors import CheckpointError
 from segkit.io import atomic_write
-from segkit.tasks import TASKS
+from segkit.tasks import TASKS, with_builtin_task_keys
 
 
 def plain(value: Any) -> Any:
@@ -68,7 +68,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}); it may be truncated") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a segkit checkpoint (no model weights or config inside)")
-    return state
+    return {**state, "config": with_builtin_task_keys(state["config"])}
 
 
 def weights_dir() -> Path:

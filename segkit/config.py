@@ -246,26 +246,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a Config from a plain nested dict."""
-    cfg = _build(Config, _builtin_task_keys(data), "")
+    cfg = _build(Config, data, "")
     validate(cfg)
     return cfg
-
-
-TASK_KEYS_ADDED = ("one_piece", "lesions")  # task keys newer than some checkpoints (and than shipped models of then)
-
-
-def _builtin_task_keys(data: dict[str, Any]) -> dict[str, Any]:
-    """data with a built-in task's TASK_KEYS_ADDED filled in where they are missing (those of its labels the config
-    has): a checkpoint from before a key existed gets what the task has, not an empty tuple."""
-    from segkit.tasks import TASKS  # segkit.tasks builds its tasks from this module's TaskConfig
-
-    task = data.get("task") if isinstance(data, dict) else None
-    if not isinstance(task, dict) or task.get("name") not in TASKS:
-        return data
-    builtin = TASKS[task["name"]]
-    labels = task.get("labels", builtin.labels)[1:]
-    missing = {k: [n for n in getattr(builtin, k) if n in labels] for k in TASK_KEYS_ADDED if k not in task}
-    return {**data, "task": {**task, **missing}} if missing else data
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

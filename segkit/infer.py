@@ -49,6 +49,7 @@ from segkit.io import (
 from segkit.measure import measure
 from segkit.postprocess import apply_rules, dense_cysts_to_tumour
 from segkit.render import write_label_descriptions, write_overlay
+from segkit.tasks import with_builtin_task_keys
 from segkit.transforms import Grid, beyond_margin, first_argmax, invert_probs, normalize, resample_volume
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def load_model(
         raise InputError("--engine onnx runs on the CPU; add --device cpu or use --engine torch")
     onnx = open_onnx(path, sha, engine) if on_cpu or engine == "onnx" else None
     state = onnx.state if onnx is not None and onnx.state else load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_dict(with_builtin_task_keys(state["config"]))  # ONNX files' JSON of an older model too
     if tta is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tta=tta))
     if settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from segkit.config import TaskConfig
 from segkit.errors import ConfigError
 
@@ -40,3 +42,18 @@ def get_task(name: str) -> TaskConfig:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+TASK_KEYS_ADDED = ("one_piece", "lesions")  # task keys newer than some checkpoints (and shipped models of then)
+
+
+def with_builtin_task_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config dict with its built-in task's TASK_KEYS_ADDED filled in where missing (those among the
+    config's labels): a checkpoint from before a key existed gets what its task has, not an empty tuple."""
+    task = config.get("task")
+    if not isinstance(task, dict) or task.get("name") not in TASKS:
+        return config
+    builtin = TASKS[task["name"]]
+    labels = task.get("labels", builtin.labels)[1:]
+    missing = {k: [n for n in getattr(builtin, k) if n in labels] for k in TASK_KEYS_ADDED if k not in task}
+    return {**config, "task": {**task, **missing}} if missing else config
