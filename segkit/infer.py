@@ -259,8 +259,8 @@ STRIPPED_ALREADY = 0.1
 def predict_stripped(net: Network, cfg: Config, resized: np.ndarray, grid: Grid, probs: np.ndarray) -> np.ndarray:
     """eval.strip_to_organ's second pass: class probabilities (K, X, Y, Z) on the model grid, the first pass's
     (probs, from `resized`: the scan on `grid`, not yet normalised) except inside its organ (argmax in the
-    task.denominator labels), where the scan is predicted again with everything outside the organ (beyond
-    transforms.STRIP_MARGIN_MM) set to the image's minimum. Inside the organ
+    task.denominator labels), where the scan is predicted again (on organ_slab's slices) with everything outside
+    the organ (beyond transforms.STRIP_MARGIN_MM) set to the image's minimum. Inside the organ
     the background keeps the first pass's probability (the organ keeps its extent and edge), the labels within the
     organ (the denominator's but its host, the first that is not a numerator label: the ventricles inside the
     brain) take the second pass's, scaled down where they would not fit beside that background, and the host the
@@ -273,19 +273,35 @@ def predict_stripped(net: Network, cfg: Config, resized: np.ndarray, grid: Grid,
     outside, floor = beyond_margin(organ, grid.model_spacing), resized.min()
     if np.count_nonzero(resized[outside] > floor) < STRIPPED_ALREADY * np.count_nonzero(organ):
         return probs  # a skull-stripped scan: a second pass would see what the first saw
-    stripped = np.where(outside, floor, resized)
-    again, _, _ = predict_preprocessed(net, normalize(stripped, t.modality, cfg.preprocess), cfg)
+    stripped = normalize(np.where(outside, floor, resized), t.modality, cfg.preprocess)
+    lo, hi = organ_slab(organ, cfg)
+    again, _, _ = predict_preprocessed(net, np.ascontiguousarray(stripped[:, :, lo:hi]), cfg)
+    organ = organ[:, :, lo:hi]  # all of it: the slab holds every slice of the organ
     host_name = next(n for n in t.denominator if n not in t.numerator)
     host, inner = t.labels.index(host_name), [t.labels.index(n) for n in t.denominator if n != host_name]
-    room = 1.0 - probs[0][organ]  # (N,) what the first pass gave the organ's labels
+    out = probs.copy()  # the background keeps the first pass's probability everywhere
+    slab = out[:, :, :, lo:hi]  # a view: written below, inside the organ only
+    room = 1.0 - slab[0][organ]  # (N,) what the first pass gave the organ's labels
     parts = again[inner][:, organ]  # (len(inner), N)
     parts *= np.minimum(1.0, room / np.maximum(parts.sum(0), 1e-6))
-    out = probs.copy()  # the background keeps the first pass's probability everywhere
-    out[1:, organ] = 0.0
+    slab[1:, organ] = 0.0
     for i, k in enumerate(inner):
-        out[k][organ] = parts[i]
-    out[host][organ] = room - parts.sum(0)
+        slab[k][organ] = parts[i]
+    slab[host][organ] = room - parts.sum(0)
     return out
+
+
+def organ_slab(organ: np.ndarray, cfg: Config) -> tuple[int, int]:
+    """The slices [lo, hi) the second pass predicts: for a 2.5-D model those holding the organ and the context
+    slices each needs, so that every slice of the organ sees the network input the whole stripped scan would
+    give it (each slice is predicted from its own stack; a head's neck and the air above it cost nothing); a 3-D
+    model's windows reach across slices, so it gets the whole scan."""
+    num_z = organ.shape[2]
+    if cfg.spatial_dims == 3:
+        return 0, num_z
+    zs = np.flatnonzero(organ.any(axis=(0, 1)))
+    c = cfg.preprocess.context_slices
+    return max(0, int(zs[0]) - c), min(num_z, int(zs[-1]) + 1 + c)
 
 
 class Stopwatch:

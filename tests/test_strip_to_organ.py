@@ -152,3 +152,47 @@ def test_a_task_without_an_organ_around_its_target_cannot_ask_for_the_second_pas
         config_from_dict(d)
     d["eval"]["strip_to_organ"] = False
     config_from_dict(d)  # one pass: fine
+
+
+def test_the_second_pass_predicts_only_the_organs_slices_and_gives_what_the_whole_scan_would(monkeypatch):
+    """A 2.5-D network reads each slice with its context slices: the second pass runs on the organ's slices and
+    those context slices only (not the neck below a brain, nor the air above it), and a real (untrained, seeded)
+    network gives there exactly what it gives on the whole stripped scan; without the context slices the organ's
+    end slices would differ."""
+    import torch
+
+    from segkit.models import build_model
+    from segkit.transforms import resample_volume
+
+    cfg = config()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, channels=(8, 16, 32)))
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    rng = np.random.default_rng(0)
+    data = np.zeros((24, 24, 20), np.float32)
+    data[2:22, 2:22] = 900.0  # a scalp on every slice
+    data[5:19, 5:19, 6:14] = 300.0 + 40 * rng.random((14, 14, 8))  # the brain on slices 6-13 only
+    data[9:15, 9:15, 8:12] = 100.0
+    vol = Volume(data, np.diag([1.5, 1.5, 1.5, 1.0]), nib.Nifti1Header(), Path("head.nii.gz"))
+    resized, grid = resample_volume(vol, cfg)
+    first = np.zeros((3, *data.shape), np.float32)
+    first[0] = 1.0
+    first[:, 5:19, 5:19, 6:14] = np.array([0.1, 0.8, 0.1], np.float32)[:, None, None, None]
+
+    seen: list[int] = []
+    real = infer.predict_preprocessed
+
+    def recorded(n: object, volume: np.ndarray, c: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        seen.append(volume.shape[2])
+        return real(n, volume, c)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(infer, "predict_preprocessed", recorded)
+    slab = infer.predict_stripped(net, cfg, resized, grid, first)
+    assert seen == [8 + 2 * cfg.preprocess.context_slices]  # slices 4-15
+    monkeypatch.setattr(infer, "organ_slab", lambda organ, c: (0, organ.shape[2]))
+    whole = infer.predict_stripped(net, cfg, resized, grid, first)
+    assert seen[-1] == 20
+    assert np.allclose(slab, whole, atol=1e-5)
+    assert not np.allclose(slab, first, atol=1e-3)  # the second pass did change the organ's labels
+    monkeypatch.setattr(infer, "organ_slab", lambda organ, c: (6, 14))  # no context slices
+    assert not np.allclose(infer.predict_stripped(net, cfg, resized, grid, first), whole, atol=1e-5)
