@@ -7,7 +7,11 @@ files with empty attributes, folders holding several series (pick one by SeriesI
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,8 @@ from segkit.io import Volume, atomic_write
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient space is LPS; NIfTI world space is RAS
 MAX_TILT_DEG = 0.1  # slices stacked further off their normal than this are a gantry-tilted (sheared) series
+# ImageOrientationPatient holds two unit vectors at right angles (PS3.3 C.7.6.2.1.1); scanners write them rounded
+ORIENTATION_TOL = 0.01
 
 # SNOMED CT (value, scheme, meaning) of the segment category and type of each built-in label, as DICOM
 # CID 7150 (category) and CID 7151 (type) list them; other label names get Tissue and a private code.
@@ -109,8 +115,9 @@ def list_series(folder: str | Path) -> dict[str, list[tuple[Path, Any]]]:
     for path in _files(folder):
         if not is_dicom_file(path):
             continue
-        try:
-            hdr = pydicom.dcmread(path, stop_before_pixels=True)
+        try:  # a .dcm file written without the 128-byte preamble and DICM prefix is still read
+            with quiet_pydicom():
+                hdr = pydicom.dcmread(path, stop_before_pixels=True, force=path.suffix.lower() == ".dcm")
         except Exception:
             continue  # not DICOM after all (a stray .dcm name); other files are ignored too
         _fill_from_file_meta(hdr)
@@ -119,6 +126,21 @@ def list_series(folder: str | Path) -> dict[str, list[tuple[Path, Any]]]:
             continue
         found.setdefault(str(hdr.get("SeriesInstanceUID", "") or ""), []).append((path, hdr))
     return found
+
+
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """pydicom logs each decoder's traceback when none can decode a file, and warns about damaged files: segkit
+    says what is wrong in one line of its own instead."""
+    log = logging.getLogger("pydicom")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def describe_series(uid: str, files: list[tuple[Path, Any]]) -> str:
@@ -147,6 +169,13 @@ def read_series(folder: str | Path, series: str | None = None) -> DicomSeries:
     """Read one image series of a folder; none, several (without `series`) or inconsistent slices raise InputError."""
     folder = Path(folder)
     uid, files = _pick_series(folder, series)
+    for name in ("StudyInstanceUID", "FrameOfReferenceUID"):  # one volume: one study, one patient space
+        values = {str(h.get(name, "") or "") for _, h in files} - {""}
+        if len(values) > 1:
+            raise InputError(
+                f"{folder}: series {uid or '(no SeriesInstanceUID)'} holds slices of {len(values)} different {name}s, "
+                "not one 3-D volume; keep the slices of one acquisition in the folder"
+            )
     multi = [(p, h) for p, h in files if _num_frames(h) > 1 or "PerFrameFunctionalGroupsSequence" in h]
     if multi and len(files) > 1:
         raise InputError(
@@ -158,11 +187,13 @@ def read_series(folder: str | Path, series: str | None = None) -> DicomSeries:
         planes = [_frame_plane(path, hdr, i) for i in range(_num_frames(hdr))]
         pixels = list(_decode(path, len(planes)))
         headers = [hdr]
+        names = [f"{path} (frame {i + 1})" for i in range(len(planes))]
     else:
         planes = [_slice_plane(path, hdr) for path, hdr in files]
         pixels = [_decode(path, 1)[0] for path, _ in files]
         headers = [h for _, h in files]
-    affine, order = _geometry(folder, planes)
+        names = [str(path) for path, _ in files]
+    affine, order = _geometry(folder, planes, names)
     slices = [(pixels[k].astype(np.float32) * planes[k].rescale[0] + planes[k].rescale[1]).T for k in order]
     data = np.stack(slices, axis=-1).astype(np.float32)  # (X, Y, Z): (cols, rows) per slice
     img = nib.Nifti1Image(data, affine)
@@ -204,16 +235,43 @@ def _rescale(ds: Any) -> tuple[float, float]:
     return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
 
 
+def _checked(plane: _Plane, path: Path, where: str = "") -> _Plane:
+    """The plane, or InputError where its geometry cannot place pixels in space: positions, directions or spacing
+    not finite, spacing not positive, directions not two unit vectors at right angles."""
+    row, col = plane.orientation[:3], plane.orientation[3:]
+    problem = None
+    if not (np.isfinite(plane.position).all() and np.isfinite(plane.orientation).all()):
+        problem = "ImagePositionPatient or ImageOrientationPatient holds a value that is not a number"
+    elif not (np.isfinite(plane.spacing).all() and min(plane.spacing) > 0):
+        problem = f"PixelSpacing {_numbers(plane.spacing)} is not two positive numbers"
+    elif max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(col) - 1)) > ORIENTATION_TOL:
+        problem = f"ImageOrientationPatient {_numbers(plane.orientation)} does not hold two unit vectors"
+    elif abs(float(row @ col)) > ORIENTATION_TOL:
+        problem = f"ImageOrientationPatient {_numbers(plane.orientation)}: its row and column are not at right angles"
+    if problem:
+        raise InputError(
+            f"{path}{where}: {problem}, so its pixels have no place in space; check the export or convert the series"
+        )
+    return plane
+
+
+def _numbers(values: Any) -> str:
+    return "\\".join(f"{float(v):g}" for v in values)  # as DICOM writes a multi-valued attribute
+
+
 def _slice_plane(path: Path, hdr: Any) -> _Plane:
     """Geometry of a single-frame slice (Image Plane module)."""
     spacing = _required(hdr, "PixelSpacing", path)
-    return _Plane(
-        position=np.asarray(_required(hdr, "ImagePositionPatient", path), dtype=np.float64),
-        orientation=np.asarray(_required(hdr, "ImageOrientationPatient", path), dtype=np.float64),
-        spacing=(float(spacing[0]), float(spacing[1])),
-        size=(int(hdr.Rows), int(hdr.Columns)),
-        thickness=float(hdr.get("SpacingBetweenSlices", 0) or hdr.get("SliceThickness", 0) or 0),
-        rescale=_rescale(hdr),
+    return _checked(
+        _Plane(
+            position=np.asarray(_required(hdr, "ImagePositionPatient", path), dtype=np.float64),
+            orientation=np.asarray(_required(hdr, "ImageOrientationPatient", path), dtype=np.float64),
+            spacing=(float(spacing[0]), float(spacing[1])),
+            size=(int(hdr.Rows), int(hdr.Columns)),
+            thickness=float(hdr.get("SpacingBetweenSlices", 0) or hdr.get("SliceThickness", 0) or 0),
+            rescale=_rescale(hdr),
+        ),
+        path,
     )
 
 
@@ -241,13 +299,17 @@ def _frame_plane(path: Path, hdr: Any, i: int) -> _Plane:
     where = f" (frame {i + 1})"
     spacing = _required(measures, "PixelSpacing", path, where)
     transform = group("PixelValueTransformationSequence")
-    return _Plane(
-        position=np.asarray(_required(position, "ImagePositionPatient", path, where), dtype=np.float64),
-        orientation=np.asarray(_required(orientation, "ImageOrientationPatient", path, where), dtype=np.float64),
-        spacing=(float(spacing[0]), float(spacing[1])),
-        size=(int(hdr.Rows), int(hdr.Columns)),
-        thickness=float(measures.get("SpacingBetweenSlices", 0) or measures.get("SliceThickness", 0) or 0),
-        rescale=_rescale(transform if transform is not None else hdr),
+    return _checked(
+        _Plane(
+            position=np.asarray(_required(position, "ImagePositionPatient", path, where), dtype=np.float64),
+            orientation=np.asarray(_required(orientation, "ImageOrientationPatient", path, where), dtype=np.float64),
+            spacing=(float(spacing[0]), float(spacing[1])),
+            size=(int(hdr.Rows), int(hdr.Columns)),
+            thickness=float(measures.get("SpacingBetweenSlices", 0) or measures.get("SliceThickness", 0) or 0),
+            rescale=_rescale(transform if transform is not None else hdr),
+        ),
+        path,
+        where,
     )
 
 
@@ -255,22 +317,30 @@ def _decode(path: Path, num_frames: int) -> np.ndarray:
     """The stored pixel values of a file's frames, (F, rows, cols), whatever the transfer syntax."""
     import pydicom
 
+    syntax = "unknown syntax"
     try:
-        ds = pydicom.dcmread(path)
-        syntax = ds.file_meta.TransferSyntaxUID.name if "TransferSyntaxUID" in ds.file_meta else "unknown syntax"
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-            raise InputError(
-                f"{path}: colour image ({ds.get('PhotometricInterpretation', '?')}); "
-                "segkit reads greyscale CT/MR slices"
-            )
-        pixels = ds.pixel_array
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, force=True)
+            _raw_syntax(ds)
+            syntax = ds.file_meta.TransferSyntaxUID.name
+            if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+                raise InputError(
+                    f"{path}: holds no pixel data (a truncated copy, or not an image); re-export or remove the file"
+                )
+            if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+                raise InputError(
+                    f"{path}: colour image ({ds.get('PhotometricInterpretation', '?')}); "
+                    "segkit reads greyscale CT/MR slices"
+                )
+            pixels = ds.pixel_array
     except InputError:
         raise
     except Exception as e:  # no decoder for the syntax, truncated or damaged pixel data
-        hint = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        hint = "; ".join(lines[1:] if len(lines) > 1 else lines)[:200] or type(e).__name__
         raise InputError(
-            f"{path}: cannot decode its pixel data ({hint}); reinstall segkit's decoders "
-            "(pip install pylibjpeg pylibjpeg-openjpeg pyjpegls python-gdcm) or convert the series"
+            f"{path}: cannot decode its {syntax} pixel data ({hint}); convert the series to an uncompressed "
+            "syntax (e.g. gdcmconv --raw) or to NIfTI (dcm2niix) and predict that"
         ) from None
     pixels = pixels[None] if pixels.ndim == 2 else pixels  # one frame comes as (rows, cols)
     if pixels.ndim != 3 or pixels.shape[0] != num_frames:
@@ -278,15 +348,42 @@ def _decode(path: Path, num_frames: int) -> np.ndarray:
     return pixels
 
 
-def _geometry(folder: Path, planes: list[_Plane]) -> tuple[np.ndarray, np.ndarray]:
-    """RAS voxel-to-world affine of the stacked frames, and the frame order along the slice normal."""
+def _raw_syntax(ds: Any) -> None:
+    """A file without the DICOM file header (no preamble, no file meta) is a raw dataset: pydicom found its
+    encoding while reading it; name that transfer syntax in the file meta so that its pixels can be decoded."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    ds.file_meta = meta if meta is not None else FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def _geometry(folder: Path, planes: list[_Plane], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """RAS voxel-to-world affine of the stacked frames (named `names` in messages), and the frame order along the
+    slice normal."""
     first = planes[0]
     row_dir, col_dir = first.orientation[:3], first.orientation[3:]
-    for p in planes:
-        same_plane = np.allclose(p.orientation, first.orientation, atol=1e-4)
-        same_grid = p.size == first.size and np.allclose(p.spacing, first.spacing, atol=1e-4)
-        if not (same_plane and same_grid):
-            raise InputError(f"{folder}: slices differ in orientation, size or pixel spacing; not one 3-D volume")
+    for p, name in zip(planes, names, strict=True):
+        what = [
+            w
+            for w, same in (
+                ("orientation", np.allclose(p.orientation, first.orientation, atol=1e-4)),
+                ("size", p.size == first.size),
+                ("pixel spacing", np.allclose(p.spacing, first.spacing, atol=1e-4)),
+            )
+            if not same
+        ]
+        if what:
+            raise InputError(
+                f"{folder}: {name} differs from {names[0]} in {' and '.join(what)} (a localizer or another "
+                "reconstruction in the series?); not one 3-D volume: move the odd slices out of the folder"
+            )
     normal = np.cross(row_dir, col_dir)
     pos = np.array([p.position for p in planes])  # (Z, 3) LPS mm
     order = np.argsort(pos @ normal, kind="stable")
@@ -349,7 +446,15 @@ def _seg_sources(series: DicomSeries) -> list[Any]:
 def write_dicom_seg(
     mask: np.ndarray, affine: np.ndarray, series: DicomSeries, labels: tuple[str, ...], out: Path
 ) -> Path:
-    """Mask (X, Y, Z) on the series' grid -> DICOM SEG (one binary segment per label) referencing its slices."""
+    """Mask (X, Y, Z) on the series' grid -> DICOM SEG file `out` (dicom_seg's), written atomically."""
+    seg = dicom_seg(mask, affine, series, labels, out)
+    atomic_write(out, seg.save_as)
+    return out
+
+
+def dicom_seg(mask: np.ndarray, affine: np.ndarray, series: DicomSeries, labels: tuple[str, ...], out: Path) -> Any:
+    """Mask (X, Y, Z) on the series' grid -> DICOM SEG dataset (one binary segment per label) referencing its
+    slices; `out` names it in messages."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -384,24 +489,29 @@ def write_dicom_seg(
         frames = np.zeros((len(series.frames), *slices.shape[1:]), np.uint8)  # in the source's frame order
         frames[series.frames] = slices
     sources = _seg_sources(series)
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments,
-        series_instance_uid=hd.UID(),
-        series_number=_series_number(sources[0]) + 1000,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="segkit",
-        manufacturer_model_name="segkit",
-        software_versions=__version__,
-        device_serial_number="0",
-        series_description="segkit segmentation",
-        content_label="SEGKIT",
-    )
-    atomic_write(out, lambda tmp: seg.save_as(tmp))
-    return out
+    try:
+        return hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=frames,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segments,
+            series_instance_uid=hd.UID(),
+            series_number=_series_number(sources[0]) + 1000,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="segkit",
+            manufacturer_model_name="segkit",
+            software_versions=__version__,
+            device_serial_number="0",
+            series_description="segkit segmentation",
+            content_label="SEGKIT",
+        )
+    except ValueError as e:  # highdicom's checks of the sources (e.g. instances of different studies)
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else "ValueError"
+        raise InputError(
+            f"{out.name}: the series {vol.path} cannot be referenced by a DICOM SEG ({reason}); "
+            "use the NIfTI mask segkit predict wrote, or re-export the series from the PACS"
+        ) from None
 
 
 def _series_number(ds: Any) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import InputError
-from segkit.io import atomic_write_text
+from segkit.io import atomic_write, atomic_write_text
 from segkit.render import label_color
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def read_predictions(pred_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
 
 def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> list[Path]:
     """out/<name>_seg.dcm for each prediction made from a DICOM series (or the one series given by --dicom)."""
-    from segkit.dicom import list_series, read_series, write_dicom_seg
+    from segkit.dicom import dicom_seg, list_series, read_series
     from segkit.io import read_volume
 
     pred_dir, reports = read_predictions(pred_dir)
@@ -69,21 +69,40 @@ def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> li
             )
         pairs = [(chosen[0], Path(dicom))]
     else:
+        gone = [r for r in reports if r.get("series_uid") and not Path(str(r.get("input"))).is_dir()]
+        if gone:
+            raise InputError(
+                f"{pred_dir}: {gone[0]['name']} was predicted from the DICOM series in {gone[0].get('input')}, which "
+                "is no longer there; pass the series folder with --dicom (with that case's predictions alone)"
+            )
         pairs = [(r, Path(r["input"])) for r in reports if r.get("input") and Path(r["input"]).is_dir()]
         if not pairs:
             raise InputError(
                 f"{pred_dir}: no prediction was made from a DICOM series folder (or it has moved); "
                 "predict a DICOM folder, or pass --dicom SERIES_DIR"
             )
-    written = []
+    segs = []  # every SEG made before any is written: a case that fails leaves no other case's file behind
     for report, folder in pairs:
         mask = read_volume(pred_dir / report["mask"], kind="mask")
         labels = tuple(report["labels"][k] for k in sorted(report["labels"], key=int))
-        uid = report.get("series_uid")  # the predicted series, when the folder (still) holds it
-        series = read_series(folder, uid if uid in list_series(folder) else None)
+        uid = report.get("series_uid")  # the series the mask was predicted from; a SEG must reference no other
+        if uid and uid not in list_series(folder):
+            raise InputError(
+                f"{folder}: does not hold series {uid}, the one {report['name']} was predicted from; a SEG made "
+                "against another series would reference the wrong images: pass that series' folder (--dicom)"
+            )
         out_path = Path(out) / f"{report['name']}_seg.dcm"
-        written.append(write_dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path))
-    return written
+        segs.append(
+            (
+                out_path,
+                dicom_seg(
+                    mask.data.round().astype(np.uint8), mask.affine, read_series(folder, uid or None), labels, out_path
+                ),
+            )
+        )
+    for out_path, seg in segs:
+        atomic_write(out_path, seg.save_as)
+    return [out_path for out_path, _ in segs]
 
 
 def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float = TINY_ML) -> list[str]:

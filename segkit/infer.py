@@ -319,17 +319,25 @@ class Stopwatch:
 
 def list_inputs(path: Path) -> list[Path]:
     """A NIfTI file, the NIfTI files in a folder (sorted), or a folder holding one DICOM series."""
-    from segkit.dicom import holds_dicom
+    from segkit.dicom import holds_dicom, is_dicom_file
 
     if not path.exists():
         raise InputError(f"{path}: not found; pass a .nii/.nii.gz file, a folder of them or a DICOM series folder")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
+        if files and any(is_dicom_file(p) for p in path.iterdir()):  # e.g. a DICOM folder holding predict's masks
+            raise InputError(
+                f"{path}: holds both .nii/.nii.gz files ({files[0].name}, ...) and DICOM files; segkit cannot tell "
+                "which to predict: pass one NIfTI file, or move the NIfTI files out of the DICOM series folder"
+            )
         if files:
             return files
         if holds_dicom(path):
             return [path]  # one series (or --series); read_dicom_series refuses none or several
-        raise InputError(f"{path}: folder holds no .nii or .nii.gz files and no DICOM series")
+        raise InputError(
+            f"{path}: folder holds no .nii or .nii.gz files and no DICOM series (a DICOM file needs its DICM header "
+            "or a .dcm name); pass a NIfTI file, a folder of them or a DICOM series folder"
+        )
     return [path]
 
 

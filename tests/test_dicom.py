@@ -162,3 +162,91 @@ def test_single_mr_slice_from_pacs_predicts_with_an_overlay(tiny_run, tmp_path, 
 
 
 LABEL_FILES = ["labels.itksnap.txt", "labels.ctbl"]
+
+
+def edited(plain: Path, folder: Path, edit, which: slice = slice(None)) -> Path:
+    """A copy of the plain series with `edit(ds)` applied to the files `which` picks (sorted by name)."""
+    import warnings
+
+    shutil.copytree(plain, folder)
+    for path in sorted(folder.iterdir())[which]:
+        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about the invalid values these tests write
+            edit(ds)
+            ds.save_as(path)
+    return folder
+
+
+def _set(name: str, value: object):
+    return lambda ds: setattr(ds, name, value)
+
+
+@pytest.mark.parametrize(
+    "name, value, which, message",
+    [
+        ("ImageOrientationPatient", [2, 0, 0, 0, 2, 0], slice(None), "2\\0\\0\\0\\2\\0 does not hold two unit vectors"),
+        ("ImageOrientationPatient", [1, 0, 0, 1, 0, 0], slice(None), "its row and column are not at right angles"),
+        ("PixelSpacing", [0, 0], slice(None), "PixelSpacing 0\\0 is not two positive numbers"),
+        ("ImagePositionPatient", ["nan", "0", "0"], slice(2, 3), "holds a value that is not a number"),
+    ],
+    ids=["orientation-not-unit", "orientation-not-perpendicular", "spacing-zero", "position-nan"],
+)
+def test_geometry_that_places_no_pixel_in_space_is_refused(plain, tmp_path, name, value, which, message):
+    """Before, a doubled ImageOrientationPatient gave voxels twice their size (a liver of 3037 mL for 762) and a
+    zero spacing or a NaN position a traceback from nibabel."""
+    folder = edited(plain, tmp_path / "bad", _set(name, value), which)
+    with pytest.raises(InputError, match="so its pixels have no place in space") as e:
+        read_series(folder)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["StudyInstanceUID", "FrameOfReferenceUID"])
+def test_slices_of_two_studies_or_frames_of_reference_are_not_one_volume(plain, tmp_path, name):
+    folder = edited(plain, tmp_path / "mixed", _set(name, pydicom.uid.generate_uid()), slice(0, 2))
+    with pytest.raises(InputError, match=f"holds slices of 2 different {name}s"):
+        read_series(folder)
+
+
+def test_the_slice_that_does_not_fit_the_others_is_named(plain, tmp_path):
+    """A localizer left in a CT series: the message names it and says what differs."""
+    folder = edited(plain, tmp_path / "localizer", _set("ImageOrientationPatient", [1, 0, 0, 0, 0, -1]), slice(3, 4))
+    odd = sorted(folder.iterdir())[3]
+    with pytest.raises(InputError, match=f"{odd.name} differs from .* in orientation .*move the odd slices out"):
+        read_series(folder)
+
+
+def test_slices_written_without_the_dicom_file_header_read_the_same(plain, tmp_path):
+    """A .dcm file without preamble and file meta (a raw data set, as some exporters write): read all the same."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for path in sorted(plain.iterdir()):
+        ds = pydicom.dcmread(path)
+        del ds.file_meta
+        ds.preamble = None
+        pydicom.dcmwrite(folder / f"{path.name}.dcm", ds, implicit_vr=True, little_endian=True)
+    assert pydicom.misc.is_dicom(str(next(folder.iterdir()))) is False  # no DICM prefix
+    got, ref = read_series(folder).volume, read_series(plain).volume
+    assert np.array_equal(got.data, ref.data) and np.allclose(got.affine, ref.affine)
+
+
+def test_a_slice_without_pixel_data_is_named_in_one_line(plain, tmp_path):
+    folder = edited(plain, tmp_path / "no_pixels", lambda ds: delattr(ds, "PixelData"), slice(1, 2))
+    with pytest.raises(InputError, match="holds no pixel data .*re-export or remove the file"):
+        read_series(folder)
+
+
+def test_pixel_data_no_decoder_reads_gets_one_line_naming_each_decoders_reason(tiny_run, tmp_path, capsys):
+    """12-bit JPEG Extended (pydicom's own sample): no installed decoder reads it. pydicom logs each decoder's
+    traceback; segkit prints one line of its own, with the reasons, and no traceback."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("JPEG-lossy.dcm"))
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+    (tmp_path / "jpeg12").mkdir()
+    ds.save_as(tmp_path / "jpeg12" / "IM0001")
+    out = tmp_path / "pred"
+    code, _, err = run_cli(["predict", str(tmp_path / "jpeg12"), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "cannot decode its JPEG Extended (Process 2 and 4) pixel data (" in err and "12-bit" in err, err
+    assert not out.exists()

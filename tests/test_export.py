@@ -340,3 +340,49 @@ def test_dicom_seg_export_needs_a_dicom_source(evaluated, tmp_path, capsys):
         ["export", str(evaluated / "predictions"), "--format", "dicom-seg", "--out", str(tmp_path / "s")], capsys
     )
     assert code == 2 and "no prediction was made from a DICOM series" in err
+
+
+def test_a_seg_references_only_the_series_its_mask_was_predicted_from(tiny_run, tmp_path, capsys):
+    """--dicom naming another series on the same grid (a second reconstruction, another patient) was accepted and
+    the SEG referenced that series' images; now refused. With two cases, the second one failing, no SEG is
+    written at all."""
+    data = ct_like((20, 18, 6))
+    for name in ("first", "other"):
+        write_dicom_series(tmp_path / name, data, OBLIQUE_LPS)
+    pred = tmp_path / "pred"
+    for name in ("first", "other"):
+        code, _, err = run_cli(["predict", str(tmp_path / name), "--model", str(tiny_run), "--out", str(pred)], capsys)
+        assert code == 0, err
+    seg = tmp_path / "seg"
+    one = tmp_path / "pred_first"
+    one.mkdir()
+    for f in pred.glob("first_*"):
+        shutil.copy(f, one / f.name)
+    args = ["export", str(one), "--format", "dicom-seg", "--out", str(seg)]
+    code, _, err = run_cli([*args, "--dicom", str(tmp_path / "other")], capsys)
+    assert code == 2 and "does not hold series" in err and "the one first was predicted from" in err, err
+    assert len(err.strip().splitlines()) == 1 and not seg.exists()
+    code, _, err = run_cli([*args, "--dicom", str(tmp_path / "first")], capsys)
+    assert code == 0 and (seg / "first_seg.dcm").is_file(), err
+    shutil.rmtree(seg)
+    shutil.rmtree(tmp_path / "other")  # the second case's folder now holds another series: the export fails on it
+    write_dicom_series(tmp_path / "other", data, OBLIQUE_LPS)
+    code, _, err = run_cli(["export", str(pred), "--format", "dicom-seg", "--out", str(seg)], capsys)
+    assert code == 2 and "does not hold series" in err and len(err.strip().splitlines()) == 1, err
+    assert not seg.exists() or not any(seg.iterdir())  # not first_seg.dcm alone
+    shutil.rmtree(tmp_path / "other")  # gone: said, not skipped
+    code, _, err = run_cli(["export", str(pred), "--format", "dicom-seg", "--out", str(seg)], capsys)
+    assert code == 2 and "other was predicted from the DICOM series in" in err and "no longer there" in err, err
+
+
+def test_a_dicom_folder_that_also_holds_nifti_files_is_not_guessed(tiny_run, tmp_path, capsys):
+    """predict DIR --out DIR writes the masks into the DICOM folder; predicting the folder again then took the
+    mask for the input (a CT series predicted as a NIfTI mask by the MRI model)."""
+    folder = tmp_path / "CT"
+    write_dicom_series(folder, ct_like((20, 18, 6)), OBLIQUE_LPS)
+    code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(folder)], capsys)
+    assert code == 0 and (folder / "CT_mask.nii.gz").is_file(), err
+    out = tmp_path / "again"
+    code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and "holds both .nii/.nii.gz files (CT_mask.nii.gz, ...) and DICOM files" in err, err
+    assert not out.exists()
