@@ -26,6 +26,9 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("matplotlib", "PIL", "h5py", "urllib3", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:  # the readers log what segkit then says in one line of its own (twice, for nibabel's checks)
+        for reader in ("nibabel", "pydicom"):
+            logging.getLogger(reader).setLevel(logging.CRITICAL)
 
 
 def _say(msg: str) -> None:

@@ -355,16 +355,16 @@ def input_name(path: Path, series: str | None = None) -> str:
     return f"{path.name}_{series}" if series else path.name
 
 
+OUTPUT_SUFFIXES = ("_mask.nii.gz", "_report.json", "_overlay.png", "_probabilities.nii.gz")  # write_prediction's
+
+
 def write_prediction(
     pred: Prediction, vol: Volume, out: Path, cfg: Config, info: dict[str, Any], name: str | None = None
 ) -> dict[str, Any]:
     """Write <name>_mask.nii.gz, _report.json, _overlay.png and, where the prediction holds one,
     _probabilities.nii.gz as one set (all or none); return the report."""
     name = name or input_name(vol.path)
-    mask_path = out / f"{name}_mask.nii.gz"
-    report_path = out / f"{name}_report.json"
-    overlay_path = out / f"{name}_overlay.png"
-    map_path = out / f"{name}_probabilities.nii.gz"
+    mask_path, report_path, overlay_path, map_path = (out / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES)
     for p in (mask_path, report_path, overlay_path, map_path):
         check_not_input(p, [vol.path])
     report = {
@@ -433,8 +433,15 @@ def predict_paths(
     if series is not None and not (len(files) == 1 and files[0].is_dir()):
         raise InputError(f"{path}: --series picks a series of a DICOM folder; this is not one, drop --series")
     names = {f: input_name(f, series) for f in files}
-    for f in files:  # refuse to overwrite any input before writing anything
-        check_not_input(out / f"{names[f]}_mask.nii.gz", [f])
+    twins = [f for f in files if list(names.values()).count(names[f]) > 1]
+    if twins:
+        raise InputError(
+            f"{path}: {twins[0].name} and {twins[1].name} would both write {names[twins[0]]}_mask.nii.gz; "
+            "rename one of them or predict them into separate --out folders"
+        )
+    for f in files:  # refuse to overwrite any input of the run (not only its own) before writing anything
+        for suffix in OUTPUT_SUFFIXES:
+            check_not_input(out / f"{names[f]}{suffix}", files)
     failed: list[Path] = []
     readable, cache = list(files), dict[Path, Volume]()
     if model is None:  # read every input before loading the model: a shipped model is picked by modality

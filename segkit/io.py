@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit import __version__
 from segkit.errors import InputError, OutputError
 
 # `import nibabel` imports pydicom (with Pillow: 0.1-0.3 s of every predict's start-up) only to parse the DICOM
@@ -100,6 +101,15 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
         raise InputError(f"{p}: not a readable NIfTI {kind} ({_short(e)}); check the file") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{p}: not a NIfTI-1/2 image; convert it to .nii.gz")
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c":
+        raise InputError(
+            f"{p}: complex-valued {kind} (real and imaginary parts, as MRI reconstructions store); segkit reads "
+            "magnitude images: pass the magnitude image (e.g. fslcomplex -realabs)"
+        )
+    if dtype.fields or dtype.kind == "V":
+        raise InputError(f"{p}: colour (RGB) {kind}; segkit reads greyscale CT or MRI: pass the scan itself")
+    _check_pixdim(p, img.header)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -129,6 +139,24 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
         log.warning("%s: %.2f%% voxels are NaN/Inf; set to the image minimum", p, bad)
         data = np.where(finite, data, data[finite].min()).astype(np.float32)
     return Volume(data=data, affine=affine, header=img.header, path=p)
+
+
+def _check_pixdim(p: Path, header: nib.Nifti1Header) -> None:
+    """Without an sform the affine comes from pixdim, where nibabel makes a voxel size of 0 into 1 mm while it
+    loads the header (a brain of 6.5 mm slices then came out at 286 mL and was graded): the header as the file
+    holds it is read again, and such a voxel size refused."""
+    from nibabel.openers import ImageOpener
+
+    if int(header["sform_code"]) > 0:
+        return
+    with ImageOpener(str(p)) as f:  # 348 or 540 bytes, unchecked: nibabel's checks fix pixdim
+        raw = type(header).from_fileobj(f, check=False)
+    zooms = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    if not (np.isfinite(zooms).all() and (zooms != 0).all()):
+        raise InputError(
+            f"{p}: voxel size {tuple(float(z) for z in zooms)} mm in the header (pixdim) and no sform: the voxels' "
+            "size is unknown; fix the header (e.g. nibabel set_zooms) or re-export the scan"
+        )
 
 
 def _check_affine(p: Path, affine: np.ndarray) -> None:
@@ -223,12 +251,15 @@ def write_all(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
     """
     temps: list[tuple[Path, Path]] = []
     done: list[Path] = []
+    current = None  # the file being written or renamed, named if that fails
     try:
         for path, write in writes:
-            temps.append((_temp_beside(Path(path)), Path(path)))
+            current = Path(path)
+            temps.append((_temp_beside(current), current))
             write(temps[-1][0])
             _fsync(temps[-1][0])
         for tmp, path in temps:
+            current = path
             os.replace(tmp, path)
             done.append(path)
     except BaseException as e:
@@ -236,10 +267,10 @@ def write_all(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
             tmp.unlink(missing_ok=True)
         for path in done:
             path.unlink(missing_ok=True)
-        if isinstance(e, OSError) and temps:
+        if isinstance(e, OSError) and current is not None:
             raise OutputError(
-                f"{temps[-1][1]}: cannot write it ({e.strerror or e}); nothing of its set was kept: "
-                "free some space or choose another --out"
+                f"{current}: cannot write it ({e.strerror or e}); nothing of its set was kept: check that folder "
+                "(free space, permissions, a folder of that name) or choose another --out"
             ) from None
         raise
 
@@ -257,18 +288,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def write_volume(
     path: Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None, slope: float = 1.0
 ) -> None:
-    """Write a NIfTI volume atomically, keeping the reference header's qform/sform codes; readers multiply the
-    stored values by slope (a probability map stores 0-255 with slope 1/255)."""
+    """Write a NIfTI volume atomically; readers multiply the stored values by slope (a probability map stores 0-255
+    with slope 1/255).
+
+    With the input's header, on the input's grid (affine is the header's): the output keeps the header's qform and
+    sform exactly as they are, each with its code (an input whose qform differs from its sform is placed by each
+    reader where that reader places the input: nibabel takes the sform, some readers the qform), and the input's
+    shape where it has a trailing singleton dimension (X, Y, Z, 1); the image's display range, intent and
+    description are not carried over (a mask drawn with the image's cal_max 3000 looks black)."""
     data = np.asarray(data)
     if header is not None:
         hdr = header.copy()
+        shape = tuple(int(n) for n in hdr.get_data_shape())
+        if shape != data.shape and shape[: data.ndim] == data.shape and all(n == 1 for n in shape[data.ndim :]):
+            data = data.reshape(shape)
         hdr.set_data_dtype(data.dtype)
-        img = nib.Nifti1Image(data, affine, header=hdr)
-        # nibabel's constructor resets codes from the header; keep both forms equal to affine
-        qcode = int(header["qform_code"]) or 1
-        scode = int(header["sform_code"]) or 1
-        img.set_qform(affine, code=qcode)
-        img.set_sform(affine, code=scode)
+        hdr["cal_min"], hdr["cal_max"] = 0.0, 0.0
+        hdr.set_intent("none")
+        hdr["descrip"] = f"segkit {__version__}".encode()[:80]
+        if np.allclose(hdr.get_best_affine(), affine, atol=1e-5):
+            img = nib.Nifti1Image(data, None, header=hdr)  # the header's qform and sform, untouched
+        else:  # another grid: both forms set to it, with the header's codes
+            img = nib.Nifti1Image(data, affine, header=hdr)
+            img.set_qform(affine, code=int(header["qform_code"]) or 1)
+            img.set_sform(affine, code=int(header["sform_code"]) or 1)
     else:
         img = nib.Nifti1Image(data, affine)
         img.set_qform(affine, code=1)

@@ -75,8 +75,11 @@ def plan_grid(shape: tuple[int, ...], affine: np.ndarray, pre: PreprocessConfig)
     for i, (axis, _flip) in enumerate(ornt):
         canon_shape[int(axis)] = int(shape[i])
         canon_spacing[int(axis)] = sizes[i]
+    # Rounded to 3 decimals first: a field of view on a tie (512 x 0.626953125 mm / 2 mm = 160.5) must not go to
+    # 160 or 161 by the float32 rounding of the header's voxel size (the same scan with its spacing x (1 + 2e-7),
+    # 160.50003, had its cyst 23% larger); the rounding of a float32 voxel size moves n * s / t by < 1e-4
     model_shape = tuple(
-        max(1, int(round(n * s / t))) for n, s, t in zip(canon_shape, canon_spacing, pre.spacing, strict=True)
+        max(1, int(round(round(n * s / t, 3)))) for n, s, t in zip(canon_shape, canon_spacing, pre.spacing, strict=True)
     )
     if int(np.prod(model_shape)) > MAX_MODEL_VOXELS:
         fov = " x ".join(f"{n * s:.0f}" for n, s in zip(canon_shape, canon_spacing, strict=True))
@@ -147,11 +150,17 @@ def normalize(data: np.ndarray, modality: str, pre: PreprocessConfig) -> np.ndar
     if hi > lo:
         x = np.clip(x, lo, hi)
     mean, std = float(x[body].mean()), float(x[body].std())
-    if std < 1e-6:  # a flat foreground (e.g. a binary image): standardise over the whole volume
+    if _flat(mean, std):  # a flat foreground (e.g. a binary image): standardise over the whole volume
         mean, std = float(x.mean()), float(x.std())
-    if std < 1e-6:
+    if _flat(mean, std):
         return np.zeros_like(x)
     return ((x - mean) / std).astype(np.float32)
+
+
+def _flat(mean: float, std: float) -> bool:
+    """No spread beyond float32 rounding of values of this size; relative, so that a scan stored with a tiny
+    scale (values of 1e-9) is standardised like the same scan in other units (an absolute 1e-6 left it empty)."""
+    return std == 0.0 or std <= 1e-6 * abs(mean)
 
 
 def window(x: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -4,11 +4,12 @@ import gzip
 
 import nibabel as nib
 import numpy as np
+import pytest
 from conftest import GEOMETRIES, write_nifti
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segkit.errors import SegkitError
+from segkit.errors import InputError, SegkitError
 from segkit.io import read_volume, write_volume
 
 
@@ -60,3 +61,81 @@ def test_random_headers_give_segkit_error_or_success(tmp_path, dims, pixdim, dat
     p = tmp_path / "h.nii"
     p.write_bytes(bytes(raw) + b"\0" * 4 + tail)
     _reads_or_segkit_error(p)
+
+
+def test_a_mask_keeps_the_inputs_qform_and_sform_each_with_its_code(tmp_path):
+    """An input whose qform differs from its sform (valid NIfTI: two placements) had its mask's qform replaced by
+    the sform: a reader that takes the qform put the mask up to 59 mm off the anatomy it places the image on."""
+    data = np.arange(120, dtype=np.float32).reshape(4, 5, 6)
+    sform = GEOMETRIES["oblique"]
+    qform = GEOMETRIES["RAS"].copy()
+    qform[:3, 3] = [40.0, 40.0, 40.0]
+    img = nib.Nifti1Image(data, sform)
+    img.set_qform(qform, code=1)  # scanner
+    img.set_sform(sform, code=4)  # MNI
+    img.header["cal_max"], img.header["descrip"] = 3000.0, b"scanner text"
+    img.header.set_intent("t test", (10.0,))
+    nib.save(img, tmp_path / "in.nii.gz")
+    vol = read_volume(tmp_path / "in.nii.gz")
+    write_volume(tmp_path / "mask.nii.gz", (vol.data > 60).astype(np.uint8), vol.affine, vol.header)
+    out = nib.load(tmp_path / "mask.nii.gz")
+    for form in ("qform", "sform"):
+        got, want = getattr(out.header, f"get_{form}")(coded=True), getattr(img.header, f"get_{form}")(coded=True)
+        assert got[1] == want[1] and np.allclose(got[0], want[0], atol=1e-5), form
+    assert np.allclose(out.affine, sform, atol=1e-5)
+    # the image's display range, statistic intent and description are not the mask's
+    assert (
+        out.header["cal_max"] == 0 and out.header.get_intent()[0] == "none" and b"scanner" not in out.header["descrip"]
+    )
+
+
+@pytest.mark.parametrize("qform, sform", [(True, False), (False, False)], ids=["qform-only", "no-forms"])
+def test_a_mask_keeps_form_codes_that_are_zero(tmp_path, qform, sform):
+    src = write_nifti(tmp_path / "in.nii.gz", np.ones((3, 4, 5), np.float32), GEOMETRIES["RAS"], qform, sform)
+    vol = read_volume(src)
+    write_volume(tmp_path / "m.nii.gz", np.zeros((3, 4, 5), np.uint8), vol.affine, vol.header)
+    out = nib.load(tmp_path / "m.nii.gz")
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (int(qform), int(sform))
+    assert np.allclose(out.affine, vol.affine)
+
+
+def test_a_mask_keeps_a_trailing_singleton_dimension(tmp_path):
+    img = nib.Nifti1Image(np.ones((3, 4, 5, 1), np.float32), GEOMETRIES["LPS"])
+    nib.save(img, tmp_path / "in.nii.gz")
+    vol = read_volume(tmp_path / "in.nii.gz")
+    assert vol.data.shape == (3, 4, 5)
+    write_volume(tmp_path / "m.nii.gz", np.zeros((3, 4, 5), np.uint8), vol.affine, vol.header)
+    assert nib.load(tmp_path / "m.nii.gz").shape == (3, 4, 5, 1)
+    write_volume(tmp_path / "p.nii.gz", np.zeros((3, 4, 5, 3), np.uint8), vol.affine, vol.header)  # a 4-D map
+    assert nib.load(tmp_path / "p.nii.gz").shape == (3, 4, 5, 3)
+
+
+def test_a_zero_voxel_size_without_an_sform_is_refused(tmp_path):
+    """nibabel makes pixdim 0 into 1 mm as it loads the header: a brain of 6.5 mm slices came out at 286 mL."""
+    img = nib.Nifti1Image(np.ones((3, 4, 5), np.float32), np.diag([0.8, 0.8, 6.5, 1.0]))
+    img.set_sform(None, code=0)
+    img.set_qform(np.diag([0.8, 0.8, 6.5, 1.0]), code=1)
+    nib.save(img, tmp_path / "z.nii")
+    raw = bytearray((tmp_path / "z.nii").read_bytes())
+    raw[88:92] = np.float32(0.0).tobytes()  # pixdim[3], written after nibabel's save (which fills it from the qform)
+    (tmp_path / "z.nii").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"voxel size \(0.8.*, 0.0\) mm in the header .*no sform"):
+        read_volume(tmp_path / "z.nii")
+    img.set_sform(np.diag([0.8, 0.8, 6.5, 1.0]), code=2)  # with an sform, pixdim places nothing
+    nib.save(img, tmp_path / "s.nii.gz")
+    assert np.allclose(read_volume(tmp_path / "s.nii.gz").spacing, (0.8, 0.8, 6.5))
+
+
+@pytest.mark.parametrize(
+    "dtype, message", [(np.complex64, "complex-valued image"), ("rgb", r"colour \(RGB\) image")], ids=["complex", "rgb"]
+)
+def test_complex_and_colour_images_are_named(tmp_path, dtype, message):
+    """A complex image was cast to its real part (a brain MRI then went to the CT model); an RGB one was called
+    truncated."""
+    if dtype == "rgb":
+        data = np.zeros((3, 4, 5), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    else:
+        data = (np.ones((3, 4, 5)) * (1 - 1j)).astype(dtype)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "c.nii.gz")
+    with pytest.raises(InputError, match=message):
+        read_volume(tmp_path / "c.nii.gz")

@@ -162,3 +162,39 @@ def test_probability_map_keeps_the_input_grid_and_agrees_with_the_mask(tiny_run,
     clear = top2[..., -1] - top2[..., -2] > 1.5 / 255  # no tie left after rounding
     assert len(np.unique(mask)) > 1 and clear.mean() > 0.9
     assert np.array_equal(probs.argmax(-1)[clear], mask[clear])
+
+
+def test_a_folder_run_never_overwrites_another_input_of_the_run(tiny_run, tmp_path, capsys):
+    """x.nii.gz and x_mask.nii.gz (another scan) in one folder, predicted into that folder: x's mask would have
+    replaced the other scan. Refused before anything is written."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write_nifti(folder / "x.nii.gz", brain_like(), np.eye(4))
+    other = write_nifti(folder / "x_mask.nii.gz", brain_like(seed=1), np.eye(4))
+    before = other.read_bytes()
+    code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(folder)], capsys)
+    assert code == 2 and "x_mask.nii.gz: output would overwrite the input" in err, err
+    assert other.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["x.nii.gz", "x_mask.nii.gz"]
+
+
+def test_two_inputs_with_one_name_are_refused_before_either_is_written(tiny_run, tmp_path, capsys):
+    """foo.nii and foo.nii.gz both write foo_mask.nii.gz: the second case's files replaced the first's."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write_nifti(folder / "foo.nii", brain_like(), np.eye(4))
+    write_nifti(folder / "foo.nii.gz", brain_like(seed=1), np.eye(4))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and "foo.nii and foo.nii.gz would both write foo_mask.nii.gz" in err, err
+    assert not out.exists()
+
+
+def test_a_write_that_fails_names_the_file_that_failed(tiny_run, tmp_path, capsys):
+    """A folder named like the mask in --out: the mask's rename fails, and the message named the report (the last
+    file of the set) and told the user to free space."""
+    src = write_nifti(tmp_path / "y.nii.gz", brain_like(), np.eye(4))
+    out = tmp_path / "out"
+    (out / "y_mask.nii.gz").mkdir(parents=True)
+    code, _, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and "y_mask.nii.gz: cannot write it" in err and "a folder of that name" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["y_mask.nii.gz"]  # the folder, and nothing of the set

@@ -244,3 +244,23 @@ def test_predict_puts_a_blob_at_the_same_world_position(name, tmp_path):
     assert mask.shape == shape
     assert np.linalg.norm(world[mask].mean(0) - world[blob].mean(0)) < 0.5 * np.abs(affine[:3, :3]).sum(0).max()
     assert 2 * (mask & blob).sum() / (mask.sum() + blob.sum()) > 0.8
+
+
+def test_the_model_grid_does_not_depend_on_float_noise_in_the_voxel_size():
+    """512 voxels of 0.626953125 mm on a 2 mm grid is a tie (160.5); the same voxel size as float32 rounding of
+    another converter writes it (x (1 + 2e-7)) went to 161 instead of 160, and the cyst came out 23% larger."""
+    pre = PreprocessConfig(spacing=(2.0, 2.0, 2.0))
+    shapes = {
+        plan_grid((512, 512, 35), np.diag([s, s, 5.0, 1.0]), pre).model_shape
+        for s in (0.626953125, 0.626953125 * (1 + 2e-7), 0.626953125 * (1 - 2e-7))
+    }
+    assert len(shapes) == 1
+
+
+def test_mri_normalisation_does_not_depend_on_the_units_of_the_values():
+    """A scan stored with a tiny scale (values of 1e-9) came out all zeros: an absolute 1e-6 floor on the spread."""
+    x = np.random.default_rng(0).gamma(2.0, 100.0, (20, 20, 10)).astype(np.float32)
+    pre = PreprocessConfig()
+    ref = normalize(x, "MRI", pre)
+    assert np.allclose(normalize(x * np.float32(1e-9), "MRI", pre), ref, atol=1e-3)
+    assert not normalize(np.ones((4, 4, 4), np.float32) * 1e-9, "MRI", pre).any()  # flat: still zeros
