@@ -18,8 +18,14 @@ def guess_modality(image: np.ndarray) -> str:
     return "CT" if float(np.nanmin(image)) < AIR_HU else "MRI"
 
 
-def modality_warnings(image: np.ndarray, modality: str) -> list[str]:
-    """Warn when the intensities do not look like the modality the model was trained on."""
+def modality_warnings(image: np.ndarray, modality: str, named: str | None = None) -> list[str]:
+    """Warn when the scan's modality (`named` by a DICOM series, else guessed from its intensities) is not the
+    modality the model was trained on."""
+    if named is not None and named != modality:
+        return [
+            f"the DICOM series is {named} (its Modality attribute) but the model was trained on {modality}: "
+            f"results are unreliable; use a {named} model"
+        ]
     if guess_modality(image) == modality:
         return []
     if modality == "MRI":

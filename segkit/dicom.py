@@ -41,6 +41,7 @@ LABEL_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
 }
 OTHER_CODE = ("85756007", "SCT", "Tissue")
 
+DICOM_MODALITIES = {"CT": "CT", "MR": "MRI"}  # the Modality attribute's value -> the task modality it names
 # Objects in a series folder that are not slices of the image volume: skipped when reading.
 NOT_IMAGES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "PLAN"}
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -199,7 +200,8 @@ def read_series(folder: str | Path, series: str | None = None) -> DicomSeries:
     img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    vol = Volume(data=data, affine=affine, header=img.header, path=folder, series_uid=uid or None)
+    modality = DICOM_MODALITIES.get(str(headers[0].get("Modality", "") or "").upper())
+    vol = Volume(data=data, affine=affine, header=img.header, path=folder, series_uid=uid or None, modality=modality)
     if multi:
         return DicomSeries(volume=vol, datasets=headers, frames=[int(k) for k in order])
     return DicomSeries(volume=vol, datasets=[headers[k] for k in order])

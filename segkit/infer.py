@@ -77,9 +77,10 @@ class Prediction:
     prob_map: np.ndarray | None = None  # (X, Y, Z, K) uint8 class probabilities x 255 on the input grid, if asked
 
 
-def shipped_model_for(image: np.ndarray) -> str:
-    """The shipped model for a scan given without --model: CT (values below -500 HU) -> liver-cyst, else ventricle."""
-    return DEFAULT_MODELS[guess_modality(image)]
+def shipped_model_for(image: np.ndarray, modality: str | None = None) -> str:
+    """The shipped model for a scan given without --model: CT -> liver-cyst, MRI -> ventricle, by the modality a
+    DICOM series names, else by its values (CT: values below -500 HU)."""
+    return DEFAULT_MODELS[modality or guess_modality(image)]
 
 
 def default_model(path: Path, names: set[str]) -> ModelRef:
@@ -239,7 +240,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     # grade is given; grade_probs keep the head's output for evaluation, the report leaves it out.
     grade = grades[int(grade_p.argmax())] if gradable(m["volumes_ml"], cfg.task) else None
     warnings = [
-        *modality_warnings(vol.data, cfg.task.modality),
+        *modality_warnings(vol.data, cfg.task.modality, vol.modality),
         *spacing_warnings(vol.affine, cfg.eval.max_spacing_mm),
         *volume_warnings(m["volumes_ml"], cfg.task),
         *field_of_view_warnings(mask, vol.affine, cfg.task),
@@ -482,7 +483,7 @@ def _pick_models(
     for f in files:
         try:
             vol = read_input(f, series)
-            picks.add(shipped_model_for(vol.data))
+            picks.add(shipped_model_for(vol.data, vol.modality))
         except SegkitError as e:
             _case_failed(f, e, failed, len(files))
             continue

@@ -50,6 +50,7 @@ class Volume:
     header: nib.Nifti1Header
     path: Path
     series_uid: str | None = None  # SeriesInstanceUID when read from a DICOM folder
+    modality: str | None = None  # "CT" or "MRI" where a DICOM series' Modality says so
 
     @property
     def spacing(self) -> tuple[float, float, float]:

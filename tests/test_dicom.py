@@ -250,3 +250,19 @@ def test_pixel_data_no_decoder_reads_gets_one_line_naming_each_decoders_reason(t
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "cannot decode its JPEG Extended (Process 2 and 4) pixel data (" in err and "12-bit" in err, err
     assert not out.exists()
+
+
+def test_the_series_modality_picks_the_shipped_model_and_warns_against_another_models(plain, tmp_path):
+    """The Modality attribute was ignored: a series saying MR went by its values alone."""
+    from segkit.checks import modality_warnings
+    from segkit.infer import shipped_model_for
+
+    assert read_series(plain).volume.modality == "CT"
+    folder = edited(plain, tmp_path / "mr", _set("Modality", "MR"))
+    vol = read_series(folder).volume
+    assert vol.modality == "MRI" and shipped_model_for(vol.data, vol.modality) == "ventricle"
+    assert shipped_model_for(vol.data) == "liver-cyst"  # its values alone (CT values: air at -1000)
+    assert modality_warnings(vol.data, "CT", vol.modality)[0].startswith("the DICOM series is MRI (its Modality")
+    assert not modality_warnings(vol.data, "CT", "CT")
+    other = edited(plain, tmp_path / "pet", _set("Modality", "PT"))
+    assert read_series(other).volume.modality is None  # neither: the values decide
