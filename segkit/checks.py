@@ -119,9 +119,10 @@ def volume_warnings(volumes_ml: dict[str, float], task: TaskConfig) -> list[str]
         ]
     if other_anatomy(volumes_ml, task):
         num = total_ml(volumes_ml, task.numerator)
+        held = f"{num:.1f}" if num >= 1 else f"{num:.2g}"  # 0.054 mL is not "0.1 mL"
         return [
             f"{den:.1f} mL of {organ}, more than any human one ({task.denominator_range_ml[1]:g} mL), holding "
-            f"{num:.1f} mL of {'+'.join(task.numerator)}, less than any human one ({task.numerator_range_ml[0]:g} mL): "
+            f"{held} mL of {'+'.join(task.numerator)}, less than any human one ({task.numerator_range_ml[0]:g} mL): "
             f"the mask is not the anatomy this {task.name} model segments, so no grade; check that the scan is a "
             f"{task.modality} of the {organ} this model fits"
         ]

@@ -239,6 +239,8 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     # slices without the organ and its answer means nothing (a chest CT slice came out "severe" at 1.00), so no
     # grade is given; grade_probs keep the head's output for evaluation, the report leaves it out.
     grade = grades[int(grade_p.argmax())] if gradable(m["volumes_ml"], cfg.task) else None
+    if grade is None:  # nor the biomarker's grade: an abdomen's "brain" read as a healthy ventricle ratio
+        m["biomarker"]["grade"] = None
     warnings = [
         *modality_warnings(vol.data, cfg.task.modality, vol.modality),
         *spacing_warnings(vol.affine, cfg.eval.max_spacing_mm),

@@ -195,4 +195,5 @@ def test_an_abdominal_mri_gets_no_brain_grade(monkeypatch, tmp_path):
     (report,), failed = predict_paths(TOTALSEG / "abdomen_mr.nii.gz", None, tmp_path)
     assert failed is None and report["model"]["name"] == "ventricle"
     assert report["grade"] is None and report["probabilities"] == {}
+    assert report["biomarker"]["grade"] is None  # nor the biomarker's: it read this "brain" as healthy
     assert any("not the anatomy this ventricle model segments, so no grade" in w for w in report["warnings"])

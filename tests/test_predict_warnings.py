@@ -98,7 +98,7 @@ def test_an_organ_too_large_that_holds_too_little_target_is_other_anatomy_and_ge
     abdomen = {"brain": 2564.1, "lateral_ventricles": 0.05}
     assert not gradable(abdomen, VENTRICLE)
     (w,) = volume_warnings(abdomen, VENTRICLE)
-    assert w.startswith("2564.2 mL of brain+lateral_ventricles, more than any human one (2100 mL), holding 0.1 mL")
+    assert w.startswith("2564.2 mL of brain+lateral_ventricles, more than any human one (2100 mL), holding 0.05 mL")
     assert "not the anatomy this ventricle model segments, so no grade" in w
     # either range alone keeps the grade (a large brain; a brain whose ventricles the model missed), as does a task
     # without a target range (the liver: no cyst is healthy)
