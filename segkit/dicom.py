@@ -152,8 +152,10 @@ def describe_series(uid: str, files: list[tuple[Path, Any]]) -> str:
     return f"{uid or '(no SeriesInstanceUID)'} ({name}, {num} slice{'s' * (num != 1)})"
 
 
-def _pick_series(folder: Path, series: str | None) -> tuple[str, list[tuple[Path, Any]]]:
-    found = list_series(folder)
+def _pick_series(
+    folder: Path, series: str | None, found: dict[str, list[tuple[Path, Any]]] | None = None
+) -> tuple[str, list[tuple[Path, Any]]]:
+    found = list_series(folder) if found is None else found
     if not found:
         raise InputError(f"{folder}: holds no DICOM image series (and no .nii/.nii.gz files); check the folder")
     listing = "; ".join(describe_series(uid, files) for uid, files in found.items())
@@ -166,10 +168,13 @@ def _pick_series(folder: Path, series: str | None) -> tuple[str, list[tuple[Path
     return next(iter(found.items()))
 
 
-def read_series(folder: str | Path, series: str | None = None) -> DicomSeries:
-    """Read one image series of a folder; none, several (without `series`) or inconsistent slices raise InputError."""
+def read_series(
+    folder: str | Path, series: str | None = None, found: dict[str, list[tuple[Path, Any]]] | None = None
+) -> DicomSeries:
+    """Read one image series of a folder; none, several (without `series`) or inconsistent slices raise InputError.
+    found: the folder's list_series, where the caller has it already (its headers are not read again)."""
     folder = Path(folder)
-    uid, files = _pick_series(folder, series)
+    uid, files = _pick_series(folder, series, found)
     for name in ("StudyInstanceUID", "FrameOfReferenceUID"):  # one volume: one study, one patient space
         values = {str(h.get(name, "") or "") for _, h in files} - {""}
         if len(values) > 1:

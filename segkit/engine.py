@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import CheckpointError
+from segkit.tasks import with_builtin_task_keys
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,11 @@ def open_onnx(pt: Path, sha256: str, engine: str) -> OnnxNet | None:
     elif (meta := json.loads(files["meta"].read_text())).get("checkpoint_sha256") != sha256:
         why = f"{files['net'].name} was exported from another {pt.name} (SHA-256 differs)"
     else:
+        state = meta.get("checkpoint_state")
+        if state and "config" in state:  # as load_checkpoint gives a .pt's: an older model gets its task's new keys
+            state = {**state, "config": with_builtin_task_keys(state["config"])}
         try:
-            return OnnxNet(files, meta.get("checkpoint_state"))
+            return OnnxNet(files, state)
         except ImportError:
             why = "onnxruntime is not installed (pip install onnxruntime)"
     if engine == "onnx":

@@ -86,20 +86,15 @@ def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> li
         mask = read_volume(pred_dir / report["mask"], kind="mask")
         labels = tuple(report["labels"][k] for k in sorted(report["labels"], key=int))
         uid = report.get("series_uid")  # the series the mask was predicted from; a SEG must reference no other
-        if uid and uid not in list_series(folder):
+        found = list_series(folder)
+        if uid and uid not in found:
             raise InputError(
                 f"{folder}: does not hold series {uid}, the one {report['name']} was predicted from; a SEG made "
                 "against another series would reference the wrong images: pass that series' folder (--dicom)"
             )
+        series = read_series(folder, uid or None, found)
         out_path = Path(out) / f"{report['name']}_seg.dcm"
-        segs.append(
-            (
-                out_path,
-                dicom_seg(
-                    mask.data.round().astype(np.uint8), mask.affine, read_series(folder, uid or None), labels, out_path
-                ),
-            )
-        )
+        segs.append((out_path, dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path)))
     for out_path, seg in segs:
         atomic_write(out_path, seg.save_as)
     return [out_path for out_path, _ in segs]

@@ -49,7 +49,6 @@ from segkit.io import (
 from segkit.measure import measure
 from segkit.postprocess import apply_rules, dense_cysts_to_tumour
 from segkit.render import write_label_descriptions, write_overlay
-from segkit.tasks import with_builtin_task_keys
 from segkit.transforms import Grid, beyond_margin, first_argmax, invert_probs, normalize, resample_volume
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ def load_model(
         raise InputError("--engine onnx runs on the CPU; add --device cpu or use --engine torch")
     onnx = open_onnx(path, sha, engine) if on_cpu or engine == "onnx" else None
     state = onnx.state if onnx is not None and onnx.state else load_checkpoint(path)
-    cfg = config_from_dict(with_builtin_task_keys(state["config"]))  # ONNX files' JSON of an older model too
+    cfg = config_from_dict(state["config"])
     if tta is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tta=tta))
     if settings:
@@ -328,7 +327,7 @@ def list_inputs(path: Path) -> list[Path]:
         raise InputError(f"{path}: not found; pass a .nii/.nii.gz file, a folder of them or a DICOM series folder")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
-        if files and any(is_dicom_file(p) for p in path.iterdir()):  # e.g. a DICOM folder holding predict's masks
+        if files and any(is_dicom_file(p) for p in path.iterdir() if not is_nifti(p)):  # e.g. predict's masks in it
             raise InputError(
                 f"{path}: holds both .nii/.nii.gz files ({files[0].name}, ...) and DICOM files; segkit cannot tell "
                 "which to predict: pass one NIfTI file, or move the NIfTI files out of the DICOM series folder"
@@ -436,12 +435,14 @@ def predict_paths(
     if series is not None and not (len(files) == 1 and files[0].is_dir()):
         raise InputError(f"{path}: --series picks a series of a DICOM folder; this is not one, drop --series")
     names = {f: input_name(f, series) for f in files}
-    twins = [f for f in files if list(names.values()).count(names[f]) > 1]
-    if twins:
-        raise InputError(
-            f"{path}: {twins[0].name} and {twins[1].name} would both write {names[twins[0]]}_mask.nii.gz; "
-            "rename one of them or predict them into separate --out folders"
-        )
+    first: dict[str, Path] = {}
+    for f, name in names.items():
+        if name in first:
+            raise InputError(
+                f"{path}: {first[name].name} and {f.name} would both write {name}_mask.nii.gz; "
+                "rename one of them or predict them into separate --out folders"
+            )
+        first[name] = f
     for f in files:  # refuse to overwrite any input of the run (not only its own) before writing anything
         for suffix in OUTPUT_SUFFIXES:
             check_not_input(out / f"{names[f]}{suffix}", files)

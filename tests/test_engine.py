@@ -105,3 +105,21 @@ def test_training_writes_the_runs_onnx_files_which_give_the_pytorch_mask(tiny_ru
         results[engine] = predict_volume(net, cfg, vol)
     a, b = results["torch"], results["auto"]
     assert (a.mask == b.mask).mean() >= 0.9999 and a.grade == b.grade
+
+
+def test_an_older_models_onnx_json_gets_its_tasks_newer_keys(tmp_path):
+    """ONNX files' JSON written before task.one_piece existed: predict through ONNX Runtime reads the config from
+    the JSON, not the .pt, and must fill in the built-in task's keys as load_checkpoint does for a .pt."""
+    pt = SHIPPED / "ventricle.pt"
+    if not pt.is_file():
+        pytest.skip("no shipped ventricle model in this checkout")
+    copy = tmp_path / "ventricle.pt"
+    shutil.copy(pt, copy)
+    for src, dst in zip(onnx_files(pt).values(), onnx_files(copy).values(), strict=True):
+        shutil.copy(src, dst)
+    meta_path = onnx_files(copy)["meta"]
+    meta = json.loads(meta_path.read_text())
+    del meta["checkpoint_state"]["config"]["task"]["one_piece"]
+    meta_path.write_text(json.dumps(meta))
+    net, cfg, _ = load_model(copy, "cpu", "auto", None, None)
+    assert isinstance(net, OnnxNet) and cfg.task.one_piece == ("brain",)
