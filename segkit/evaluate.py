@@ -82,7 +82,7 @@ def evaluate_split(
         rows.append(row)
         probs.append(p)
         y_true.append(grades.index(case.grade) if case.grade in grades else -1)
-    write_label_descriptions(out / "predictions", cfg.task.labels)
+    write_label_descriptions(out / "predictions", cfg.task.name, cfg.task.labels)
     meta = {
         "model": info["checkpoint"],
         "model_kind": info["kind"],

@@ -18,7 +18,7 @@ import numpy as np
 
 from segkit.errors import InputError
 from segkit.io import atomic_write, atomic_write_text
-from segkit.render import label_color
+from segkit.render import label_color, label_file_names
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +140,16 @@ def read_dice(pred_dir: Path) -> dict[str, dict[str, str]]:
         return {row["case"]: row for row in csv.DictReader(fh) if row.get("case")}
 
 
-def low_confidence_threshold(model: str | Path | None, reports: list[dict[str, Any]]) -> float:
-    """eval.low_confidence of the model's config (--model, else the reports' checkpoint), else the default."""
+def low_confidence_threshold(model: str | Path | None, report: dict[str, Any]) -> float:
+    """eval.low_confidence of the model's config (--model, else the report's checkpoint), else the default."""
     from segkit.checkpoint import load_checkpoint, resolve_checkpoint
     from segkit.config import EvalConfig, config_from_dict
     from segkit.errors import SegkitError
 
     if model is not None:
         return config_from_dict(load_checkpoint(resolve_checkpoint(model))["config"]).eval.low_confidence
-    checkpoint = Path(str((reports[0].get("model") or {}).get("checkpoint") or ""))
-    try:  # the checkpoint that made the predictions, when it is still there
+    checkpoint = Path(str((report.get("model") or {}).get("checkpoint") or ""))
+    try:  # the checkpoint that made the prediction, when it is still there
         return config_from_dict(load_checkpoint(checkpoint)["config"]).eval.low_confidence
     except SegkitError:
         return EvalConfig().low_confidence
@@ -162,44 +162,68 @@ def write_review(
     tiny_ml: float | None = None,
     model: str | None = None,
 ) -> Path:
-    """out/index.html: one self-contained, sortable page with a row per case (images embedded)."""
+    """out/index.html: one self-contained, sortable page with a row per case (images embedded); a folder that
+    holds two tasks' predictions gets each task's label colours and label files."""
     pred_dir, reports = read_predictions(pred_dir)
     tiny_ml = TINY_ML if tiny_ml is None else tiny_ml
-    threshold = low_confidence if low_confidence is not None else low_confidence_threshold(model, reports)
+    thresholds: dict[str, float] = {}  # per checkpoint: two tasks' models may set different ones
+    for r in reports:
+        if _checkpoint(r) not in thresholds:
+            own = low_confidence_threshold(model, r) if low_confidence is None else low_confidence
+            thresholds[_checkpoint(r)] = own
     dice = read_dice(pred_dir)
-    labels = [reports[0]["labels"][k] for k in sorted(reports[0]["labels"], key=int)]
-    grades = list(reports[0].get("probabilities") or {}) or ["healthy", "moderate", "severe"]
     rows = [
-        _review_row(r, pred_dir, out, review_flags(r, threshold, tiny_ml), dice.get(r["name"]), grades) for r in reports
+        _review_row(r, pred_dir, out, review_flags(r, thresholds[_checkpoint(r)], tiny_ml), dice.get(r["name"]))
+        for r in reports
     ]
     num_flagged = sum('data-flags="0"' not in r for r in rows)
-    legend = "".join(
-        f'<span class="sw" style="background:rgb{label_color(i)}"></span>{html.escape(n)} '
-        for i, n in enumerate(labels)
-        if i
-    )
+    tasks: dict[str, dict[str, Any]] = {}  # each task's first report, in the order the tasks first appear
+    for r in reports:
+        tasks.setdefault(str(r.get("task", "?")), r)
+    many = len(tasks) > 1
+    legend, files = [], []
+    for task, r in tasks.items():
+        names = [r["labels"][k] for k in sorted(r["labels"], key=int)]
+        keys = "".join(
+            f'<span class="sw" style="background:rgb{label_color(i)}"></span>{html.escape(n)} '
+            for i, n in enumerate(names)
+            if i
+        )
+        legend.append(f"<b>{html.escape(task)}</b>: {keys}" if many else keys)
+        found = r.get("label_files") or label_file_names(task)
+        snap, ctbl = (html.escape(os.path.relpath(pred_dir / found[k], out)) for k in ("itksnap", "slicer"))
+        files.append(
+            (f"{html.escape(task)}: " if many else "")
+            + f"ITK-SNAP <code>itksnap -g IMAGE -s MASK -l {snap}</code>; 3D Slicer: load <code>{ctbl}</code>, "
+            "then the mask as a labelmap with that colour table."
+        )
+    num = {t: sum(str(r.get("task", "?")) == t for r in reports) for t in tasks}
+    task_text = "tasks " + ", ".join(f"{t} ({n})" for t, n in num.items()) if many else f"task {next(iter(tasks))}"
+    levels = " / ".join(f"{v:.2f}" for v in sorted(set(thresholds.values())))
     page = REVIEW_PAGE.substitute(
         title=html.escape(f"segkit review: {pred_dir.resolve().name}"),
         summary=html.escape(
-            f"{len(rows)} cases, {num_flagged} flagged · task {reports[0].get('task', '?')} · "
-            f"low confidence below {threshold:.2f} · tiny below {tiny_ml:g} mL · from {pred_dir.resolve()}"
+            f"{len(rows)} cases, {num_flagged} flagged · {task_text} · low confidence below {levels} · "
+            f"tiny below {tiny_ml:g} mL · from {pred_dir.resolve()}"
         ),
-        legend=legend,
+        legend=" · ".join(legend),
         dice_head="<th data-key=dice>Dice</th>" if dice else "",
         rows="\n".join(rows),
-        labels=html.escape(os.path.relpath(pred_dir / "labels.itksnap.txt", out)),
-        ctbl=html.escape(os.path.relpath(pred_dir / "labels.ctbl", out)),
+        label_files="<br>".join(files),
     )
     atomic_write_text(Path(out) / "index.html", page)
     return Path(out) / "index.html"
 
 
-def _review_row(
-    r: dict[str, Any], pred_dir: Path, out: Path, flags: list[str], truth: dict[str, str] | None, grades: list[str]
-) -> str:
+def _checkpoint(report: dict[str, Any]) -> str:
+    return str((report.get("model") or {}).get("checkpoint"))
+
+
+def _review_row(r: dict[str, Any], pred_dir: Path, out: Path, flags: list[str], truth: dict[str, str] | None) -> str:
     """One <tr>: case and flags, grade with probability bars, biomarker and volumes, Dice, overlay."""
     esc = html.escape
     probs = r.get("probabilities") or {}
+    grades = list(probs) or ["healthy", "moderate", "severe"]  # this case's model's grades
     grade, bio = r.get("grade"), r.get("biomarker") or {}
     gi = grades.index(grade) if grade in grades else -1
     flag_html = "".join(f'<span class="flag">{esc(f)}</span>' for f in flags) or '<span class="ok">no flags</span>'
@@ -298,8 +322,7 @@ labels: $legend</div></header>
 <tbody>
 $rows
 </tbody></table>
-<footer>Label names and colours: ITK-SNAP <code>itksnap -g IMAGE -s MASK -l $labels</code>;
-3D Slicer: load <code>$ctbl</code>, then the mask as a labelmap with that colour table.</footer>
+<footer>Label names and colours: $label_files</footer>
 <script>
 (function () {
   var body = document.querySelector("tbody"), heads = document.querySelectorAll("th[data-key]");

@@ -48,7 +48,7 @@ from segkit.io import (
 )
 from segkit.measure import measure
 from segkit.postprocess import apply_rules, dense_cysts_to_tumour
-from segkit.render import write_label_descriptions, write_overlay
+from segkit.render import label_file_names, write_label_descriptions, write_overlay
 from segkit.transforms import Grid, beyond_margin, first_argmax, invert_probs, normalize, resample_volume
 
 if TYPE_CHECKING:
@@ -381,6 +381,7 @@ def write_prediction(
         "spacing_mm": [round(s, 4) for s in vol.spacing],
         "affine": np.round(vol.affine, 6).tolist(),
         "labels": {str(i): n for i, n in enumerate(cfg.task.labels)},
+        "label_files": label_file_names(cfg.task.name),  # written once the run's cases are done
         "model": info,
         "segkit_version": __version__,
         "warnings": [*pred.warnings, *info.get("limits", [])],
@@ -471,7 +472,7 @@ def predict_paths(
             except Exception as e:  # a folder run goes on; write_prediction left nothing of this case behind
                 _case_failed(f, e, failed, len(files))
     if reports:
-        write_label_descriptions(out, cfg.task.labels)
+        write_label_descriptions(out, cfg.task.name, cfg.task.labels)
     error = _failures(failed, files, out) if failed else None
     if error is not None and not reports:
         raise error

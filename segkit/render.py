@@ -8,6 +8,7 @@ sagittal views put anterior on the left. Every view carries its orientation lett
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,20 +51,30 @@ def label_key(labels: tuple[str, ...]) -> list[tuple[str, RGB]]:
     return [(name, label_color(i)) for i, name in enumerate(labels) if i]
 
 
-def write_label_descriptions(folder: Path, labels: tuple[str, ...]) -> None:
-    """labels.itksnap.txt (ITK-SNAP label description) and labels.ctbl (3D Slicer colour table)."""
+def label_file_names(task: str) -> dict[str, str]:
+    """The names of a task's label files: one pair per task, so two tasks predicted into one folder keep both."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", task).strip(".-") or "task"
+    return {"itksnap": f"{slug}_labels.itksnap.txt", "slicer": f"{slug}_labels.ctbl"}
+
+
+def write_label_descriptions(folder: Path, task: str, labels: tuple[str, ...]) -> dict[str, str]:
+    """<task>_labels.itksnap.txt (ITK-SNAP label description) and <task>_labels.ctbl (3D Slicer colour table);
+    returns their names."""
+    names = label_file_names(task)
     snap = [
         "# ITK-SNAP Label Description File",
+        f"# segkit task {task}",
         "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
     ]
-    ctbl = ["# Color table file labels.ctbl (3D Slicer)", f"# {len(labels)} values"]
+    ctbl = [f"# Color table file {names['slicer']} (3D Slicer, segkit task {task})", f"# {len(labels)} values"]
     for i, name in enumerate(labels):
         r, g, b = label_color(i)
         alpha, vis = (0, 0) if i == 0 else (1, 1)
         snap.append(f'{i:5d} {r:5d} {g:4d} {b:4d} {alpha:6d} {vis:4d} {vis:3d}    "{name}"')
         ctbl.append(f"{i} {name} {r} {g} {b} {0 if i == 0 else 255}")
-    atomic_write_text(Path(folder) / "labels.itksnap.txt", "\n".join(snap) + "\n")
-    atomic_write_text(Path(folder) / "labels.ctbl", "\n".join(ctbl) + "\n")
+    atomic_write_text(Path(folder) / names["itksnap"], "\n".join(snap) + "\n")
+    atomic_write_text(Path(folder) / names["slicer"], "\n".join(ctbl) + "\n")
+    return names
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def test_predict_keeps_input_shape_and_affine_for_every_geometry(tiny_run, tmp_p
         assert report["grade"] in report["probabilities"]
         assert set(report["volumes_ml"]) == {"brain", "lateral_ventricles"}
         assert (out / f"{name}_overlay.png").stat().st_size > 1000
-    assert (out / "labels.itksnap.txt").is_file() and (out / "labels.ctbl").is_file()
+    assert (out / "ventricle_labels.itksnap.txt").is_file() and (out / "ventricle_labels.ctbl").is_file()
 
 
 def test_all_zero_volume_gets_an_all_zero_mask(tiny_run, tmp_path, capsys):

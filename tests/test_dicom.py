@@ -161,7 +161,7 @@ def test_single_mr_slice_from_pacs_predicts_with_an_overlay(tiny_run, tmp_path, 
     )
 
 
-LABEL_FILES = ["labels.itksnap.txt", "labels.ctbl"]
+LABEL_FILES = ["ventricle_labels.itksnap.txt", "ventricle_labels.ctbl"]
 
 
 def edited(plain: Path, folder: Path, edit, which: slice = slice(None)) -> Path:

@@ -283,13 +283,38 @@ def test_review_page_renders_in_headless_chromium(evaluated, tmp_path, capsys):
 def test_label_files_name_and_colour_every_label(evaluated):
     pred = evaluated / "predictions"
     labels = json.loads(next(pred.glob("*_report.json")).read_text())["labels"]
-    snap = [ln for ln in (pred / "labels.itksnap.txt").read_text().splitlines() if not ln.startswith("#")]
-    ctbl = (pred / "labels.ctbl").read_text().splitlines()
+    snap = [ln for ln in (pred / "ventricle_labels.itksnap.txt").read_text().splitlines() if not ln.startswith("#")]
+    ctbl = (pred / "ventricle_labels.ctbl").read_text().splitlines()
     assert ctbl[0].startswith("# Color table file")  # the header 3D Slicer reads as a discrete table
     rows = [ln.split() for ln in ctbl if not ln.startswith("#")]
     assert [(int(r[0]), r[1]) for r in rows] == [(int(k), v) for k, v in labels.items()]
     assert [tuple(int(v) for v in r[2:5]) for r in rows] == PALETTE[: len(rows)]
     assert [ln.split('"')[1] for ln in snap] == list(labels.values())
+
+
+def test_two_tasks_predicted_into_one_folder_keep_their_own_label_files(tiny_run, tmp_path, capsys):
+    """A brain MRI and an abdominal CT predicted into one --out: each task's label names and colours stay, and the
+    review page shows both tasks' legends and label files (one pair of files was overwritten by the second run)."""
+    from conftest import write_nifti
+
+    out = tmp_path / "out"
+    mri = write_nifti(tmp_path / "head.nii.gz", np.random.default_rng(0).random((24, 24, 8), np.float32), np.eye(4))
+    ct = write_nifti(tmp_path / "belly.nii.gz", ct_like((40, 40, 6)).astype(np.float32), np.diag([2.0, 2, 5, 1]))
+    for src, model in ((mri, str(tiny_run)), (ct, "liver-cyst")):
+        code, _, err = run_cli(["predict", str(src), "--model", model, "--out", str(out)], capsys)
+        assert code == 0, err
+    for task, labels in (("ventricle", ["brain", "lateral_ventricles"]), ("liver-cyst", ["liver", "cyst", "tumour"])):
+        snap = (out / f"{task}_labels.itksnap.txt").read_text()
+        assert [ln.split('"')[1] for ln in snap.splitlines() if not ln.startswith("#")][1:] == labels
+        ctbl = (out / f"{task}_labels.ctbl").read_text().splitlines()
+        assert [ln.split()[1] for ln in ctbl if not ln.startswith("#")][1:] == labels
+    assert json.loads((out / "belly_report.json").read_text())["label_files"]["slicer"] == "liver-cyst_labels.ctbl"
+    code, _, err = run_cli(["export", str(out), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "tasks liver-cyst (1), ventricle (1)" in page  # in the order of the cases (by name)
+    assert "<b>ventricle</b>:" in page and "<b>liver-cyst</b>:" in page and "tumour" in page
+    assert "../out/ventricle_labels.itksnap.txt" in page and "../out/liver-cyst_labels.ctbl" in page
 
 
 def test_onnx_export_matches_pytorch(tiny_run, tmp_path, capsys):

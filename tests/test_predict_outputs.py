@@ -15,7 +15,7 @@ import segkit.infer
 from segkit.errors import OutputError
 from segkit.io import write_all
 
-LABEL_FILES = {"labels.itksnap.txt", "labels.ctbl"}
+LABEL_FILES = {"ventricle_labels.itksnap.txt", "ventricle_labels.ctbl"}
 
 
 def case_files(name: str) -> set[str]:
