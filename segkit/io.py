@@ -63,9 +63,29 @@ class Volume:
         return voxel_volume_ml(self.affine)
 
 
+ORTHOGONAL_COS = 1e-4  # columns of an affine closer to a right angle than this are taken as perpendicular
+
+
 def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size in mm along each array axis of an affine."""
-    sizes = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    """Voxel size in mm along each array axis of an affine.
+
+    The length of each column, except in a sheared (gantry-tilted) affine: there the slices' axis, the column
+    off the right angle to the two perpendicular in-plane axes, gets the gap between its planes (5 mm slices
+    tilted 20 degrees are 5 mm apart, though each step along the column is 5.3 mm). Of two candidates, the
+    longer column is the slices' axis."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    sizes = np.sqrt((cols**2).sum(axis=0))
+    unit = cols / np.where(sizes > 0, sizes, 1.0)
+    cos = np.abs(unit.T @ unit)
+    sheared = [
+        k
+        for k in range(3)
+        if cos[k - 2, k - 1] < ORTHOGONAL_COS and max(cos[k, k - 1], cos[k, k - 2]) >= ORTHOGONAL_COS
+    ]
+    if sheared:
+        k = max(sheared, key=lambda a: (sizes[a], a))
+        normal = np.cross(unit[:, k - 2], unit[:, k - 1])
+        sizes[k] = abs(float(cols[:, k] @ normal))
     return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
 
 

@@ -58,6 +58,8 @@ def test_predict_keeps_input_shape_and_affine_for_every_geometry(tiny_run, tmp_p
         assert report["grade"] in report["probabilities"]
         assert set(report["volumes_ml"]) == {"brain", "lateral_ventricles"}
         assert (out / f"{name}_overlay.png").stat().st_size > 1000
+    sheared = json.loads((out / "sheared_report.json").read_text())
+    assert sheared["spacing_mm"] == [0.9, 0.9, 4.0]  # the slices' gap, not the 4.26 mm step along the tilted axis
     assert (out / "ventricle_labels.itksnap.txt").is_file() and (out / "ventricle_labels.ctbl").is_file()
 
 

