@@ -50,6 +50,17 @@ def require_checkpoint(path: Path) -> Path:
     return path
 
 
+def _unreadable(path: Path, e: Exception) -> str:
+    """Why torch.load could not read a file: a damaged checkpoint (a zip archive, as torch.save writes) or none."""
+    with path.open("rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"
+    if zipped:
+        return f"{path}: a damaged checkpoint ({type(e).__name__}), maybe cut short: copy or train it again"
+    return (
+        f"{path}: not a PyTorch checkpoint: pass a .pt that segkit train wrote, its run folder or a shipped model name"
+    )
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint safely; pickled code objects are refused."""
     import torch
@@ -59,13 +70,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         what = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
-        detail = what[0].split(" was not")[0] if what else "unsupported object"
+        if not what:
+            raise CheckpointError(_unreadable(path, e)) from None
         raise CheckpointError(
             f"{path}: refused, the checkpoint holds pickled Python objects, not just tensors "
-            f"({detail}); load only checkpoints that segkit wrote"
+            f"({what[0].split(' was not')[0]}); load only checkpoints that segkit wrote"
         ) from None
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}); it may be truncated") from None
+        raise CheckpointError(_unreadable(path, e)) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a segkit checkpoint (no model weights or config inside)")
     return {**state, "config": with_builtin_task_keys(state["config"])}

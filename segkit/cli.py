@@ -101,6 +101,9 @@ def train(
     run_dir = out or Path("runs") / cfg.task.name
     if nproc > 1:
         from segkit.distributed import launch
+        from segkit.train import check_run_dir
+
+        check_run_dir(run_dir, resume)  # here, for one line: the ranks' own check would fail inside torchrun
 
         args = ["train", "--config", str(config), "--data", str(data_dir), "--out", str(run_dir)]
         args += [a for o in overrides for a in ("--set", o)] + (["--resume"] if resume else [])

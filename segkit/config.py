@@ -297,11 +297,72 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {p} is not valid YAML{at}; fix its syntax") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections")
-    return config_from_dict(apply_overrides(data, overrides or []))
+    cfg = config_from_dict(apply_overrides(data, overrides or []))
+    if path is not None and not isinstance(data.get("task"), dict):  # an empty file trained the defaults unsaid
+        raise ConfigError(
+            f"config file {path} has no task section (what is segmented and graded); start from "
+            "configs/ventricle.yaml or configs/liver-cyst.yaml"
+        )
+    return cfg
+
+
+INF = float("inf")
+# Each number's allowed range [low, high] (a list's every item): a value outside it is a ConfigError, not a
+# traceback deep in training (patch_size 0, a negative lr) or a run that silently does nothing (patience 0).
+RANGES: dict[str, tuple[float, float]] = {
+    "preprocess.spacing": (1e-3, 100.0),
+    "preprocess.context_slices": (0, 16),
+    "preprocess.percentile_low": (0, 100),
+    "preprocess.percentile_high": (0, 100),
+    **{f"augment.{k}": (0, 1) for k in ("flip_lr", "affine", "elastic", "brightness_contrast", "gamma", "noise")},
+    "augment.blur": (0, 1),
+    "augment.rotate_deg": (0, 180),
+    "augment.scale": (0.05, 20),
+    "augment.shear_deg": (0, 60),
+    "model.channels": (1, 4096),
+    "model.num_res_units": (0, 16),
+    "model.dropout": (0, 0.99),
+    "model.grade_hidden": (1, 4096),
+    "train.epochs": (1, INF),
+    "train.steps_per_epoch": (1, INF),
+    "train.cases_per_batch": (1, 4096),
+    "train.slices_per_case": (1, 4096),
+    "train.outside_slices": (0, 4096),
+    "train.patch_size": (16, 4096),
+    "train.lr": (1e-12, 10),
+    "train.weight_decay": (0, 10),
+    "train.grade_loss_weight": (0, 1000),
+    "train.grade_lr_scale": (0, 1000),
+    "train.patience": (1, INF),
+    "train.val_cases": (0, INF),
+    "train.num_threads": (0, 4096),
+    "eval.nsd_tolerance_mm": (0, 1000),
+    "eval.bootstrap": (0, 1_000_000),
+    "eval.low_confidence": (0, 1),
+    "eval.min_confidence_fg": (0, 1),
+    "eval.max_spacing_mm": (0, 1000),
+    "eval.window_batch": (1, 4096),
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """ConfigError naming the first number outside its RANGES entry (NaN included)."""
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if not low <= v <= high:  # False for NaN
+                span = f"at least {low:g}" if high == INF else f"between {low:g} and {high:g}"
+                raise ConfigError(f"{key} = {_show(value)}: must be {span}; fix it in the config or with --set")
+
+
+def _show(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def validate(cfg: Config) -> None:
     """Cross-field checks a type check cannot do."""
+    check_ranges(cfg)
     t = cfg.task
     if t.modality not in ("MRI", "CT"):
         raise ConfigError(f"task.modality must be MRI or CT, not {t.modality!r}")
@@ -354,8 +415,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("eval.strip_to_organ needs a task.denominator label that is not a numerator one (the organ)")
     if cfg.train.target_sampling not in ("slice", "lesion"):
         raise ConfigError("train.target_sampling must be slice or lesion")
-    if cfg.train.epochs < 1 or cfg.train.steps_per_epoch < 1:
-        raise ConfigError("train.epochs and train.steps_per_epoch must be at least 1")
+    pre, aug = cfg.preprocess, cfg.augment
+    if not pre.percentile_low < pre.percentile_high or not pre.window_low < pre.window_high:
+        raise ConfigError("preprocess.percentile_low / window_low must be below percentile_high / window_high")
+    if aug.scale[0] > aug.scale[1]:
+        raise ConfigError(f"augment.scale = {list(aug.scale)}: give [smallest, largest], e.g. [0.85, 1.15]")
+    if len(cfg.model.channels) < 2:
+        raise ConfigError(f"model.channels = {list(cfg.model.channels)}: give at least two levels, e.g. [16, 32, 64]")
 
 
 def write_config(cfg: Config, path: Path) -> None:

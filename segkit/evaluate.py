@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +14,15 @@ import numpy as np
 from tqdm import tqdm
 
 from segkit import __version__
+from segkit.config import Config
 from segkit.data.msd import Case, read_case, read_dataset
 from segkit.errors import InputError
 from segkit.infer import load_model, predict_volume, write_prediction
+from segkit.io import ensure_dir
 from segkit.measure import measure
 from segkit.metrics import lesion_counts, lesion_table, segmentation_metrics
 from segkit.render import write_label_descriptions
-from segkit.report import write_evaluation
+from segkit.report import LESION_FILE, write_evaluation
 from segkit.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -59,30 +64,22 @@ def evaluate_split(
     if out is None:  # never into the installed package's weights folder
         out = Path(f"eval-{split}") if info["kind"] == "shipped" else Path(info["checkpoint"]).parent / f"eval-{split}"
     out = Path(out)
-    grades = cfg.task.grades
-    lesions = cfg.task.lesions
-    rows, probs, y_true, lesion_rows = [], [], [], []
-    for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
-        vol, truth = read_case(case, cfg.task.labels)
-        pred = predict_volume(net, cfg, vol)
-        write_prediction(pred, vol, out / "predictions", cfg, info)
-        row: dict[str, Any] = {"case": case.case_id, **{f: case.info.get(f) for f in fields}}
-        row.update(segmentation_metrics(pred.mask, truth, vol.spacing, cfg.task.labels, cfg.eval.nsd_tolerance_mm))
-        if lesions:
-            table = lesion_table(pred.mask, truth, vol.spacing, cfg.task.labels, lesions)
-            row.update(lesion_counts(table, lesions))
-            lesion_rows += [{"case": case.case_id, **r} for r in table]
-        row["biomarker_true"] = measure(truth, vol.voxel_ml, cfg.task)["biomarker"]["value"]
-        row["biomarker_pred"] = pred.measurements["biomarker"]["value"]
-        row["grade_true"] = case.grade
-        row["grade_pred"] = pred.grade
-        row["grade_biomarker"] = pred.measurements["biomarker"]["grade"]
-        p = [pred.grade_probs.get(g, np.nan) for g in grades]
-        row.update({f"p_{g}": v for g, v in zip(grades, p, strict=True)})
-        rows.append(row)
-        probs.append(p)
-        y_true.append(grades.index(case.grade) if case.grade in grades else -1)
-    write_label_descriptions(out / "predictions", cfg.task.name, cfg.task.labels)
+    if Path(data).resolve().is_relative_to((out / "predictions").resolve()):
+        raise InputError(f"{data}: lies in {out}/predictions, which evaluate replaces; pass another --out")
+    existed = out.exists()
+    staging = Path(tempfile.mkdtemp(prefix=".predictions-", dir=ensure_dir(out)))
+    try:
+        found = _score_cases(net, cfg, info, cases, fields, split, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a run that fails part-way leaves the earlier evaluation whole
+        if not existed:
+            out.rmdir()  # and no folder where there was none
+        raise
+    _replace_folder(out / "predictions", staging)  # no prediction of an earlier evaluation stays beside these
+    rows, probs, y_true, lesion_rows = found
+    grades, lesions = cfg.task.grades, cfg.task.lesions
+    if not lesions:
+        (out / LESION_FILE).unlink(missing_ok=True)  # an earlier evaluation's, of a task with lesions
     meta = {
         "model": info["checkpoint"],
         "model_kind": info["kind"],
@@ -112,6 +109,48 @@ def evaluate_split(
     report["out"] = str(out)
     report["summary_line"] = summary_line(report, cfg.task.labels, split)
     return report
+
+
+def _score_cases(
+    net: Any, cfg: Config, info: dict[str, Any], cases: list[Case], fields: tuple[str, ...], split: str, out: Path
+) -> tuple[list[dict[str, Any]], list[list[float]], list[int], list[dict[str, Any]]]:
+    """Predict every case into `out` and score it: (per-case rows, grade probabilities, true grades, lesion rows)."""
+    grades, lesions = cfg.task.grades, cfg.task.lesions
+    rows: list[dict[str, Any]] = []
+    probs: list[list[float]] = []
+    y_true: list[int] = []
+    lesion_rows: list[dict[str, Any]] = []
+    for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
+        vol, truth = read_case(case, cfg.task.labels)
+        pred = predict_volume(net, cfg, vol)
+        write_prediction(pred, vol, out, cfg, info)
+        row: dict[str, Any] = {"case": case.case_id, **{f: case.info.get(f) for f in fields}}
+        row.update(segmentation_metrics(pred.mask, truth, vol.spacing, cfg.task.labels, cfg.eval.nsd_tolerance_mm))
+        if lesions:
+            table = lesion_table(pred.mask, truth, vol.spacing, cfg.task.labels, lesions)
+            row.update(lesion_counts(table, lesions))
+            lesion_rows += [{"case": case.case_id, **r} for r in table]
+        row["biomarker_true"] = measure(truth, vol.voxel_ml, cfg.task)["biomarker"]["value"]
+        row["biomarker_pred"] = pred.measurements["biomarker"]["value"]
+        row["grade_true"] = case.grade
+        row["grade_pred"] = pred.grade
+        row["grade_biomarker"] = pred.measurements["biomarker"]["grade"]
+        p = [pred.grade_probs.get(g, np.nan) for g in grades]
+        row.update({f"p_{g}": v for g, v in zip(grades, p, strict=True)})
+        rows.append(row)
+        probs.append(p)
+        y_true.append(grades.index(case.grade) if case.grade in grades else -1)
+    write_label_descriptions(out, cfg.task.name, cfg.task.labels)
+    return rows, probs, y_true, lesion_rows
+
+
+def _replace_folder(folder: Path, new: Path) -> None:
+    """Put `new` where `folder` is (renames only: the old folder is removed once the new one is in place)."""
+    old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> tuple[str, ...]:

@@ -45,6 +45,11 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
     out = []
     for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
         img, truth = read_case(case, cfg.task.labels)
+        if not np.ptp(img.data):  # an export that failed, not a scan: it would teach that nothing is there
+            raise InputError(
+                f"{case.image}: case {case.case_id}'s image holds one value ({img.data.flat[0]:g}) everywhere; "
+                "fix the image or drop the case from dataset.json"
+            )
         image, grid = preprocess_volume(img, cfg)
         label = preprocess_label(truth, grid)
         image, label = slices_contiguous(image), slices_contiguous(label)
@@ -222,11 +227,28 @@ def fit(
     Under torchrun (`segkit train --nproc N`) the ranks split each batch; rank 0 alone validates and
     writes (see segkit.distributed and train_one_epoch).
     """
+    check_run_dir(run_dir, resume)  # every rank, before the group forms: before rank 0 writes anything
     dev = distributed.join_group(pick_device(cfg.train.device), cfg.train.cases_per_batch)
     try:
         return _fit(cfg, data_dir, run_dir, dev, resume, init)
     finally:
         distributed.leave_group()
+
+
+RUN_FILES = ("last.pt", "best.pt", "run.json", "metrics.csv")  # a folder holding any of these holds a run
+# train.* keys a resumed run may change: how long and where it runs, not what it learns from or how
+RESUME_MAY_CHANGE = ("epochs", "patience", "device", "num_threads", "workers")
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """InputError when a fresh run would write over another run's files (its checkpoints, metrics and record
+    would end up mixed with this one's)."""
+    held = [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
+    if held and not resume:
+        raise InputError(
+            f"{run_dir}: holds a run already ({', '.join(held)}); continue it with --resume, or train into a new "
+            "--out (or delete that folder first)"
+        )
 
 
 def _fit(
@@ -319,6 +341,10 @@ def _read_splits(cfg: Config, data_dir: Path) -> tuple[list[CaseData], list[Case
         raise InputError(
             f"{data_dir}: dataset labels {list(ds.labels)} differ from config task.labels {list(cfg.task.labels)}"
         )
+    if tuple(ds.grades) != cfg.task.grades:
+        raise InputError(
+            f"{data_dir}/dataset.json: grades {list(ds.grades)} differ from config task.grades {list(cfg.task.grades)}"
+        )
     train_cases, val_cases = ds.split("train"), ds.split("val")
     if not train_cases or not val_cases:
         raise InputError(
@@ -370,11 +396,17 @@ def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer,
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume; run without --resume to start training")
     ck = load_checkpoint(path)
-    if ck["config"]["model"] != config_to_dict(cfg)["model"] or ck["config"]["task"] != config_to_dict(cfg)["task"]:
-        raise CheckpointError(f"{path}: was trained with another model or task config; resume with the same config")
+    changed = resume_changes(config_to_dict(config_from_dict(ck["config"])), config_to_dict(cfg))
+    if changed:
+        shown = ", ".join(f"{k} {a} -> {b}" for k, a, b in changed[:3])
+        raise CheckpointError(
+            f"{path}: this config changes {shown}; a resumed run keeps the config it began with (only train."
+            f"{'/'.join(RESUME_MAY_CHANGE)} may change): drop those overrides, or start a new run with --init"
+        )
     net.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
+    sched.T_max = cfg.train.epochs  # --epochs raised on resume: the cosine runs on to the new last epoch
     log.info("resuming after epoch %d", ck["epoch"])
     return {
         "epoch": ck["epoch"],
@@ -383,6 +415,18 @@ def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer,
         "history": ck["history"],
         "max_spacing_mm": float(ck["config"]["eval"].get("max_spacing_mm", 0.0)),
     }
+
+
+def resume_changes(before: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, before, now) for each setting that differs and that a resumed run may not change (the eval section
+    is inference settings, chosen again at the end of training)."""
+    changed = []
+    for section in ("task", "preprocess", "augment", "model", "train"):
+        for key in sorted(set(before[section]) | set(now[section])):
+            a, b = before[section].get(key), now[section].get(key)
+            if a != b and not (section == "train" and key in RESUME_MAY_CHANGE):
+                changed.append((f"{section}.{key}", a, b))
+    return changed
 
 
 def with_spacing(cfg: Config, train: list[CaseData], earlier: float = 0.0) -> Config:

@@ -43,6 +43,26 @@ def _break(kind: str, root: Path) -> str:
     elif kind == "bad_json":
         (root / "dataset.json").write_text("{ not json")
         return "dataset.json"
+    elif kind == "case_twice":  # a val case listed again as train: trained on, then validated on
+        meta["training"].append({**case, "split": "val" if case["split"] == "train" else "train"})
+    elif kind == "image_twice":
+        meta["training"].append({**case, "case": "another_name"})
+    elif kind == "grades_text":  # was read letter by letter: grades h, e, a, l, ...
+        meta["grades"] = "healthy"
+    elif kind == "entry_not_object":
+        meta["training"].append("ventricle_099")
+    elif kind == "json_labels_list":
+        meta["labels"] = ["background", "brain", "lateral_ventricles"]
+    elif kind == "other_grade_names":  # the config's grades are healthy/moderate/severe: was a traceback
+        names = {"healthy": "normal", "moderate": "mild", "severe": "marked"}
+        meta["grades"] = list(names.values())
+        for r in meta["training"]:
+            r["grade"] = names[r["grade"]]
+    elif kind == "constant_image":
+        train_case = next(r for r in meta["training"] if r["split"] == "train")
+        img = nib.load(root / train_case["image"])
+        nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), str(root / train_case["image"]))
+        return Path(train_case["image"]).name
     (root / "dataset.json").write_text(json.dumps(meta))
     if kind == "missing_file":
         return "nope.nii.gz"
@@ -51,7 +71,22 @@ def _break(kind: str, root: Path) -> str:
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing_grade", "missing_file", "label_shape", "label_affine", "label_values", "spacing_in_cm", "bad_json"],
+    [
+        "missing_grade",
+        "missing_file",
+        "label_shape",
+        "label_affine",
+        "label_values",
+        "spacing_in_cm",
+        "bad_json",
+        "case_twice",
+        "image_twice",
+        "grades_text",
+        "entry_not_object",
+        "json_labels_list",
+        "other_grade_names",
+        "constant_image",
+    ],
 )
 def test_broken_dataset_is_refused_by_train_and_evaluate(kind, phantom_ventricle, tiny_run, tmp_path, capsys):
     data = _copy(phantom_ventricle, tmp_path / "data")
@@ -60,13 +95,35 @@ def test_broken_dataset_is_refused_by_train_and_evaluate(kind, phantom_ventricle
     code, _, err = run_cli([*TRAIN, "--data", str(data), "--out", str(out)], capsys)
     assert code == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err
     assert not out.exists()
-    if kind in ("missing_grade",):
-        return  # evaluate of a split without that case is fine
+    if kind in ("missing_grade", "other_grade_names", "constant_image"):
+        return  # evaluate: a case without a grade is scored on its mask, any grade names are scored, and a
+        # blank image gets a blank mask and a warning
     code, _, err = run_cli(
         ["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "all", "--out", str(tmp_path / "ev")],
         capsys,
     )
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "ev").exists()  # no predictions of the cases before the broken one
+
+
+def test_evaluate_replaces_an_earlier_evaluation_whole_or_not_at_all(phantom_ventricle, tiny_run, tmp_path, capsys):
+    data = _copy(phantom_ventricle, tmp_path / "data")
+    out = tmp_path / "ev"
+    args = ["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "test", "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    pred = out / "predictions"
+    (pred / "gone_case_mask.nii.gz").write_bytes(b"an earlier evaluation's case")
+    (pred / "gone_case_report.json").write_text("{}")
+    assert run_cli(args, capsys)[0] == 0
+    first = {p.name: p.read_bytes() for p in pred.iterdir() if not p.name.endswith("_report.json")}
+    assert not (pred / "gone_case_mask.nii.gz").exists() and not (pred / "gone_case_report.json").exists()
+    meta = json.loads((data / "dataset.json").read_text())
+    last = [r for r in meta["training"] if r["split"] == "test"][-1]
+    (data / last["label"]).unlink()  # the split's last case breaks after the others were predicted
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in pred.iterdir() if not p.name.endswith("_report.json")} == first
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging folder left
 
 
 def test_missing_dataset_and_unwritable_output_exit_2(phantom_ventricle, tiny_run, tmp_path, capsys):
@@ -99,3 +156,17 @@ def test_evaluate_by_a_field_no_case_has_is_refused(phantom_ventricle, tiny_run,
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "no case of the split has field 'site'" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_file_that_is_no_checkpoint_and_a_cut_short_one_are_told_apart(tiny_run, phantom_ventricle, tmp_path, capsys):
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my training notes\n")
+    cut = tmp_path / "cut.pt"
+    raw = (tiny_run / "best.pt").read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    for path, says in ((notes, "not a PyTorch checkpoint"), (cut, "a damaged checkpoint")):
+        code, _, err = run_cli(
+            [*TRAIN, "--data", str(phantom_ventricle), "--out", str(tmp_path / "r"), "--init", str(path)], capsys
+        )
+        assert code == 2 and says in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r").exists()

@@ -229,3 +229,28 @@ def test_same_seed_and_config_give_identical_metrics(tiny_run, phantom_ventricle
     fit(load_config(ROOT / "configs/ventricle.yaml", TINY), phantom_ventricle, run)
     strip = lambda p: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(p.open())]  # noqa: E731
     assert strip(run / "metrics.csv") == strip(tiny_run / "metrics.csv")
+
+
+def test_a_new_run_is_not_written_over_an_old_one_and_a_resume_keeps_its_config(
+    tiny_run, phantom_ventricle, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    args = ["train", "--config", str(ROOT / "configs/ventricle.yaml"), "--data", str(phantom_ventricle)]
+    tiny = [a for s in TINY if not s.startswith("train.epochs") for a in ("--set", s)]
+    code, _, err = run_cli([*args, "--out", str(run), *tiny, "--epochs", "1"], capsys)
+    assert code == 2 and "holds a run already (last.pt, best.pt, run.json, metrics.csv)" in err
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    # a resume that changes what the run learns from: refused before any epoch, nothing touched
+    code, _, err = run_cli(
+        [*args, "--out", str(run), *tiny, "--epochs", "3", "--set", "train.lr=0.5", "--resume"], capsys
+    )
+    assert code == 2 and "changes train.lr 0.001 -> 0.5" in err, err
+    code, _, err = run_cli([*args, "--out", str(run), *tiny, "--set", "augment.flip_lr=0", "--resume"], capsys)
+    assert code == 2 and "augment.flip_lr 0.5 -> 0.0" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # an empty folder is a fresh run's
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "empty"), *tiny, "--epochs", "1"], capsys)
+    assert code == 0, err

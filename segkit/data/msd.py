@@ -140,6 +140,24 @@ def write_dataset_json(
     return path
 
 
+def _read_meta(meta: Any, meta_path: Path) -> tuple[tuple[str, ...], tuple[str, ...], list[Any]]:
+    """dataset.json's label names (0..K), grade names and training rows, each checked for its shape."""
+    how = "needs 'labels' ({\"0\": \"background\", \"1\": ...}), 'grades' (a list of names) and 'training' (a list)"
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict) or "training" not in meta:
+        raise InputError(f"{meta_path}: {how}")
+    try:
+        labels = tuple(meta["labels"][str(i)] for i in range(len(meta["labels"])))
+    except KeyError:
+        raise InputError(f"{meta_path}: 'labels' must be numbered 0..{len(meta['labels']) - 1}; {how}") from None
+    grades = meta.get("grades", ["healthy", "moderate", "severe"])
+    rows = meta["training"]
+    if not isinstance(grades, list) or not all(isinstance(g, str) for g in grades) or len(set(grades)) != len(grades):
+        raise InputError(f"{meta_path}: 'grades' must be a list of distinct names, not {grades!r}")
+    if not all(isinstance(n, str) for n in labels) or not isinstance(rows, list):
+        raise InputError(f"{meta_path}: {how}")
+    return labels, tuple(grades), rows
+
+
 def read_dataset(root: str | Path, need_labels: bool = True) -> Dataset:
     """Read and check dataset.json; a missing file, grade or split raises InputError."""
     root = Path(root)
@@ -150,18 +168,20 @@ def read_dataset(root: str | Path, need_labels: bool = True) -> Dataset:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{meta_path}: not valid JSON ({e}); fix or regenerate it") from None
-    try:
-        labels = tuple(meta["labels"][str(i)] for i in range(len(meta["labels"])))
-        grades = tuple(meta.get("grades", ("healthy", "moderate", "severe")))
-        rows = meta["training"]
-    except (KeyError, TypeError):
-        raise InputError(f"{meta_path}: needs 'labels' (0..K) and 'training' entries") from None
-    cases = []
+    labels, grades, rows = _read_meta(meta, meta_path)
+    cases: list[Case] = []
+    seen: dict[str, str] = {}  # case id and image path -> the case that named it first
     for i, r in enumerate(rows):
+        if not isinstance(r, dict) or any(not isinstance(r.get(k) or "", str) for k in ("image", "label", "case")):
+            raise InputError(f"{meta_path}: training entry {i} must be an object with text image, label and case")
         cid = r.get("case") or Path(str(r.get("image", f"case{i}"))).name.split(".")[0]
         image = root / str(r.get("image", ""))
         if not image.is_file():
             raise InputError(f"{meta_path}: case {cid} names a missing image {image}; fix dataset.json")
+        for key, what in ((cid, "case id"), (str(image.resolve()), "image")):
+            if key in seen:  # a case listed twice could sit in two splits: a val or test case trained on
+                raise InputError(f"{meta_path}: cases {seen[key]} and {cid} have the same {what}; list each case once")
+            seen[key] = cid
         label = root / r["label"] if r.get("label") else None
         if need_labels and (label is None or not label.is_file()):
             raise InputError(f"{meta_path}: case {cid} names a missing label {label}; fix dataset.json")
@@ -173,7 +193,10 @@ def read_dataset(root: str | Path, need_labels: bool = True) -> Dataset:
         split = r.get("split", "train")
         if split not in SPLITS:
             raise InputError(f"{meta_path}: case {cid} has split {split!r}, not one of {list(SPLITS)}")
-        cases.append(Case(cid, image, label, grade, r.get("biomarker"), split, case_info(r)))
+        biomarker = r.get("biomarker")
+        if biomarker is not None and (isinstance(biomarker, bool) or not isinstance(biomarker, int | float)):
+            raise InputError(f"{meta_path}: case {cid} has biomarker {biomarker!r}; give a number or null")
+        cases.append(Case(cid, image, label, grade, biomarker, split, case_info(r)))
     if not cases:
         raise InputError(f"{meta_path}: lists no cases")
     return Dataset(root, str(meta.get("task", "")), labels, grades, tuple(cases), meta)
