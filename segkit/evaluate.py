@@ -72,7 +72,7 @@ def evaluate_split(
         found = _score_cases(net, cfg, info, cases, fields, split, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a run that fails part-way leaves the earlier evaluation whole
-        if not existed:
+        if not existed and not any(out.iterdir()):
             out.rmdir()  # and no folder where there was none
         raise
     _replace_folder(out / "predictions", staging)  # no prediction of an earlier evaluation stays beside these
