@@ -55,15 +55,21 @@ def data_make(
     import json
 
     made = json.loads(path.read_text())
-    num = len(made.get("training", [])) + len(made.get("test", []))  # ventricle-real: its 3 images, not --cases
-    _say(f"wrote {num} {task} cases to {out} ({path.name})")
+    rows = made.get("training", [])
+    counts = {s: sum(r.get("split") == s for r in rows) for s in ("train", "val", "test")}
+    fixed = " (a fixed set of real images: --cases does not apply)" if task.endswith("-real") else ""
+    split_text = ", ".join(f"{s} {n}" for s, n in counts.items())
+    _say(f"wrote {len(rows)} {task} cases to {out} ({path.name}: {split_text}){fixed}")
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty and not fixed:
+        _say(f"warning: no {' or '.join(empty)} cases; give more --cases to fill every split")
 
 
 @data_app.command("show")
 def data_show(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path | None, typer.Option(help="PNG to write (default DIR/montage.png).")] = None,
-    max_cases: Annotated[int, typer.Option(help="Cases in the montage.")] = 12,
+    max_cases: Annotated[int, typer.Option(min=1, help="Cases in the montage.")] = 12,
 ) -> None:
     """Montage of cases with their masks and grades, to check a dataset by eye."""
     from segkit.data.show import show_dataset
@@ -249,8 +255,13 @@ def export(
     if fmt == "dicom-seg":
         from segkit.export import export_dicom_seg
 
-        for path in export_dicom_seg(pred_dir, out, dicom):
+        written, skipped = export_dicom_seg(pred_dir, out, dicom)
+        for path in written:
             _say(f"wrote {path}")
+        if skipped:
+            typer.echo(
+                f"warning: no DICOM SEG for {', '.join(skipped)}: predicted from NIfTI, not a DICOM series", err=True
+            )
         return
     from segkit.export import write_review
 
@@ -268,7 +279,7 @@ def main() -> None:
     _setup_logging(verbose)
     tune_allocator()
     try:
-        rc = app(standalone_mode=False)  # click returns, not raises, a command's Exit code here
+        rc = app(standalone_mode=False, prog_name="segkit")  # click returns, not raises, a command's Exit code here
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except SegkitError as e:
@@ -282,11 +293,14 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("segkit: interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # click usage errors
+    except Exception as e:  # usage errors: click's, or those of the click that typer >= 0.22 carries inside
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        usage = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
+        if isinstance(e, usage) and hasattr(e, "format_message"):
+            ctx = getattr(e, "ctx", None)
+            hint = f"; see {ctx.command_path} --help" if ctx is not None else ""
+            typer.echo(f"segkit: error: {e.format_message().rstrip('.')}{hint}", err=True)  # one line, as any bad input
             sys.exit(2)
         if isinstance(e, click.exceptions.Exit):
             sys.exit(e.exit_code)

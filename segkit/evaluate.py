@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from segkit import __version__
 from segkit.config import Config
-from segkit.data.msd import Case, read_case, read_dataset
+from segkit.data.msd import CORE_FIELDS, Case, read_case, read_dataset
 from segkit.errors import InputError
 from segkit.infer import load_model, predict_volume, write_prediction
 from segkit.io import ensure_dir
@@ -64,8 +65,7 @@ def evaluate_split(
     if out is None:  # never into the installed package's weights folder
         out = Path(f"eval-{split}") if info["kind"] == "shipped" else Path(info["checkpoint"]).parent / f"eval-{split}"
     out = Path(out)
-    if Path(data).resolve().is_relative_to((out / "predictions").resolve()):
-        raise InputError(f"{data}: lies in {out}/predictions, which evaluate replaces; pass another --out")
+    check_replaceable(out / "predictions", data)
     existed = out.exists()
     staging = Path(tempfile.mkdtemp(prefix=".predictions-", dir=ensure_dir(out)))
     try:
@@ -144,6 +144,23 @@ def _score_cases(
     return rows, probs, y_true, lesion_rows
 
 
+def check_replaceable(folder: Path, data: Path) -> None:
+    """InputError unless `folder` (an evaluation's predictions/) is absent, or holds an earlier segkit evaluate's
+    predictions and nothing else: evaluate replaces it whole, and must not take a user's files with it."""
+    if Path(data).resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"{data}: lies in {folder}, which evaluate replaces; pass another --out")
+    if not folder.is_dir():
+        return
+    own = re.compile(
+        r"(.+_(mask\.nii\.gz|report\.json|overlay\.png|probabilities\.nii\.gz))|((.+_)?labels\.(itksnap\.txt|ctbl))"
+    )
+    foreign = sorted(p.name for p in folder.iterdir() if not own.fullmatch(p.name))
+    evaluated = (folder.parent / "per_case.csv").is_file() and (folder.parent / "report.json").is_file()
+    if foreign or (not evaluated and any(folder.iterdir())):
+        what = f"files evaluate did not write ({', '.join(foreign[:3])})" if foreign else "another run's predictions"
+        raise InputError(f"{folder}: holds {what}; evaluate replaces that folder, so pass another --out")
+
+
 def _replace_folder(folder: Path, new: Path) -> None:
     """Put `new` where `folder` is (renames only: the old folder is removed once the new one is in place)."""
     old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
@@ -157,6 +174,12 @@ def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> t
     """The case fields to break results down by: those asked for (each must be in some case of the split), else
     every field whose values over the split are text or yes/no, number 2 to MAX_GROUPS and group some cases."""
     present = list(dict.fromkeys(k for c in cases for k in c.info))
+    core = [f for f in asked or [] if f in CORE_FIELDS]
+    if core:
+        raise InputError(
+            f"--by {core[0]}: one of dataset.json's own case keys ({', '.join(CORE_FIELDS)}), not a field to group "
+            f"by (the report breaks results down by the true grade already); fields: {', '.join(present) or 'none'}"
+        )
     if asked is not None:
         unknown = [f for f in asked if f not in present]
         if unknown:

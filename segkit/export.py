@@ -54,8 +54,9 @@ def read_predictions(pred_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     return pred_dir, reports
 
 
-def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> list[Path]:
-    """out/<name>_seg.dcm for each prediction made from a DICOM series (or the one series given by --dicom)."""
+def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> tuple[list[Path], list[str]]:
+    """out/<name>_seg.dcm for each prediction made from a DICOM series (or the one series given by --dicom);
+    returns the files written and the cases left out (predicted from NIfTI: a SEG references DICOM images)."""
     from segkit.dicom import dicom_seg, list_series, read_series
     from segkit.io import read_volume
 
@@ -97,7 +98,8 @@ def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> li
         segs.append((out_path, dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path)))
     for out_path, seg in segs:
         atomic_write(out_path, seg.save_as)
-    return [out_path for out_path, _ in segs]
+    done = {id(report) for report, _ in pairs}
+    return [out_path for out_path, _ in segs], [r["name"] for r in reports if id(r) not in done]
 
 
 def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float = TINY_ML) -> list[str]:
@@ -191,6 +193,8 @@ def write_review(
         )
         legend.append(f"<b>{html.escape(task)}</b>: {keys}" if many else keys)
         found = r.get("label_files") or label_file_names(task)
+        if not (pred_dir / found["itksnap"]).is_file() and (pred_dir / "labels.itksnap.txt").is_file():
+            found = {"itksnap": "labels.itksnap.txt", "slicer": "labels.ctbl"}  # a folder of segkit before 27ef8ac
         snap, ctbl = (html.escape(os.path.relpath(pred_dir / found[k], out)) for k in ("itksnap", "slicer"))
         files.append(
             (f"{html.escape(task)}: " if many else "")
@@ -226,6 +230,8 @@ def _review_row(r: dict[str, Any], pred_dir: Path, out: Path, flags: list[str], 
     grades = list(probs) or ["healthy", "moderate", "severe"]  # this case's model's grades
     grade, bio = r.get("grade"), r.get("biomarker") or {}
     gi = grades.index(grade) if grade in grades else -1
+    if not (pred_dir / str(r["mask"])).is_file():
+        flags.insert(0, "mask missing")  # moved or deleted since predict: the row's numbers have no mask behind them
     flag_html = "".join(f'<span class="flag">{esc(f)}</span>' for f in flags) or '<span class="ok">no flags</span>'
     bars = "".join(
         f'<div class="bar"><span>{esc(g)}</span><em><i style="width:{100 * p:.0f}%" '

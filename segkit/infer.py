@@ -166,6 +166,9 @@ def check_tta(cfg: Config) -> None:
 
 def inference_settings(cfg: Config, settings: list[str]) -> Config:
     """cfg with `eval.key=value` overrides; any other section is how the network was trained: refused."""
+    malformed = [s for s in settings if "=" not in s]
+    if malformed:
+        raise InputError(f"--set {malformed[0]}: give KEY=VALUE, e.g. --set eval.low_confidence=0.7")
     trained = [s for s in settings if not s.strip().startswith("eval.")]
     if trained:
         raise InputError(f"--set {trained[0]}: only eval.* settings change at inference; retrain for the others")
@@ -219,7 +222,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     if float(vol.data.max()) == float(vol.data.min()):
         warning = "constant volume: no image content, mask left empty and no grade given"
         mask = np.zeros(vol.data.shape, dtype=np.uint8)
-        return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [warning])
+        return Prediction(mask, None, {}, measure(mask, vol.voxel_ml, cfg.task), [*vol.warnings, warning])
     clock = Stopwatch()
     resized, grid = clock.time("preprocess", resample_volume, vol, cfg)  # kept for a second pass
     pre = clock.time("preprocess", normalize, resized, cfg.task.modality, cfg.preprocess)
@@ -241,6 +244,7 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     if grade is None:  # nor the biomarker's grade: an abdomen's "brain" read as a healthy ventricle ratio
         m["biomarker"]["grade"] = None
     warnings = [
+        *vol.warnings,
         *modality_warnings(vol.data, cfg.task.modality, vol.modality),
         *spacing_warnings(vol.affine, cfg.eval.max_spacing_mm),
         *volume_warnings(m["volumes_ml"], cfg.task),

@@ -51,6 +51,7 @@ class Volume:
     path: Path
     series_uid: str | None = None  # SeriesInstanceUID when read from a DICOM folder
     modality: str | None = None  # "CT" or "MRI" where a DICOM series' Modality says so
+    warnings: tuple[str, ...] = ()  # what reading changed (NaN voxels filled): predict reports them
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -135,10 +136,12 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
-        raise InputError(
-            f"{p}: {len(shape)}-D image of shape {shape}; segkit needs one 3-D volume "
-            "(split 4-D series into 3-D files first)"
+        fix = (
+            "split a 4-D series into 3-D files first"
+            if len(shape) > 3
+            else "save a single slice as X x Y x 1, its thickness in the header"
         )
+        raise InputError(f"{p}: {len(shape)}-D image of shape {shape}; segkit needs one 3-D volume ({fix})")
     if min(shape) < 1 or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise InputError(f"{p}: header declares an impossible size {shape}; the file is corrupt")
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -155,11 +158,15 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
     finite = np.isfinite(data)
     if not finite.any():
         raise InputError(f"{p}: every voxel is NaN or Inf; the {kind} holds no image")
+    notes: tuple[str, ...] = ()
     if not finite.all():
-        bad = 100.0 * (1 - finite.mean())
-        log.warning("%s: %.2f%% voxels are NaN/Inf; set to the image minimum", p, bad)
+        bad = int(finite.size - np.count_nonzero(finite))
+        notes = (
+            f"{bad} voxel{'s' if bad > 1 else ''} ({100.0 * bad / finite.size:.2g}%) NaN or Inf in the file, set "
+            "to the image minimum: check the scan's export",
+        )
         data = np.where(finite, data, data[finite].min()).astype(np.float32)
-    return Volume(data=data, affine=affine, header=img.header, path=p)
+    return Volume(data=data, affine=affine, header=img.header, path=p, warnings=notes)
 
 
 def _check_pixdim(p: Path, header: nib.Nifti1Header) -> None:

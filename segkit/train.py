@@ -45,6 +45,8 @@ def load_cases(cases: list[Case], cfg: Config, desc: str) -> list[CaseData]:
     out = []
     for case in tqdm(cases, desc=desc, leave=False, disable=not sys.stderr.isatty()):
         img, truth = read_case(case, cfg.task.labels)
+        for note in img.warnings:
+            log.warning("%s: %s", case.image, note)
         if not np.ptp(img.data):  # an export that failed, not a scan: it would teach that nothing is there
             raise InputError(
                 f"{case.image}: case {case.case_id}'s image holds one value ({img.data.flat[0]:g}) everywhere; "

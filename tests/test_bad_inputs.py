@@ -124,6 +124,22 @@ def test_evaluate_replaces_an_earlier_evaluation_whole_or_not_at_all(phantom_ven
     assert code == 2 and "Traceback" not in err, err
     assert {p.name: p.read_bytes() for p in pred.iterdir() if not p.name.endswith("_report.json")} == first
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging folder left
+    # a user's own file in predictions/, or a predict run's folder: refused before anything, nothing removed
+    (data / last["label"]).write_bytes((phantom_ventricle / last["label"]).read_bytes())
+    (pred / "my_notes.txt").write_text("mine")
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "holds files evaluate did not write (my_notes.txt)" in err, err
+    assert (pred / "my_notes.txt").read_text() == "mine"
+    img = data / last["image"]
+    assert (
+        run_cli(["predict", str(img), "--model", str(tiny_run), "--out", str(tmp_path / "r" / "predictions")], capsys)[
+            0
+        ]
+        == 0
+    )
+    code, _, err = run_cli([*args[:-1], str(tmp_path / "r")], capsys)
+    assert code == 2 and "holds another run's predictions" in err, err
+    assert len(list((tmp_path / "r" / "predictions").glob("*_mask.nii.gz"))) == 1
 
 
 def test_missing_dataset_and_unwritable_output_exit_2(phantom_ventricle, tiny_run, tmp_path, capsys):
@@ -170,3 +186,50 @@ def test_a_file_that_is_no_checkpoint_and_a_cut_short_one_are_told_apart(tiny_ru
         )
         assert code == 2 and says in err and err.count("\n") == 1, err
         assert not (tmp_path / "r").exists()
+
+
+def test_data_make_and_show_refuse_what_would_mix_or_mislead(phantom_ventricle, tmp_path, capsys):
+    out = tmp_path / "made"
+    assert run_cli(["data", "make", "ventricle", "--out", str(out), "--cases", "3", "--phantom"], capsys)[0] == 0
+    before = sorted(p.name for p in (out / "imagesTr").iterdir())
+    code, _, err = run_cli(["data", "make", "liver-cyst", "--out", str(out), "--cases", "2", "--phantom"], capsys)
+    assert code == 2 and "holds files already" in err  # was: liver cases beside the ventricle ones, one dataset.json
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == before
+    code, stdout, _ = run_cli(
+        ["data", "make", "ventricle", "--out", str(tmp_path / "few"), "--cases", "2", "--phantom"], capsys
+    )
+    assert code == 0 and "train 2, val 0, test 0" in stdout and "warning: no val or test cases" in stdout
+    data = _copy(phantom_ventricle, tmp_path / "data")
+    meta = json.loads((data / "dataset.json").read_text())
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), str(data / meta["training"][0]["label"]))
+    code, _, err = run_cli(["data", "show", str(data)], capsys)  # was an IndexError traceback
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    code, _, err = run_cli(
+        ["data", "show", str(phantom_ventricle), "--max-cases", "0", "--out", str(tmp_path / "m.png")], capsys
+    )
+    assert code == 2 and not (tmp_path / "m.png").exists()
+
+
+def test_misused_options_say_what_is_wrong(phantom_ventricle, tiny_run, tmp_path, capsys):
+    img = next((phantom_ventricle / "imagesTr").iterdir())
+    code, _, err = run_cli(
+        ["predict", str(img), "--model", str(tiny_run), "--out", str(tmp_path / "p"), "--set", "tta"], capsys
+    )
+    assert code == 2 and "--set tta: give KEY=VALUE" in err, err
+    args = ["evaluate", "--model", str(tiny_run), "--data", str(phantom_ventricle), "--out", str(tmp_path / "e")]
+    code, _, err = run_cli([*args, "--by", "biomarker"], capsys)
+    assert code == 2 and "--by biomarker: one of dataset.json's own case keys" in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["predict", "x.nii.gz", "--bogus"], "No such option: --bogus"),
+        (["data", "make", "ventricle", "--out", "d", "--cases", "1"], "Invalid value for '--cases'"),
+        (["train"], "Missing option '--config'; see segkit train --help"),
+        (["segment"], "No such command 'segment'"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args, says, capsys):
+    code, _, err = run_cli(args, capsys)  # typer 0.29's own click raised them past the handler: tracebacks
+    assert code == 2 and err.startswith("segkit: error: ") and says in err and err.count("\n") == 1, err

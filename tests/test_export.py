@@ -122,8 +122,13 @@ def test_predict_dicom_folder_then_export_dicom_seg(tiny_run, tmp_path, capsys):
     # A known mask in place of the tiny model's guess, so every slice's content is checked
     mask = known_mask((32, 28, 10))
     write_volume(pred / "CT_abdomen_mask.nii.gz", mask, mask_img.affine)
+    nifti = tmp_path / "other.nii.gz"
+    write_volume(nifti, ct_like((20, 20, 6)).astype(np.float32), np.eye(4))
+    assert run_cli(["predict", str(nifti), "--model", str(tiny_run), "--out", str(pred)], capsys)[0] == 0
     code, stdout, err = run_cli(["export", str(pred), "--format", "dicom-seg", "--out", str(tmp_path / "seg")], capsys)
     assert code == 0, err
+    assert "warning: no DICOM SEG for other: predicted from NIfTI, not a DICOM series" in err  # was skipped unsaid
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["CT_abdomen_seg.dcm"]
     labels = ("background", "brain", "lateral_ventricles")
     check_seg_matches_mask(tmp_path / "seg" / "CT_abdomen_seg.dcm", mask, series_dir, labels)
 
@@ -245,6 +250,7 @@ def test_review_page_renders_in_headless_chromium(evaluated, tmp_path, capsys):
     first["grade"] = first["biomarker"]["grade"] = "moderate"
     first["probabilities"] = {g: 0.9 if g == first["grade"] else 0.05 for g in first["probabilities"]}
     (pred / "aaa_clean_report.json").write_text(json.dumps(first))
+    shutil.copy(sorted(pred.glob("*_mask.nii.gz"))[0], pred / "aaa_clean_mask.nii.gz")  # else flagged: mask missing
     review = tmp_path / "review"
     code, _, err = run_cli(["export", str(pred), "--out", str(review)], capsys)
     assert code == 0, err
@@ -411,3 +417,15 @@ def test_a_dicom_folder_that_also_holds_nifti_files_is_not_guessed(tiny_run, tmp
     code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
     assert code == 2 and "holds both .nii/.nii.gz files (CT_mask.nii.gz, ...) and DICOM files" in err, err
     assert not out.exists()
+
+
+def test_review_page_flags_a_case_whose_mask_is_gone(evaluated, tmp_path, capsys):
+    pred = shutil.copytree(evaluated / "predictions", tmp_path / "pred")
+    gone = sorted(pred.glob("*_mask.nii.gz"))[0]
+    gone.unlink()
+    code, _, err = run_cli(["export", str(pred), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    page = (tmp_path / "r" / "index.html").read_text()
+    name = gone.name.removesuffix("_mask.nii.gz")
+    row = re.search(rf'<tr data-name="{name}" data-flags="(\d+)".*?</tr>', page, re.S)
+    assert row and int(row.group(1)) >= 1 and '<span class="flag">mask missing</span>' in row.group(0)

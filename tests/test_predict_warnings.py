@@ -247,3 +247,20 @@ def test_predict_puts_warnings_in_the_report_and_on_the_console(tiny_run, tmp_pa
     lines = stdout.splitlines()
     assert [ln for ln in lines if ln.startswith("warning:")] == [f"warning: ct.nii.gz: {w}" for w in warnings]
     assert lines.index(f"warning: ct.nii.gz: {warnings[0]}") > next(i for i, ln in enumerate(lines) if "grade" in ln)
+
+
+def test_nan_voxels_filled_on_reading_are_reported_once(tiny_run, tmp_path, capsys):
+    data = np.random.default_rng(0).random((24, 24, 8)).astype(np.float32) * 100
+    data[3, 4, 5] = np.nan
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):  # a folder run reads its first inputs twice (the shipped model is picked first)
+        write_nifti(folder / f"{name}.nii.gz", data, np.eye(4))
+    code, stdout, err = run_cli(
+        ["predict", str(folder), "--model", str(tiny_run), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 0, err
+    for name in ("a", "b"):
+        report = json.loads((tmp_path / "o" / f"{name}_report.json").read_text())
+        assert report["warnings"][0].startswith("1 voxel (0.022%) NaN or Inf in the file, set to the image minimum")
+        assert (stdout + err).count(f"warning: {name}.nii.gz: 1 voxel (0.022%) NaN or Inf") == 1

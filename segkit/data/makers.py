@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segkit.data.liver import make_liver_cyst, make_liver_real
+from segkit.data.msd import check_new_dataset_dir
 from segkit.data.ventricle import make_ventricle
 from segkit.data.ventricle_real import make_ventricle_real
 from segkit.errors import ConfigError
@@ -24,4 +25,5 @@ def make_dataset(task: str, out: Path, cases: int, seed: int) -> Path:
         raise ConfigError(f"unknown dataset {task!r}; valid datasets: {', '.join(MAKERS)}")
     if cases < 1:
         raise ConfigError(f"--cases must be at least 1, got {cases}")
+    check_new_dataset_dir(out)
     return MAKERS[task](Path(out), cases, seed)

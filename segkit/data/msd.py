@@ -86,6 +86,17 @@ def make_split(
     return out
 
 
+def check_new_dataset_dir(out: Path) -> None:
+    """InputError unless out is absent or an empty folder: a dataset made over another one mixes their cases
+    (the old images stay in imagesTr/ beside the new dataset.json) and breaks "same seed, identical files"."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give a new folder for the dataset (--out)")
+    if out.is_dir() and any(out.iterdir()):
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise InputError(f"{out}: holds files already ({held}); make the dataset into a new or empty folder")
+
+
 def write_case(root: Path, case_id: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> None:
     """Write one case's image (float32) and label (uint8) on the same grid."""
     write_volume(root / "imagesTr" / f"{case_id}.nii.gz", image.astype(np.float32), affine)
@@ -163,7 +174,9 @@ def read_dataset(root: str | Path, need_labels: bool = True) -> Dataset:
     root = Path(root)
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
-        raise InputError(f"{meta_path}: not found; make a dataset with `segkit data make` or pass --data")
+        raise InputError(
+            f"{meta_path}: not found; give the folder that holds dataset.json, or make one with `segkit data make`"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

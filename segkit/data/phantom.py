@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.data.msd import write_case, write_dataset_json
+from segkit.data.msd import check_new_dataset_dir, write_case, write_dataset_json
 from segkit.measure import biomarker_value, grade_from_biomarker, label_volumes_ml
 from segkit.tasks import get_task
 
@@ -56,6 +56,7 @@ def make_phantom(
     task: str, out: Path, cases: int = 12, seed: int = 0, shape: tuple[int, int, int] = (40, 40, 24)
 ) -> Path:
     """Write a tiny MSD dataset of ellipsoid phantoms with balanced grades."""
+    check_new_dataset_dir(out)
     spec = get_task(task)
     rng = np.random.default_rng(seed)
     maker = _ventricle_case if task == "ventricle" else _liver_case

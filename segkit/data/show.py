@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.data.msd import Case, Dataset, read_dataset
-from segkit.io import atomic_write, read_volume
+from segkit.data.msd import Case, Dataset, read_case, read_dataset
+from segkit.io import atomic_write
 from segkit.render import compose, label_color, label_key, render_view, slice_view, tile_grid, to_ras
 from segkit.tasks import TASKS
 
@@ -45,9 +45,9 @@ def _slice_through(lab: np.ndarray, targets: list[int], axis: int) -> int:
 
 def _tile(case: Case, row: dict, targets: list[int], ct: bool, labels: tuple[str, ...]) -> np.ndarray:
     """One case: an axial and a coronal slice through the graded structure, outlines only, with its caption."""
-    img_v, lab_v = read_volume(case.image), read_volume(case.label or case.image, kind="label")
+    img_v, label = read_case(case, labels)  # the grid and label values checked, as train and evaluate check them
     img, zooms = to_ras(img_v.data, img_v.affine)
-    lab, _ = to_ras(lab_v.data.astype(np.uint8), lab_v.affine)
+    lab, _ = to_ras(label, img_v.affine)
     if ct:
         window = CT_WINDOW
     else:
