@@ -329,7 +329,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.slices_per_case": (1, 4096),
     "train.outside_slices": (0, 4096),
     "train.patch_size": (16, 4096),
-    "train.lr": (1e-12, 10),
+    "train.lr": (0, 10),
     "train.weight_decay": (0, 10),
     "train.grade_loss_weight": (0, 1000),
     "train.grade_lr_scale": (0, 1000),
