@@ -237,7 +237,9 @@ def fit(
         distributed.leave_group()
 
 
-RUN_FILES = ("last.pt", "best.pt", "run.json", "metrics.csv")  # a folder holding any of these holds a run
+# a folder holding any of these holds a run with a finished epoch (run.json alone: a run that stopped in its first
+# epoch, which --resume cannot continue, so a fresh run may start over it)
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv")
 # train.* keys a resumed run may change: how long and where it runs, not what it learns from or how
 RESUME_MAY_CHANGE = ("epochs", "patience", "device", "num_threads", "workers")
 

@@ -240,7 +240,7 @@ def test_a_new_run_is_not_written_over_an_old_one_and_a_resume_keeps_its_config(
     args = ["train", "--config", str(ROOT / "configs/ventricle.yaml"), "--data", str(phantom_ventricle)]
     tiny = [a for s in TINY if not s.startswith("train.epochs") for a in ("--set", s)]
     code, _, err = run_cli([*args, "--out", str(run), *tiny, "--epochs", "1"], capsys)
-    assert code == 2 and "holds a run already (last.pt, best.pt, run.json, metrics.csv)" in err
+    assert code == 2 and "holds a run already (last.pt, best.pt, metrics.csv)" in err
     assert "--resume" in err and len(err.strip().splitlines()) == 1
     # a resume that changes what the run learns from: refused before any epoch, nothing touched
     code, _, err = run_cli(
@@ -250,7 +250,10 @@ def test_a_new_run_is_not_written_over_an_old_one_and_a_resume_keeps_its_config(
     code, _, err = run_cli([*args, "--out", str(run), *tiny, "--set", "augment.flip_lr=0", "--resume"], capsys)
     assert code == 2 and "augment.flip_lr 0.5 -> 0.0" in err, err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-    # an empty folder is a fresh run's
+    # an empty folder is a fresh run's, and so is one whose run stopped in its first epoch (nothing to resume)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "run.json").write_text("{}")
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "empty"), *tiny, "--epochs", "1", "--resume"], capsys)
+    assert code == 2 and "nothing to resume" in err
     code, _, err = run_cli([*args, "--out", str(tmp_path / "empty"), *tiny, "--epochs", "1"], capsys)
     assert code == 0, err
