@@ -405,7 +405,8 @@ def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer,
         shown = ", ".join(f"{k} {a} -> {b}" for k, a, b in changed[:3])
         raise CheckpointError(
             f"{path}: this config changes {shown}; a resumed run keeps the config it began with (only train."
-            f"{'/'.join(RESUME_MAY_CHANGE)} may change): drop those overrides, or start a new run with --init"
+            f"{'/'.join(RESUME_MAY_CHANGE)} may change): resume with --config {path.parent / 'config.yaml'}, "
+            "or start a new run with --init"
         )
     net.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
