@@ -314,8 +314,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "preprocess.context_slices": (0, 16),
     "preprocess.percentile_low": (0, 100),
     "preprocess.percentile_high": (0, 100),
-    **{f"augment.{k}": (0, 1) for k in ("flip_lr", "affine", "elastic", "brightness_contrast", "gamma", "noise")},
-    "augment.blur": (0, 1),
+    **{
+        f"augment.{k}": (0, 1)
+        for k in ("flip_lr", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
+    },
     "augment.rotate_deg": (0, 180),
     "augment.scale": (0.05, 20),
     "augment.shear_deg": (0, 60),

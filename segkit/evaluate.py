@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -18,11 +17,11 @@ from segkit import __version__
 from segkit.config import Config
 from segkit.data.msd import CORE_FIELDS, Case, read_case, read_dataset
 from segkit.errors import InputError
-from segkit.infer import load_model, predict_volume, write_prediction
+from segkit.infer import OUTPUT_SUFFIXES, load_model, predict_volume, write_prediction
 from segkit.io import ensure_dir
 from segkit.measure import measure
 from segkit.metrics import lesion_counts, lesion_table, segmentation_metrics
-from segkit.render import write_label_descriptions
+from segkit.render import LABEL_FILE_SUFFIXES, LEGACY_LABEL_FILES, write_label_descriptions
 from segkit.report import LESION_FILE, write_evaluation
 from segkit.tasks import TASKS
 
@@ -151,10 +150,10 @@ def check_replaceable(folder: Path, data: Path) -> None:
         raise InputError(f"{data}: lies in {folder}, which evaluate replaces; pass another --out")
     if not folder.is_dir():
         return
-    own = re.compile(
-        r"(.+_(mask\.nii\.gz|report\.json|overlay\.png|probabilities\.nii\.gz))|((.+_)?labels\.(itksnap\.txt|ctbl))"
+    own = (*OUTPUT_SUFFIXES, *LABEL_FILE_SUFFIXES.values())  # what predict and evaluate write, by name
+    foreign = sorted(
+        p.name for p in folder.iterdir() if not p.name.endswith(own) and p.name not in LEGACY_LABEL_FILES.values()
     )
-    foreign = sorted(p.name for p in folder.iterdir() if not own.fullmatch(p.name))
     evaluated = (folder.parent / "per_case.csv").is_file() and (folder.parent / "report.json").is_file()
     if foreign or (not evaluated and any(folder.iterdir())):
         what = f"files evaluate did not write ({', '.join(foreign[:3])})" if foreign else "another run's predictions"

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 
 from segkit.errors import InputError
 from segkit.io import atomic_write, atomic_write_text
-from segkit.render import label_color, label_file_names
+from segkit.render import LEGACY_LABEL_FILES, label_color, label_file_names
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,30 @@ def write_review(
         for r in reports
     ]
     num_flagged = sum('data-flags="0"' not in r for r in rows)
-    tasks: dict[str, dict[str, Any]] = {}  # each task's first report, in the order the tasks first appear
+    num = Counter(str(r.get("task", "?")) for r in reports)  # cases per task, in the order the tasks first appear
+    legend, files = _task_keys(reports, pred_dir, out)
+    task_text = (
+        "tasks " + ", ".join(f"{t} ({n})" for t, n in num.items()) if len(num) > 1 else f"task {next(iter(num))}"
+    )
+    levels = " / ".join(f"{v:.2f}" for v in sorted(set(thresholds.values())))
+    page = REVIEW_PAGE.substitute(
+        title=html.escape(f"segkit review: {pred_dir.resolve().name}"),
+        summary=html.escape(
+            f"{len(rows)} cases, {num_flagged} flagged · {task_text} · low confidence below {levels} · "
+            f"tiny below {tiny_ml:g} mL · from {pred_dir.resolve()}"
+        ),
+        legend=legend,
+        dice_head="<th data-key=dice>Dice</th>" if dice else "",
+        rows="\n".join(rows),
+        label_files=files,
+    )
+    atomic_write_text(Path(out) / "index.html", page)
+    return Path(out) / "index.html"
+
+
+def _task_keys(reports: list[dict[str, Any]], pred_dir: Path, out: Path) -> tuple[str, str]:
+    """The page's colour key and its label-file line, each task's (named where the folder holds several)."""
+    tasks: dict[str, dict[str, Any]] = {}  # each task's first report
     for r in reports:
         tasks.setdefault(str(r.get("task", "?")), r)
     many = len(tasks) > 1
@@ -193,30 +217,15 @@ def write_review(
         )
         legend.append(f"<b>{html.escape(task)}</b>: {keys}" if many else keys)
         found = r.get("label_files") or label_file_names(task)
-        if not (pred_dir / found["itksnap"]).is_file() and (pred_dir / "labels.itksnap.txt").is_file():
-            found = {"itksnap": "labels.itksnap.txt", "slicer": "labels.ctbl"}  # a folder of segkit before 27ef8ac
+        if not (pred_dir / found["itksnap"]).is_file() and (pred_dir / LEGACY_LABEL_FILES["itksnap"]).is_file():
+            found = LEGACY_LABEL_FILES
         snap, ctbl = (html.escape(os.path.relpath(pred_dir / found[k], out)) for k in ("itksnap", "slicer"))
         files.append(
             (f"{html.escape(task)}: " if many else "")
             + f"ITK-SNAP <code>itksnap -g IMAGE -s MASK -l {snap}</code>; 3D Slicer: load <code>{ctbl}</code>, "
             "then the mask as a labelmap with that colour table."
         )
-    num = {t: sum(str(r.get("task", "?")) == t for r in reports) for t in tasks}
-    task_text = "tasks " + ", ".join(f"{t} ({n})" for t, n in num.items()) if many else f"task {next(iter(tasks))}"
-    levels = " / ".join(f"{v:.2f}" for v in sorted(set(thresholds.values())))
-    page = REVIEW_PAGE.substitute(
-        title=html.escape(f"segkit review: {pred_dir.resolve().name}"),
-        summary=html.escape(
-            f"{len(rows)} cases, {num_flagged} flagged · {task_text} · low confidence below {levels} · "
-            f"tiny below {tiny_ml:g} mL · from {pred_dir.resolve()}"
-        ),
-        legend=" · ".join(legend),
-        dice_head="<th data-key=dice>Dice</th>" if dice else "",
-        rows="\n".join(rows),
-        label_files="<br>".join(files),
-    )
-    atomic_write_text(Path(out) / "index.html", page)
-    return Path(out) / "index.html"
+    return " · ".join(legend), "<br>".join(files)
 
 
 def _checkpoint(report: dict[str, Any]) -> str:

@@ -51,10 +51,14 @@ def label_key(labels: tuple[str, ...]) -> list[tuple[str, RGB]]:
     return [(name, label_color(i)) for i, name in enumerate(labels) if i]
 
 
+LABEL_FILE_SUFFIXES = {"itksnap": "_labels.itksnap.txt", "slicer": "_labels.ctbl"}  # after the task's name
+LEGACY_LABEL_FILES = {"itksnap": "labels.itksnap.txt", "slicer": "labels.ctbl"}  # one pair per folder, before 27ef8ac
+
+
 def label_file_names(task: str) -> dict[str, str]:
     """The names of a task's label files: one pair per task, so two tasks predicted into one folder keep both."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", task).strip(".-") or "task"
-    return {"itksnap": f"{slug}_labels.itksnap.txt", "slicer": f"{slug}_labels.ctbl"}
+    return {kind: slug + suffix for kind, suffix in LABEL_FILE_SUFFIXES.items()}
 
 
 def write_label_descriptions(folder: Path, task: str, labels: tuple[str, ...]) -> dict[str, str]:
