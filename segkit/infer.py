@@ -228,7 +228,11 @@ def predict_volume(net: Network, cfg: Config, vol: Volume, prob_map: bool = Fals
     pre = clock.time("preprocess", normalize, resized, cfg.task.modality, cfg.preprocess)
     probs, grade_p, _ = clock.time("network", predict_preprocessed, net, pre, cfg)
     if cfg.eval.strip_to_organ:
-        probs = clock.time("second_pass", predict_stripped, net, cfg, resized, grid, probs)
+        t0 = time.perf_counter()
+        again = predict_stripped(net, cfg, resized, grid, probs)
+        # a scan stripped already (or no organ) had only the check: no second pass to report
+        clock.add("second_pass" if again is not probs else "strip_check", time.perf_counter() - t0)
+        probs = again
     confidence = foreground_confidence(probs)
     expected = expected_ml(probs, float(np.prod(grid.model_spacing)) / 1000.0, cfg.task.numerator, cfg.task)
     mask, probs_map = clock.time("inverse", invert_probs, probs, grid, prob_map)
@@ -319,8 +323,11 @@ class Stopwatch:
     def time(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
         t0 = time.perf_counter()
         result = fn(*args)
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
+        self.add(stage, time.perf_counter() - t0)
         return result
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + seconds, 3)
 
 
 def list_inputs(path: Path) -> list[Path]:

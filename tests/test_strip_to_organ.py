@@ -196,3 +196,13 @@ def test_the_second_pass_predicts_only_the_organs_slices_and_gives_what_the_whol
     assert not np.allclose(slab, first, atol=1e-3)  # the second pass did change the organ's labels
     monkeypatch.setattr(infer, "organ_slab", lambda organ, c: (6, 14))  # no context slices
     assert not np.allclose(infer.predict_stripped(net, cfg, resized, grid, first), whole, atol=1e-5)
+
+
+def test_the_report_times_a_second_pass_only_where_one_ran(monkeypatch):
+    """A scan stripped already gets the check alone: its seconds say "strip_check", not "second_pass"."""
+    monkeypatch.setattr(infer, "predict_preprocessed", StandIn(12.0))
+    with_scalp = infer.predict_volume(None, config(), head())  # type: ignore[arg-type]
+    assert "second_pass" in with_scalp.seconds and "strip_check" not in with_scalp.seconds
+    monkeypatch.setattr(infer, "predict_preprocessed", StandIn(12.0))
+    stripped = infer.predict_volume(None, config(), head(scalp=False))  # type: ignore[arg-type]
+    assert "strip_check" in stripped.seconds and "second_pass" not in stripped.seconds
