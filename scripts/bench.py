@@ -16,7 +16,7 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
     train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio; the wait
     for an epoch's first batch, from fresh sampling workers and from the run's (what `segkit train` keeps).
     `--device cuda` trains on the GPU: the bound in fp32, fp16 and bf16, and the loop with each worker
-    count in --workers.
+    count in --workers. On a CPU with native bf16 (what train.amp auto then picks) the bound in fp32 and bf16.
 On a lent GPU machine, scripts/device_check.sh runs (d) and (e) there, with the CLI's train, predict and
 evaluate on CUDA.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
@@ -283,9 +283,9 @@ def train_loop(
     alternating, so a slow spell of the machine hits both; the medians are reported. On a CPU, then the
     same with torch on one thread fewer and one sampling worker (train.workers=1): what a worker buys where
     a core is left to it. On CUDA, the loop with each sampling-worker count in `workers` (how many the GPU
-    needs to be fed) and the bound under each AMP setting. Then one rank's sampling time a step when 1, 2 or
-    4 ranks share the batch; the wait for an epoch's first batch (fresh workers against the run's); last,
-    torch's default layout against channels_last.
+    needs to be fed) and the bound under each AMP setting; on a CPU with native bf16, the bound in fp32 and
+    bf16. Then one rank's sampling time a step when 1, 2 or 4 ranks share the batch; the wait for an epoch's
+    first batch (fresh workers against the run's); last, torch's default layout against channels_last.
     """
     import numpy as np
     import torch
@@ -294,6 +294,7 @@ def train_loop(
     from segkit.batches import sample_batch, sampling_helpers, training_threads
     from segkit.config import load_config
     from segkit.data.msd import read_dataset
+    from segkit.forward import native_bf16
     from segkit.train import load_cases
 
     if data is None or not (data / "dataset.json").is_file():
@@ -317,6 +318,11 @@ def train_loop(
             for amp in ("off", "fp16", "bf16")
         }
     else:
+        if native_bf16():  # what train.amp auto picks here (bf16): measured against fp32
+            out["bound_by_amp"] = {
+                amp: _median_bound(load_config(config, [f"train.amp={amp}"]), batch, rounds, steps, device)
+                for amp in ("off", "bf16")
+            }
         variants = {"inline": (threads, 0)}
         if helpers := sampling_helpers(base, torch.device("cpu")):  # train.workers -1 (auto): what segkit does
             variants[f"inline + {helpers} helper process{'es' if helpers > 1 else ''} (segkit's rule)"] = (threads, -1)
