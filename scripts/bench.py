@@ -9,7 +9,8 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
     inverse (invert_probs), write (mask, overlay, report), timed around the real functions in a fresh process;
 (c) MONAI sliding_window_inference (roi = patch size, sw_batch_size 1, overlap 0.25, constant) on the same
     2.5-D slice stacks and PyTorch model, against segkit's network on its default engine (and on PyTorch):
-    Dice against segkit's mask and the time ratio;
+    Dice against segkit's mask and the time ratio; again with roi = the whole slice (padded as segkit pads
+    it), the one roi at which MONAI's defaults give segkit's masks;
 (d) the network forward in fp32 vs bf16 autocast on CPU (with the CPU's bf16/AMX flags); on CUDA fp32 vs
     fp16 and bf16 autocast, with the largest probability change;
 (e) training: the compute bound (forward + backward + Adam on a batch in memory) against segkit's own
@@ -182,7 +183,7 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     from monai.inferers import sliding_window_inference
 
     from segkit.infer import load_model, predict_preprocessed, read_input
-    from segkit.transforms import context_stack, preprocess_image, probs_to_mask
+    from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
 
     net, cfg, _ = load_model(model, "cpu", "torch", tta=False)
     fast, _, info = load_model(model, "cpu", tta=False)  # what segkit predict runs: ONNX Runtime where the model has it
@@ -195,26 +196,39 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     t = time.perf_counter()
     probs_torch, _, _ = predict_preprocessed(net, pre, cfg)
     ours_torch = time.perf_counter() - t
-    roi = tuple(cfg.train.patch_size)
-    swi = np.empty_like(probs)
-    t = time.perf_counter()
-    with torch.no_grad():
-        for z0 in range(0, pre.shape[2], 16):  # (N, C, X, Y) stacks of 5 context slices, as predict_preprocessed
-            z = np.arange(z0, min(pre.shape[2], z0 + 16))
-            x = torch.from_numpy(context_stack(pre, z, cfg.preprocess.context_slices))
-            logits = sliding_window_inference(x, roi, 1, lambda p: net(p)[0], overlap=0.25, mode="constant")
-            swi[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0).numpy()
-    theirs = time.perf_counter() - t
-    agree = dice(probs_to_mask(swi, grid), probs_to_mask(probs, grid), cfg.task.labels)
+
+    def monai(whole_slice: bool) -> tuple[np.ndarray, float]:
+        """MONAI's defaults (sw_batch_size 1, overlap 0.25, constant blend) with roi = the training patch, or
+        roi = the whole slice padded as predict_preprocessed pads it: one window a slice, segkit's own masks."""
+        out = np.empty_like(probs)
+        t = time.perf_counter()
+        with torch.no_grad():
+            for z0 in range(0, pre.shape[2], 16):  # (N, C, X, Y) stacks of 5 context slices, as segkit's
+                z = np.arange(z0, min(pre.shape[2], z0 + 16))
+                x = context_stack(pre, z, cfg.preprocess.context_slices)
+                h, w = x.shape[2:]
+                if whole_slice:
+                    x = pad_to_multiple(x)[0]
+                roi = x.shape[2:] if whole_slice else tuple(cfg.train.patch_size)
+                logits = sliding_window_inference(torch.from_numpy(x), roi, 1, lambda p: net(p)[0], overlap=0.25)
+                logits = logits[:, :, :h, :w]
+                out[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0).numpy()
+        return out, time.perf_counter() - t
+
+    swi, theirs = monai(False)
+    whole, theirs_whole = monai(True)
+    mask = probs_to_mask(probs, grid)
     times = {"segkit_network_s": ours, "segkit_torch_network_s": ours_torch, "sliding_window_s": theirs}
     times["time_ratio_sliding_over_segkit"] = theirs / ours
-    same = dice(probs_to_mask(probs_torch, grid), probs_to_mask(probs, grid), cfg.task.labels)
+    times["sliding_window_whole_slice_s"] = theirs_whole
+    times["time_ratio_whole_slice_over_segkit"] = theirs_whole / ours
     return {
-        "roi": list(roi),
+        "roi": list(cfg.train.patch_size),
         "engine": info["engine"],
         **times,
-        "dice_sliding_vs_segkit": agree,
-        "dice_torch_vs_engine": same,
+        "dice_sliding_vs_segkit": dice(probs_to_mask(swi, grid), mask, cfg.task.labels),
+        "dice_whole_slice_vs_segkit": dice(probs_to_mask(whole, grid), mask, cfg.task.labels),
+        "dice_torch_vs_engine": dice(probs_to_mask(probs_torch, grid), mask, cfg.task.labels),
     }
 
 
@@ -550,6 +564,9 @@ def table(result: dict[str, Any]) -> str:
     if swi := result.get("sliding_window"):
         rows.append(f"| sliding window / segkit time | {swi['time_ratio_sliding_over_segkit']:.2f}x |")
         rows.append(f"| sliding window vs segkit Dice | {swi['dice_sliding_vs_segkit']} |")
+        if "time_ratio_whole_slice_over_segkit" in swi:
+            ratio, agree = swi["time_ratio_whole_slice_over_segkit"], swi["dice_whole_slice_vs_segkit"]
+            rows.append(f"| sliding window, roi = whole slice: time / segkit's, Dice | {ratio:.2f}x, {agree} |")
     for name, tl in result.get("train_loop", {}).items():
         if not isinstance(tl, dict) or "loop_s_per_step" not in tl:
             continue
