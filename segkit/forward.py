@@ -8,6 +8,7 @@ prediction through ONNX Runtime never imports torch (1.3-2.8 s of start-up on 2 
 from __future__ import annotations
 
 import glob
+import re
 import sys
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -28,12 +29,15 @@ ORGAN_SHARE = 0.25  # 3-D grade: windows at least this much organ are pooled
 
 
 class TorchNet:
-    """A PyTorch SegGrader with OnnxNet's NumPy interface: on its own device, under the config's autocast."""
+    """A PyTorch SegGrader with OnnxNet's NumPy interface: on its own device, under the config's autocast on a
+    GPU and in fp32 on a CPU. A CPU with native bf16 would take train.amp auto's bf16 there too, but its
+    probabilities moved by up to 0.13 and 0.05% of a head's voxels changed label against the fp32 ONNX
+    network (AVX512-BF16 EPYC, 2026-11-29): a CPU prediction is the same through either engine."""
 
     def __init__(self, net: SegGrader, amp: str) -> None:
         self.net = net
         self.device = next(net.parameters()).device
-        self.amp = amp
+        self.amp = amp if self.device.type == "cuda" else "off"
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, *spatial) float32 -> mask logits (N, K, *spatial), features (N, F + K)."""
@@ -72,15 +76,25 @@ def cpu_only_here() -> bool:
     return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*")
 
 
+def check_device(name: str) -> None:
+    """Refuse a --device that is not auto, cpu, cuda or cuda:N (torch's own error is a traceback)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise InputError(f"--device {name}: not a device segkit runs on; use auto, cpu or cuda (cuda:N for one GPU)")
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """auto -> CUDA when available, else CPU."""
     import torch
 
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+    check_device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for, but no CUDA device is available; use --device cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    dev = torch.device(name)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), from cuda:0")
+    return dev
 
 
 def predict_preprocessed(
