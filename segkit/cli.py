@@ -26,6 +26,8 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("matplotlib", "PIL", "h5py", "urllib3", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:  # its note on an empty mask's SEG: segkit says that in words of its own (segkit.export)
+        logging.getLogger("highdicom").setLevel(logging.ERROR)
     if not verbose:  # the readers log what segkit then says in one line of its own (twice, for nibabel's checks)
         for reader in ("nibabel", "pydicom"):
             logging.getLogger(reader).setLevel(logging.CRITICAL)
@@ -231,18 +233,28 @@ def export(
     pred_dir: Annotated[Path | None, typer.Argument(help="Predictions folder of segkit predict or evaluate.")] = None,
     out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("review"),
     format_: Annotated[str, typer.Option("--format", help="html, dicom-seg or onnx.")] = "html",
-    model: Annotated[str | None, typer.Option(help="Run folder or .pt: network (onnx), thresholds (html).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Run folder, .pt or shipped model: network (onnx), thresholds (html).")
+    ] = None,
     dicom: Annotated[Path | None, typer.Option(help="dicom-seg: source series (default: each report's input).")] = None,
     low_confidence: Annotated[
-        float | None, typer.Option(help="html: flag a top grade probability below this (default: the model's).")
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="html: flag a top grade probability below this (default: the model's)."),
     ] = None,
-    tiny_ml: Annotated[float | None, typer.Option(help="html: flag a graded structure below this (mL; 0.1).")] = None,
+    tiny_ml: Annotated[
+        float | None, typer.Option(min=0.0, help="html: flag a graded structure below this (mL; 0.1).")
+    ] = None,
 ) -> None:
     """Review page OUT/index.html, a DICOM SEG per case predicted from DICOM, or the network as ONNX."""
     from segkit.errors import InputError
     from segkit.export import check_format
 
     fmt = check_format(format_)
+    given = {"--model": model, "--dicom": dicom, "--low-confidence": low_confidence, "--tiny-ml": tiny_ml}
+    applies = {"html": ("--model", "--low-confidence", "--tiny-ml"), "dicom-seg": ("--dicom",), "onnx": ("--model",)}
+    unused = [k for k, v in given.items() if v is not None and k not in applies[fmt]]
+    if unused:  # silently ignored before: a user thought it did something
+        raise InputError(f"{', '.join(unused)} does not apply to --format {fmt}; drop it")
     if fmt == "onnx":
         from segkit.onnx_export import export_onnx
 
@@ -258,10 +270,9 @@ def export(
         written, skipped = export_dicom_seg(pred_dir, out, dicom)
         for path in written:
             _say(f"wrote {path}")
-        if skipped:
-            typer.echo(
-                f"warning: no DICOM SEG for {', '.join(skipped)}: predicted from NIfTI, not a DICOM series", err=True
-            )
+        for why in dict.fromkeys(skipped.values()):
+            names = ", ".join(n for n, w in skipped.items() if w == why)
+            typer.echo(f"warning: no DICOM SEG for {names}: {why}", err=True)
         return
     from segkit.export import write_review
 

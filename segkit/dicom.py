@@ -474,6 +474,8 @@ def dicom_seg(mask: np.ndarray, affine: np.ndarray, series: DicomSeries, labels:
     algorithm = hd.AlgorithmIdentificationSequence(
         name="segkit", family=codes.cid7162.ArtificialIntelligence, version=__version__
     )
+    from segkit.render import label_color
+
     segments = []
     for number, name in enumerate(labels[1:], start=1):
         category, kind = segment_codes(name)
@@ -487,6 +489,7 @@ def dicom_seg(mask: np.ndarray, affine: np.ndarray, series: DicomSeries, labels:
                 algorithm_identification=algorithm,
                 tracking_uid=hd.UID(),
                 tracking_id=name,
+                display_color=hd.color.CIELabColor.from_rgb(*label_color(number)),  # the overlay's and label files'
             )
         )
     slices = mask.astype(np.uint8).transpose(2, 1, 0)  # (Z, rows, cols): slice k of the volume

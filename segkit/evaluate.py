@@ -18,7 +18,7 @@ from segkit.config import Config
 from segkit.data.msd import CORE_FIELDS, Case, read_case, read_dataset
 from segkit.errors import InputError
 from segkit.infer import OUTPUT_SUFFIXES, load_model, predict_volume, write_prediction
-from segkit.io import ensure_dir
+from segkit.io import current_umask, ensure_dir
 from segkit.measure import measure
 from segkit.metrics import lesion_counts, lesion_table, segmentation_metrics
 from segkit.render import LABEL_FILE_SUFFIXES, LEGACY_LABEL_FILES, write_label_descriptions
@@ -67,6 +67,7 @@ def evaluate_split(
     check_replaceable(out / "predictions", data)
     existed = out.exists()
     staging = Path(tempfile.mkdtemp(prefix=".predictions-", dir=ensure_dir(out)))
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would keep predictions/ from everyone else
     try:
         found = _score_cases(net, cfg, info, cases, fields, split, staging)
     except BaseException:

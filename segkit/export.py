@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 from string import Template
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import InputError
-from segkit.io import atomic_write, atomic_write_text
+from segkit.io import atomic_write, atomic_write_text, check_not_input
 from segkit.render import LEGACY_LABEL_FILES, label_color, label_file_names
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ def read_predictions(pred_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     return pred_dir, reports
 
 
-def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> tuple[list[Path], list[str]]:
+def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> tuple[list[Path], dict[str, str]]:
     """out/<name>_seg.dcm for each prediction made from a DICOM series (or the one series given by --dicom);
-    returns the files written and the cases left out (predicted from NIfTI: a SEG references DICOM images)."""
+    returns the files written and the cases left out, each with why (predicted from NIfTI: a SEG references
+    DICOM images; or not the case of the series given by --dicom)."""
     from segkit.dicom import dicom_seg, list_series, read_series
     from segkit.io import read_volume
 
@@ -95,12 +97,20 @@ def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> tu
                 "against another series would reference the wrong images: pass that series' folder (--dicom)"
             )
         series = read_series(folder, uid or None, found)
+        if not mask.data.any():
+            log.warning("%s: the mask is empty; its DICOM SEG holds every frame, all empty", report["name"])
         out_path = Path(out) / f"{report['name']}_seg.dcm"
+        check_not_input(out_path, [p for p in folder.iterdir() if p.is_file()])  # a source slice of that name
         segs.append((out_path, dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path)))
     for out_path, seg in segs:
         atomic_write(out_path, seg.save_as)
     done = {id(report) for report, _ in pairs}
-    return [out_path for out_path, _ in segs], [r["name"] for r in reports if id(r) not in done]
+    skipped = {
+        r["name"]: "not the series given by --dicom" if r.get("series_uid") else "predicted from NIfTI, not DICOM"
+        for r in reports
+        if id(r) not in done
+    }
+    return [out_path for out_path, _ in segs], skipped
 
 
 def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float = TINY_ML) -> list[str]:
@@ -130,7 +140,8 @@ def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float =
     # predict's own low-confidence and disagreement warnings are the two flags above (this page's
     # threshold may differ): list every other warning
     dup = ("low-confidence grade", f"grade {grade} disagrees")
-    flags += [f"warning: {w}" for w in report.get("warnings") or [] if not str(w).startswith(dup)]
+    limits = set((report.get("model") or {}).get("limits") or [])  # the model's, on every case: shown once above
+    flags += [f"warning: {w}" for w in report.get("warnings") or [] if not str(w).startswith(dup) and w not in limits]
     return flags
 
 
@@ -193,6 +204,7 @@ def write_review(
             f"tiny below {tiny_ml:g} mL · from {pred_dir.resolve()}"
         ),
         legend=legend,
+        limits=_limits(reports),
         dice_head="<th data-key=dice>Dice</th>" if dice else "",
         rows="\n".join(rows),
         label_files=files,
@@ -228,6 +240,19 @@ def _task_keys(reports: list[dict[str, Any]], pred_dir: Path, out: Path) -> tupl
     return " · ".join(legend), "<br>".join(files)
 
 
+def _href(path: Path, out: Path) -> str:
+    """A link from the page in `out` to path: relative, URL-encoded (a case named a#1?x or with spaces), escaped."""
+    return html.escape(urllib.parse.quote(Path(os.path.relpath(path, out)).as_posix()))
+
+
+def _limits(reports: list[dict[str, Any]]) -> str:
+    """The measured limits each model declares (a shipped model's, repeated in every one of its reports), once
+    per model: shown above the table instead of as a flag on every case."""
+    seen = {_checkpoint(r): (r.get("model") or {}).get("limits") for r in reports}
+    head = "<b>Limits the model declares</b> (in each of its reports)"
+    return "".join(f'<div class="limits">{head}: {html.escape(" ".join(t))}</div>' for t in seen.values() if t)
+
+
 def _checkpoint(report: dict[str, Any]) -> str:
     return str((report.get("model") or {}).get("checkpoint"))
 
@@ -253,8 +278,8 @@ def _review_row(r: dict[str, Any], pred_dir: Path, out: Path, flags: list[str], 
     volumes = "".join(f"<li>{esc(k)} <b>{v:.2f} mL</b></li>" for k, v in (r.get("volumes_ml") or {}).items())
     cells = [
         f'<td><div class="case">{esc(r["name"])}</div>{flag_html}'
-        f'<div class="links"><a href="{esc(os.path.relpath(pred_dir / r["mask"], out))}">mask</a> · '
-        f'<a href="{esc(os.path.relpath(pred_dir / (r["name"] + "_report.json"), out))}">report</a></div></td>',
+        f'<div class="links"><a href="{_href(pred_dir / r["mask"], out)}">mask</a> · '
+        f'<a href="{_href(pred_dir / (r["name"] + "_report.json"), out)}">report</a></div></td>',
         f'<td><div class="grade g{gi % 3 if gi >= 0 else "x"}">{esc(grade or "no grade")}</div>{bars}'
         + (_truth(truth["grade_true"], grade) if truth and truth.get("grade_true") else "")
         + "</td>",
@@ -325,12 +350,14 @@ font-size:12px}
 i.g0{background:#6fbf73}i.g1{background:#ffb347}i.g2{background:#ff6b6b}
 .truth,.sub{color:#9aa4b0;font-size:12px}.truth.miss{color:#ff8a80}.bio{font-size:13px}
 ul{margin:4px 0 0;padding-left:16px;font-size:12px}li{white-space:nowrap}
+.limits{padding:6px 18px;color:#ffd27a;font-size:12px;background:#1a1d22;border-bottom:1px solid #2a3038}
 .missing{color:#ff6b6b;padding:30px}footer{color:#9aa4b0;font-size:12px;padding:14px 18px}code{color:#c8d0da}
 </style></head>
 <body>
 <header><h1>$title</h1><div class="summary">$summary</div>
 <div class="controls"><label><input type="checkbox" id="only"> flagged only</label> · click a column to sort ·
 labels: $legend</div></header>
+$limits
 <table><thead><tr><th data-key=flags class=desc>Case · flags</th><th data-key=grade>Grade</th>
 <th data-key=bio>Biomarker · volumes</th>$dice_head
 <th>Axial · coronal · sagittal <small>(patient's right on the image's left)</small></th></tr></thead>

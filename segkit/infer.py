@@ -34,7 +34,7 @@ from segkit.checks import (
 from segkit.config import Config, apply_overrides, config_from_dict, config_to_dict
 from segkit.engine import ENGINES, OnnxNet, open_onnx
 from segkit.errors import CheckpointError, InputError, SegkitError
-from segkit.forward import Network, cpu_only_here, pick_device, predict_preprocessed
+from segkit.forward import Network, check_device, cpu_only_here, pick_device, predict_preprocessed
 from segkit.io import (
     Volume,
     atomic_write_text,
@@ -110,6 +110,7 @@ def load_model(
     """
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
+    check_device(device)
     ref = model if isinstance(model, ModelRef) else resolve_model(model)
     path = require_checkpoint(ref.path)
     sha = file_sha256(path)
@@ -338,6 +339,10 @@ def list_inputs(path: Path) -> list[Path]:
         raise InputError(f"{path}: not found; pass a .nii/.nii.gz file, a folder of them or a DICOM series folder")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
+        own = [p for p in files if written_by_predict(p)]
+        if own:  # a folder predicted into itself: its masks are not scans to predict
+            files = [p for p in files if p not in own]
+            log.warning("skipping %d file(s) segkit predict wrote in %s (%s, ...)", len(own), path, own[0].name)
         if files and any(is_dicom_file(p) for p in path.iterdir() if not is_nifti(p)):  # e.g. predict's masks in it
             raise InputError(
                 f"{path}: holds both .nii/.nii.gz files ({files[0].name}, ...) and DICOM files; segkit cannot tell "
@@ -352,6 +357,15 @@ def list_inputs(path: Path) -> list[Path]:
             "or a .dcm name); pass a NIfTI file, a folder of them or a DICOM series folder"
         )
     return [path]
+
+
+def written_by_predict(path: Path) -> bool:
+    """A mask or probability map that segkit predict wrote: a NIfTI named <name>_mask / _probabilities with
+    <name>_report.json beside it."""
+    for suffix in (s for s in OUTPUT_SUFFIXES if s.endswith(".nii.gz")):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)] + "_report.json").is_file()
+    return False
 
 
 def read_input(path: Path, series: str | None = None) -> Volume:
@@ -459,7 +473,7 @@ def predict_paths(
         for suffix in OUTPUT_SUFFIXES:
             check_not_input(out / f"{names[f]}{suffix}", files)
     failed: list[Path] = []
-    readable, cache = list(files), dict[Path, Volume]()
+    readable, cache = list(files), dict[Path, tuple[Volume, float]]()
     if model is None:  # read every input before loading the model: a shipped model is picked by modality
         readable, cache, picks = _pick_models(files, series, failed)
         if not readable:
@@ -492,25 +506,26 @@ def predict_paths(
 
 def _pick_models(
     files: list[Path], series: str | None, failed: list[Path]
-) -> tuple[list[Path], dict[Path, Volume], set[str]]:
-    """Read every input once for its modality: (readable inputs, the last one read, the shipped models picked)."""
+) -> tuple[list[Path], dict[Path, tuple[Volume, float]], set[str]]:
+    """Read every input once for its modality: (readable inputs, the last one read with its reading seconds, the
+    shipped models picked)."""
     readable, cache, picks = [], {}, set()
     for f in files:
         try:
-            vol = read_input(f, series)
-            picks.add(shipped_model_for(vol.data, vol.modality))
+            read = _read_timed(f, series, {})
+            picks.add(shipped_model_for(read[0].data, read[0].modality))
         except SegkitError as e:
             _case_failed(f, e, failed, len(files))
             continue
         readable.append(f)
-        cache = {f: vol}  # kept for the prediction: the last input is not read twice
+        cache = {f: read}  # kept for the prediction: the last input is not read twice
     return readable, cache, picks
 
 
-def _read_timed(f: Path, series: str | None, cache: dict[Path, Volume]) -> tuple[Volume, float]:
-    """An input volume (from the cache when it was read already) and the seconds reading took."""
+def _read_timed(f: Path, series: str | None, cache: dict[Path, tuple[Volume, float]]) -> tuple[Volume, float]:
+    """An input volume and the seconds reading it took (from the cache when it was read already)."""
     if f in cache:
-        return cache.pop(f), 0.0
+        return cache.pop(f)
     t0 = time.perf_counter()
     vol = read_input(f, series)
     return vol, round(time.perf_counter() - t0, 3)

@@ -247,10 +247,15 @@ def _temp_beside(path: Path) -> Path:
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual permissions
     return Path(tmp_name)
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, then put back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

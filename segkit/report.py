@@ -314,13 +314,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# segkit evaluation report", ""]
     lines += _table(["", ""], [[f"**{k}**", _meta_value(v)] for k, v in report["meta"].items()])
     small = f" This split has only {n} cases." if n < 30 else ""
+    split = report["meta"].get("split")
     lines += [
         "",
         f"> **{n} cases.** Means are given with bootstrap 95% confidence intervals. On a "
-        f"small test split these intervals are wide; differences inside them are not evidence "
+        f"small split these intervals are wide; differences inside them are not evidence "
         f"that one model is better.{small}",
         "",
     ]
+    if split in ("train", "all"):
+        lines += [
+            f"> **Split `{split}`**: if the model was trained on this dataset, these are its own training cases, and "
+            "the figures overstate what it does on scans it never saw; use the `test` split for that.",
+            "",
+        ]
 
     lines += ["## Summary", ""]
     body = []

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -21,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from segkit.dicom import read_series, write_dicom_seg
 from segkit.export import review_flags
 from segkit.io import write_volume
-from segkit.render import PALETTE
+from segkit.render import PALETTE, label_color
 
 OBLIQUE_LPS = np.eye(4)
 OBLIQUE_LPS[:3, :3] = rotation(2, 25) @ rotation(0, 10) @ np.diag([-0.8, -0.9, 2.5])  # L and P flipped, oblique
@@ -90,6 +91,9 @@ def check_seg_matches_mask(path: Path, mask: np.ndarray, series_dir: Path, label
     assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"AUTOMATIC"}
     assert ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "segkit"
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == series.datasets[0].SeriesInstanceUID
+    for k, segment in enumerate(ds.SegmentSequence, start=1):  # a viewer shows each label in segkit's colour
+        rgb = hd.color.CIELabColor.from_dicom_value(tuple(segment.RecommendedDisplayCIELabValue)).to_rgb()
+        assert np.allclose(rgb, label_color(k), atol=1), (k, rgb)
 
 
 def known_mask(shape: tuple[int, int, int]) -> np.ndarray:
@@ -127,10 +131,26 @@ def test_predict_dicom_folder_then_export_dicom_seg(tiny_run, tmp_path, capsys):
     assert run_cli(["predict", str(nifti), "--model", str(tiny_run), "--out", str(pred)], capsys)[0] == 0
     code, stdout, err = run_cli(["export", str(pred), "--format", "dicom-seg", "--out", str(tmp_path / "seg")], capsys)
     assert code == 0, err
-    assert "warning: no DICOM SEG for other: predicted from NIfTI, not a DICOM series" in err  # was skipped unsaid
+    assert "warning: no DICOM SEG for other: predicted from NIfTI, not DICOM" in err  # was skipped unsaid
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["CT_abdomen_seg.dcm"]
     labels = ("background", "brain", "lateral_ventricles")
     check_seg_matches_mask(tmp_path / "seg" / "CT_abdomen_seg.dcm", mask, series_dir, labels)
+    # a second DICOM case beside it, and --dicom naming the first: the second is left out for that reason
+    second = tmp_path / "second"
+    write_dicom_series(second, ct_like((20, 20, 6)), np.eye(4))
+    assert run_cli(["predict", str(second), "--model", str(tiny_run), "--out", str(pred)], capsys)[0] == 0
+    args = ["export", str(pred), "--format", "dicom-seg", "--dicom", str(series_dir), "--out", str(tmp_path / "seg2")]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "no DICOM SEG for second: not the series given by --dicom" in err  # was "predicted from NIfTI"
+    assert "no DICOM SEG for other: predicted from NIfTI" in err
+    # a SEG written into the series folder never replaces a source slice that bears its name
+    slice_file = sorted(series_dir.iterdir())[0]
+    victim = slice_file.rename(series_dir / "CT_abdomen_seg.dcm")
+    before = victim.read_bytes()
+    args = ["export", str(pred), "--format", "dicom-seg", "--dicom", str(series_dir), "--out", str(series_dir)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "output would overwrite the input" in err and victim.read_bytes() == before
 
 
 def test_bad_dicom_folders_get_one_line_exit_2(tiny_run, tmp_path, capsys):
@@ -408,14 +428,21 @@ def test_a_seg_references_only_the_series_its_mask_was_predicted_from(tiny_run, 
 
 def test_a_dicom_folder_that_also_holds_nifti_files_is_not_guessed(tiny_run, tmp_path, capsys):
     """predict DIR --out DIR writes the masks into the DICOM folder; predicting the folder again then took the
-    mask for the input (a CT series predicted as a NIfTI mask by the MRI model)."""
+    mask for the input (a CT series predicted as a NIfTI mask by the MRI model). segkit's own mask is skipped
+    (its report beside it), so the series is predicted again; a NIfTI of the user's own beside it is refused."""
     folder = tmp_path / "CT"
     write_dicom_series(folder, ct_like((20, 18, 6)), OBLIQUE_LPS)
     code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(folder)], capsys)
     assert code == 0 and (folder / "CT_mask.nii.gz").is_file(), err
     out = tmp_path / "again"
     code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
-    assert code == 2 and "holds both .nii/.nii.gz files (CT_mask.nii.gz, ...) and DICOM files" in err, err
+    assert code == 0, err
+    first, again = (nib.load(f / "CT_mask.nii.gz") for f in (folder, out))
+    assert np.array_equal(first.get_fdata(), again.get_fdata()) and np.allclose(first.affine, again.affine)
+    shutil.copy(folder / "CT_mask.nii.gz", folder / "notes.nii.gz")  # a NIfTI nobody can say is not a scan
+    out = tmp_path / "third"
+    code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
+    assert code == 2 and "holds both .nii/.nii.gz files (notes.nii.gz, ...) and DICOM files" in err, err
     assert not out.exists()
 
 

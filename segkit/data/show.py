@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit.data.msd import Case, Dataset, read_case, read_dataset
+from segkit.errors import OutputError
 from segkit.io import atomic_write
 from segkit.render import compose, label_color, label_key, render_view, slice_view, tile_grid, to_ras
 from segkit.tasks import TASKS
@@ -66,6 +67,10 @@ def _tile(case: Case, row: dict, targets: list[int], ct: bool, labels: tuple[str
 
 def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
     """Write a PNG montage: per case an axial and a coronal slice through the graded structure."""
+    out_png = Path(out_png)
+    if out_png.suffix.lower() != ".png" or out_png.is_dir():  # never over dataset.json, an image or a folder
+        what = "is a folder" if out_png.is_dir() else "is not a .png name"
+        raise OutputError(f"{out_png}: {what}; the montage is a PNG image: give --out a file name ending in .png")
     ds = read_dataset(root)
     rows_by_case = {r.get("case"): r for r in ds.meta.get("training", [])}
     ct = "CT" in str(ds.meta.get("modality", {}))
@@ -79,6 +84,5 @@ def show_dataset(root: Path, out_png: Path, max_cases: int = 12) -> Path:
         f"biomarker {biomarker.get('name', '')} thresholds {biomarker.get('thresholds', '')}"
     )
     sheet = compose([grid], [""], title, label_key(labels))
-    out_png = Path(out_png)
     atomic_write(out_png, lambda t: sheet.save(t, format="PNG"))
     return out_png

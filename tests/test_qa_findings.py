@@ -1,0 +1,116 @@
+"""What a QA pass of 2026-11-29 found a user could hit: each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+from conftest import run_cli, write_nifti
+
+
+@pytest.mark.parametrize("name", ["dataset.json", "imagesTr", "montage.jpg"])
+def test_data_show_writes_only_a_png_and_never_over_the_dataset(phantom_ventricle, tmp_path, capsys, name):
+    data = shutil.copytree(phantom_ventricle, tmp_path / "data")
+    target = data / name
+    before = target.read_bytes() if target.is_file() else None
+    code, _, err = run_cli(["data", "show", str(data), "--out", str(target)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "ending in .png" in err, err  # was: a PNG written over it
+    if before is not None:
+        assert target.read_bytes() == before
+    else:
+        assert target.is_dir() or not target.exists()
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "CPU", "cuda:x"])
+def test_an_unknown_device_is_one_line_and_exit_2(tiny_run, tmp_path, capsys, device):
+    image = write_nifti(tmp_path / "v.nii.gz", np.random.default_rng(0).random((24, 24, 8)) * 100, np.eye(4))
+    code, _, err = run_cli(["predict", str(image), "--model", str(tiny_run), "--device", device], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"--device {device}" in err, err  # was a torch traceback
+
+
+def test_a_folder_predicted_into_itself_does_not_predict_its_masks(tiny_run, tmp_path, capsys, caplog):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write_nifti(folder / "c.nii.gz", np.random.default_rng(0).random((24, 24, 8)) * 100, np.eye(4))
+    args = ["predict", str(folder), "--model", str(tiny_run), "--out", str(folder)]
+    assert run_cli(args, capsys)[0] == 0
+    code, _, err = run_cli(args, capsys)  # was refused: "c_mask.nii.gz: output would overwrite the input"
+    assert code == 0, err
+    code, _, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and "skipping 1 file(s) segkit predict wrote" in caplog.text, err
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_report.json")) == ["c_report.json"]  # no c_mask_report
+    # a scan whose name happens to end in _mask, with no report beside it, is still a scan
+    shutil.copy(folder / "c.nii.gz", folder / "d_mask.nii.gz")
+    assert run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(tmp_path / "p")], capsys)[0] == 0
+    assert (tmp_path / "p" / "d_mask_report.json").is_file()
+
+
+def test_the_read_time_is_reported_when_the_file_was_read_to_pick_the_model(tmp_path, capsys):
+    """Without --model the input is read once to pick the shipped model by modality; its report said read 0.0."""
+    image = write_nifti(tmp_path / "v.nii.gz", np.random.default_rng(0).random((40, 40, 20)) * 100, np.eye(4))
+    assert run_cli(["predict", str(image), "--out", str(tmp_path / "o")], capsys)[0] == 0
+    assert json.loads((tmp_path / "o" / "v_report.json").read_text())["seconds"]["read"] > 0
+
+
+def test_review_page_shows_a_models_limits_once_and_encodes_its_links(tiny_run, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    write_nifti(tmp_path / "a#1 ü.nii.gz", np.random.default_rng(0).random((24, 24, 8)) * 100, np.eye(4))
+    code, _, err = run_cli(
+        ["predict", str(tmp_path / "a#1 ü.nii.gz"), "--model", str(tiny_run), "--out", str(pred)], capsys
+    )
+    assert code == 0, err
+    report_path = pred / "a#1 ü_report.json"
+    report = json.loads(report_path.read_text())
+    limits = "this model (preview): Dice 0.5 on real scans; check every mask"
+    report["model"]["limits"] = [limits]  # as a shipped model's checkpoint declares them
+    report["warnings"] = [*report["warnings"], limits]
+    report_path.write_text(json.dumps(report))
+    code, _, err = run_cli(["export", str(pred), "--out", str(tmp_path / "review")], capsys)
+    assert code == 0, err
+    page = (tmp_path / "review" / "index.html").read_text()
+    assert page.count(limits) == 1 and 'class="limits"' in page  # once, above the table
+    assert f"warning: {limits}" not in page  # was a flag on every case of a shipped model
+    assert 'href="../pred/a%231%20%C3%BC_mask.nii.gz"' in page  # was a raw '#': a link to "../pred/a"
+
+
+def test_export_refuses_options_that_do_not_apply_or_make_no_sense(tiny_run, tmp_path, capsys):
+    write_nifti(tmp_path / "v.nii.gz", np.random.default_rng(0).random((24, 24, 8)) * 100, np.eye(4))
+    assert (
+        run_cli(
+            ["predict", str(tmp_path / "v.nii.gz"), "--model", str(tiny_run), "--out", str(tmp_path / "p")], capsys
+        )[0]
+        == 0
+    )
+    for extra in (
+        ["--low-confidence", "1.5"],
+        ["--tiny-ml", "-1"],
+        ["--format", "dicom-seg", "--model", str(tiny_run)],
+    ):
+        code, _, err = run_cli(["export", str(tmp_path / "p"), "--out", str(tmp_path / "r"), *extra], capsys)
+        assert code == 2 and err.count("\n") == 1, (extra, err)  # were accepted (or ignored) with exit 0
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_predictions_folder_has_the_usual_permissions(tiny_run, phantom_ventricle, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = [
+        "evaluate",
+        "--model",
+        str(tiny_run),
+        "--data",
+        str(phantom_ventricle),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+    ]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "predictions").stat().st_mode) == 0o777 & ~umask  # was 0700 (mkdtemp's)
+    assert "its own training cases" in (out / "report.md").read_text()  # the train split says what it measures
