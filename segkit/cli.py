@@ -127,8 +127,10 @@ def train(
         return
     best = summary["best"]
     nan = float("nan")
+    early = f" (stopped early: train.patience {cfg.train.patience} epochs without improvement)"
     _say(
-        f"done: {summary['epochs']} epochs in {run_dir}; best epoch {best.get('epoch')}: "
+        f"done: {summary['epochs']} epochs{early if summary.get('stopped_early') else ''} in {run_dir}; "
+        f"best epoch {best.get('epoch')}: "
         f"val Dice {best.get('val_dice', nan):.4f}, "
         f"val grade acc {_final_grade_acc(summary['grade_head'], best):.3f}"
     )

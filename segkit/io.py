@@ -233,9 +233,17 @@ def ensure_dir(folder: Path) -> Path:
 def label_array(lab: Volume, labels: tuple[str, ...]) -> np.ndarray:
     """A label volume as uint8, refusing values that are not one of the task's label indices."""
     values = np.unique(lab.data)
-    if values.min() < 0 or values.max() >= len(labels) or not np.all(values == values.round()):
+    fractional = values[values != values.round()]
+    if len(fractional):  # a label map resampled with linear interpolation, or an image given as the label
+        shown = ", ".join(f"{v:g}" for v in fractional[:4]) + (", ..." if len(fractional) > 4 else "")
         raise InputError(
-            f"{lab.path}: label values {values[:8].tolist()} outside 0..{len(labels) - 1} "
+            f"{lab.path}: {len(fractional)} label values are not whole numbers ({shown}): a label map holds the "
+            "indices 0, 1, 2, ...; resample labels with nearest-neighbour interpolation, or check it is not an image"
+        )
+    wrong = values[(values < 0) | (values >= len(labels))]
+    if len(wrong):
+        raise InputError(
+            f"{lab.path}: label values {wrong[:8].astype(int).tolist()} outside 0..{len(labels) - 1} "
             f"({', '.join(labels)}); fix the label or task.labels"
         )
     return lab.data.astype(np.uint8)

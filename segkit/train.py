@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -188,12 +189,20 @@ def init_weights(net: SegGrader, model: str | Path, cfg: Config) -> dict[str, An
     ref = resolve_model(model)
     state = load_checkpoint(ref.path)
     src = config_from_dict(state["config"])
-    same = (src.model.arch, src.model.channels, src.task.labels, src.in_channels)
-    if same != (cfg.model.arch, cfg.model.channels, cfg.task.labels, cfg.in_channels):
-        raise ConfigError(
-            f"--init {model}: its network ({src.model.arch}, channels {list(src.model.channels)}, labels "
-            f"{list(src.task.labels)}) differs from this config's; fine-tune with the config it was trained with"
+    fields = {
+        "model.arch": (src.model.arch, cfg.model.arch),
+        "model.channels": (list(src.model.channels), list(cfg.model.channels)),
+        "task.labels": (list(src.task.labels), list(cfg.task.labels)),
+        "input channels (preprocess.context_slices)": (src.in_channels, cfg.in_channels),
+    }
+    differ = [f"{k} {a} here {b}" for k, (a, b) in fields.items() if a != b]
+    if differ:
+        todo = (
+            "its output layer has one channel per label, so train from scratch (drop --init)"
+            if any(d.startswith("task.labels") for d in differ)
+            else "fine-tune with the config it was trained with"
         )
+        raise ConfigError(f"--init {model}: its network differs from this config's ({'; '.join(differ)}); {todo}")
     missing, unexpected = net.load_state_dict(state["model"], strict=False)
     renormed = src.model.norm != cfg.model.norm
     bad = [
@@ -272,6 +281,7 @@ def _fit(
     if resume:
         state = _resume(run_dir / "last.pt", cfg, net, opt, sched)
         earlier = state.pop("max_spacing_mm")
+        _check_more_to_train(state, cfg, run_dir)
     elif init is not None:
         info["init"] = init_weights(net, init, cfg)
         earlier = info["init"]["max_spacing_mm"]
@@ -317,6 +327,7 @@ def _fit(
         writer.close()
     best = max(state["history"], key=lambda r: r[cfg.train.monitor]) if state["history"] else {}
     summary = {"run_dir": str(run_dir), "epochs": state["epoch"], "best": best, "grade_head": {}}
+    summary["stopped_early"] = state["epoch"] < cfg.train.epochs  # patience ran out
     if main and state["history"]:
         summary["grade_head"] = finish_run(net, train, val, cfg, run_dir)
         summary["onnx"] = export_best(run_dir / "best.pt")
@@ -343,16 +354,19 @@ def _read_splits(cfg: Config, data_dir: Path) -> tuple[list[CaseData], list[Case
     ds = read_dataset(data_dir)
     if tuple(ds.labels) != cfg.task.labels:
         raise InputError(
-            f"{data_dir}: dataset labels {list(ds.labels)} differ from config task.labels {list(cfg.task.labels)}"
+            f"{data_dir}: dataset labels {list(ds.labels)} differ from config task.labels {list(cfg.task.labels)}; "
+            "make them the same names in the same order (README: Your own data)"
         )
     if tuple(ds.grades) != cfg.task.grades:
         raise InputError(
-            f"{data_dir}/dataset.json: grades {list(ds.grades)} differ from config task.grades {list(cfg.task.grades)}"
+            f"{data_dir}/dataset.json: grades {list(ds.grades)} differ from config task.grades "
+            f"{list(cfg.task.grades)}; make them the same names in the same order"
         )
     train_cases, val_cases = ds.split("train"), ds.split("val")
     if not train_cases or not val_cases:
         raise InputError(
-            f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)})"
+            f"{data_dir}: needs cases in both the train and val splits (has {len(train_cases)}, {len(val_cases)}); "
+            'give each case of dataset.json a "split": "train", "val" or "test" (a case without one is train)'
         )
     if 0 < cfg.train.val_cases < len(val_cases):  # evenly spread: every grade, and the real images listed last
         val_cases = [val_cases[int(i)] for i in np.linspace(0, len(val_cases) - 1, cfg.train.val_cases).round()]
@@ -396,6 +410,22 @@ def _update_state(state: dict[str, Any], row: dict[str, Any], cfg: Config) -> bo
     return improved
 
 
+def _check_more_to_train(state: dict[str, Any], cfg: Config, run_dir: Path) -> None:
+    """Refuse a resume with no epoch to train: it would only redo the run's end (the grade head's refit, the
+    post-processing choice) and rewrite what records them."""
+    done, epochs = state["epoch"], cfg.train.epochs
+    if done >= epochs:
+        raise InputError(
+            f"{run_dir}: has trained {done} epochs already, all of train.epochs {epochs}; to train on, resume with "
+            f"--epochs above {done}"
+        )
+    if state["bad_epochs"] >= cfg.train.patience:
+        raise InputError(
+            f"{run_dir}: stopped early after {state['bad_epochs']} epochs without improvement (train.patience "
+            f"{cfg.train.patience}); to train on, resume with --set train.patience=N above {state['bad_epochs']}"
+        )
+
+
 def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume; run without --resume to start training")
@@ -411,7 +441,13 @@ def _resume(path: Path, cfg: Config, net: SegGrader, opt: torch.optim.Optimizer,
     net.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
-    sched.T_max = cfg.train.epochs  # --epochs raised on resume: the cosine runs on to the new last epoch
+    if sched.T_max != cfg.train.epochs:  # --epochs changed on resume: the cosine runs on to the new last epoch
+        sched.T_max = cfg.train.epochs
+        # the scheduler steps each lr from the one before: set this epoch's on the new curve (its closed form),
+        # the lr a run begun with these epochs would have now (set T_max alone, every added epoch kept the floor)
+        t = sched.last_epoch
+        for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * t / sched.T_max)) / 2
     log.info("resuming after epoch %d", ck["epoch"])
     return {
         "epoch": ck["epoch"],

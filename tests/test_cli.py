@@ -175,6 +175,7 @@ def test_init_fine_tunes_from_a_run_and_refuses_another_network(tiny_run, phanto
     other = tmp_path / "other"
     code, _, err = run_cli([*args, *wide, "--epochs", "1", "--out", str(other), "--init", str(tiny_run)], capsys)
     assert code == 2 and "differs from this config" in err and len(err.strip().splitlines()) == 1
+    assert "model.channels [8, 16, 32] here [8, 16, 64]" in err  # both sides named (was the source's alone)
     assert not (other / "best.pt").exists()
     # batch norm from an instance-norm source (how the liver model moved to it): only the norm layers start fresh
     bn = tmp_path / "bn"

@@ -114,3 +114,63 @@ def test_evaluate_predictions_folder_has_the_usual_permissions(tiny_run, phantom
     os.umask(umask)
     assert stat.S_IMODE((out / "predictions").stat().st_mode) == 0o777 & ~umask  # was 0700 (mkdtemp's)
     assert "its own training cases" in (out / "report.md").read_text()  # the train split says what it measures
+
+
+def test_more_epochs_on_resume_run_on_the_cosine_and_a_finished_run_is_not_redone(
+    tiny_run, phantom_ventricle, tmp_path, capsys
+):
+    """tiny_run trained 2 epochs; resumed to 4, its epochs 3 and 4 had the floor lr (2% of train.lr) because the
+    scheduler steps each lr from the one before: they get the lr of a run begun with 4 epochs."""
+    import csv
+    import math
+
+    from conftest import ROOT, TINY
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    args = ["train", "--config", str(ROOT / "configs/ventricle.yaml"), "--data", str(phantom_ventricle)]
+    tiny = [a for s in TINY if not s.startswith("train.epochs") for a in ("--set", s)]
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = run_cli([*args, "--out", str(run), *tiny, "--epochs", "2", "--resume"], capsys)
+    assert code == 2 and "has trained 2 epochs already" in err, err  # was: the refit and choices redone
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    code, _, err = run_cli([*args, "--out", str(run), *tiny, "--epochs", "4", "--resume"], capsys)
+    assert code == 0, err
+    lrs = [float(r["lr"]) for r in csv.DictReader((run / "metrics.csv").open())]
+    base = 1e-3
+    want = [0.02 * base + 0.98 * base * (1 + math.cos(math.pi * t / 4)) / 2 for t in (2, 3)]
+    assert lrs[2:] == pytest.approx(want, rel=1e-5), lrs  # were [2e-05, 2e-05] (metrics.csv rounds to 6 digits)
+
+
+def test_label_values_say_what_is_wrong_with_them(tmp_path):
+    """A label map resampled linearly holds 0.7: it was called 'outside 0..2'; an out-of-range one lists only the
+    values that are out of range (it listed every value, all of an image's intensities for an image)."""
+    import nibabel as nib
+
+    from segkit.errors import InputError
+    from segkit.io import label_array, read_volume
+
+    labels = ("background", "organ", "lesion")
+    data = np.zeros((6, 6, 4), np.float32)
+    data[1, 1, 1], data[2, 2, 2] = 0.7, 2.0
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "frac.nii.gz"))
+    with pytest.raises(InputError, match=r"1 label values are not whole numbers \(0\.7\).*nearest-neighbour"):
+        label_array(read_volume(tmp_path / "frac.nii.gz", kind="label"), labels)
+    data[1, 1, 1] = 7.0
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "big.nii.gz"))
+    with pytest.raises(InputError, match=r"label values \[7\] outside 0\.\.2"):
+        label_array(read_volume(tmp_path / "big.nii.gz", kind="label"), labels)
+
+
+@pytest.mark.parametrize("name", ["ventricle", "liver-cyst", "ventricle-3d", "liver-cyst-3d"])
+def test_each_shipped_config_lists_every_key(name):
+    """README: the configs list every key (train.outside_slices was in none, train.target_sampling not in the 3-D)."""
+    import yaml
+    from conftest import ROOT
+
+    from segkit.config import Config, config_to_dict
+
+    written = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    for section, keys in config_to_dict(Config()).items():
+        assert section in written, section
+        if isinstance(keys, dict):
+            assert sorted(set(keys) - set(written[section] or {})) == [], section
