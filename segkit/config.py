@@ -297,7 +297,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {p} is not valid YAML{at}; fix its syntax") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections")
-    cfg = config_from_dict(apply_overrides(data, overrides or []))
+    try:
+        cfg = config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as e:  # say where the bad value is, and what to do where the check did not
+        where = f"{path}: " if path is not None else ""
+        todo = "" if "; " in str(e) else f"; fix it in {path or 'the config'} or in the --set that gives it"
+        raise ConfigError(f"{where}{e}{todo}") from None
     if path is not None and not isinstance(data.get("task"), dict):  # an empty file trained the defaults unsaid
         raise ConfigError(
             f"config file {path} has no task section (what is segmented and graded); start from "

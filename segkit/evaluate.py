@@ -184,7 +184,10 @@ def subgroup_fields(cases: list[Case], asked: list[str] | None, data: Path) -> t
         unknown = [f for f in asked if f not in present]
         if unknown:
             have = ", ".join(present) or "none"
-            raise InputError(f"{data}/dataset.json: no case of the split has field {unknown[0]!r} (fields: {have})")
+            raise InputError(
+                f"{data}/dataset.json: no case of the split has field {unknown[0]!r} (fields: {have}); "
+                "pick one of those for --by"
+            )
         return tuple(dict.fromkeys(asked))
     chosen = []
     for key in present:

@@ -174,3 +174,12 @@ def test_each_shipped_config_lists_every_key(name):
         assert section in written, section
         if isinstance(keys, dict):
             assert sorted(set(keys) - set(written[section] or {})) == [], section
+
+
+def test_a_config_error_names_the_file_and_what_to_do(capsys):
+    from conftest import ROOT
+
+    config = ROOT / "configs" / "ventricle.yaml"
+    code, _, err = run_cli(["train", "--config", str(config), "--set", "train.lr=fast"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{config}: train.lr: 'fast' is not a valid float; fix it in {config}" in err  # was the check alone
