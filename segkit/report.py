@@ -70,7 +70,7 @@ def write_evaluation(
     write_per_case_csv(out / "per_case.csv", rows, per_case_columns(rows, grades, labels))
     atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=2, allow_nan=False))
     atomic_write_text(out / "report.md", render_markdown(report))
-    graded = y_true >= 0
+    graded = _graded(y_true, probs)
     save_figure(out / "confusion.png", plot_confusion(report["grading"], grades))
     save_figure(out / "roc.png", plot_roc(y_true[graded], probs[graded], grades, report["grading"]))
     save_figure(out / "calibration.png", plot_calibration(report["grading"]))
@@ -89,7 +89,7 @@ def build_report(
     by: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The report dict: segmentation means with CIs, empty cases, grading, agreement, subgroups."""
-    graded = y_true >= 0
+    graded = _graded(y_true, probs)
     grading = None
     if graded.any():
         grading = grading_metrics(y_true[graded], probs[graded], grades)
@@ -112,6 +112,12 @@ def build_report(
             key: _subgroups(rows, key, labels, bootstrap) for key in (("grade_true",) if graded.any() else ()) + by
         },
     }
+
+
+def _graded(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The cases the grade metrics score: a known true grade and grade probabilities (a constant image gets none:
+    predict leaves it ungraded, and its NaNs crashed the AUC and calibration)."""
+    return (y_true >= 0) & np.isfinite(probs).all(axis=1)
 
 
 def _subgroups(rows: list[dict], key: str, labels: tuple[str, ...], num_samples: int) -> dict[str, Any]:
@@ -367,6 +373,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _lesion_section(report["lesions"])
     if g:
         lines += _grading_section(g)
+        if report["num_graded"] < n:
+            lines += [
+                f"{n - report['num_graded']} of the {n} cases are not in the grade figures: no true grade, or no "
+                "grade probabilities (a constant image, which predict leaves ungraded).",
+                "",
+            ]
     else:
         lines += ["## Grading", "", "No case has a ground-truth grade; grading not evaluated.", ""]
     lines += _agreement_section(report["agreement"])

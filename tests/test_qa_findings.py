@@ -183,3 +183,22 @@ def test_a_config_error_names_the_file_and_what_to_do(capsys):
     code, _, err = run_cli(["train", "--config", str(config), "--set", "train.lr=fast"], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert f"{config}: train.lr: 'fast' is not a valid float; fix it in {config}" in err  # was the check alone
+
+
+def test_evaluate_reports_a_split_holding_a_constant_image(tiny_run, phantom_ventricle, tmp_path, capsys):
+    """predict gives a constant image no grade probabilities; evaluate filled them with NaN and its AUC (or, with one
+    grade in the split, its calibration) crashed with a traceback after writing predictions/."""
+    import nibabel as nib
+
+    data = shutil.copytree(phantom_ventricle, tmp_path / "data")
+    meta = json.loads((data / "dataset.json").read_text())
+    test = [r for r in meta["training"] if r["split"] == "test"]
+    img = nib.load(data / test[0]["image"])
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), str(data / test[0]["image"]))
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "test", "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_cases"] == len(test) and report["num_graded"] == len(test) - 1
+    assert "1 of the" in (out / "report.md").read_text()
