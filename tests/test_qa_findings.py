@@ -202,3 +202,20 @@ def test_evaluate_reports_a_split_holding_a_constant_image(tiny_run, phantom_ven
     report = json.loads((out / "report.json").read_text())
     assert report["num_cases"] == len(test) and report["num_graded"] == len(test) - 1
     assert "1 of the" in (out / "report.md").read_text()
+
+
+def test_a_resume_of_a_run_whose_patience_ran_out_says_how_to_go_on(tmp_path):
+    import dataclasses
+
+    from conftest import ROOT
+
+    from segkit.config import load_config
+    from segkit.errors import InputError
+    from segkit.train import _check_more_to_train
+
+    cfg = load_config(ROOT / "configs" / "ventricle.yaml", ["train.epochs=10", "train.patience=3"])
+    _check_more_to_train({"epoch": 5, "bad_epochs": 2}, cfg, tmp_path)  # epochs and patience left: trains on
+    with pytest.raises(InputError, match="stopped early after 3 epochs without improvement.*train.patience=N above 3"):
+        _check_more_to_train({"epoch": 5, "bad_epochs": 3}, cfg, tmp_path)
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, patience=6))
+    _check_more_to_train({"epoch": 5, "bad_epochs": 3}, more, tmp_path)  # patience raised on resume: trains on
