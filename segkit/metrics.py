@@ -26,12 +26,11 @@ from sklearn.metrics import (
 )
 
 EMPTY_RULE = (
-    "A label absent from both truth and prediction counts as Dice 1, IoU 1, NSD 1 and "
-    "surface distances 0, and such cases are listed separately. A label present in only one of "
-    "them counts as Dice 0, IoU 0, NSD 0, and its surface distances (HD95, ASSD) are undefined: "
-    "left blank and excluded from means. So a split with many cases free of a label (lesion-free livers) pulls "
-    "that label's mean HD95 and ASSD toward 0, and a missed lesion leaves the mean rather than raising it: read "
-    "them beside its Dice and the empty-case counts. Predicted volume outside the true label is reported as "
+    "A label absent from both truth and prediction counts as Dice 1, IoU 1 and NSD 1, and such cases "
+    "are listed separately. A label present in only one of them counts as Dice 0, IoU 0, NSD 0. Surface "
+    "distances (HD95, ASSD) need the label in both: otherwise they are left blank and excluded from means "
+    "(a lesion-free case no longer adds a 0 that pulls the mean down), so a missed lesion shows in Dice and "
+    "in the empty-case counts, not in the mean HD95. Predicted volume outside the true label is reported as "
     "the false-positive volume, which for healthy cases is the volume wrongly segmented."
 )
 
@@ -135,8 +134,8 @@ def segmentation_metrics(
         name = labels[c]
         t_empty, p_empty = in_truth[c] == 0, in_pred[c] == 0
         empty = "both" if t_empty and p_empty else "truth" if t_empty else "pred" if p_empty else ""
-        if empty == "both":
-            hd, ad, ns = 0.0, 0.0, 1.0
+        if empty == "both":  # nothing to be far from: no distance (a 0 here pulled means toward 0), NSD as Dice
+            hd, ad, ns = None, None, 1.0  # type: ignore[assignment]
         elif empty:
             hd, ad, ns = None, None, 0.0  # type: ignore[assignment]
         else:

@@ -99,8 +99,23 @@ def test_both_empty_is_defined_as_dice_one():
     m = segmentation_metrics(e, e, (1.0, 1.0, 1.0), LABELS, 2.0)
     assert m["empty_organ"] == "both"
     assert (m["dice_organ"], m["iou_organ"], m["nsd_organ"]) == (1.0, 1.0, 1.0)
-    assert (m["hd95_organ"], m["assd_organ"]) == (0.0, 0.0)
+    assert (m["hd95_organ"], m["assd_organ"]) == (None, None)  # no distance: out of the means (a 0 pulled them down)
     assert dice_per_label(e, e, 2).tolist() == [1.0]
+
+
+def test_a_lesion_free_case_does_not_lower_the_mean_hd95():
+    """Three lesion-free cases and one lesion found 7 mm off: the mean HD95 was 1.75 mm, and 0 had the lesion been
+    missed altogether (the audit's example); it is the found lesion's own distance."""
+    from segkit.report import build_report
+
+    e = np.zeros((24, 24, 24), dtype=np.uint8)
+    t = cube((24, 24, 24), 6, 10)
+    p = cube((24, 24, 24), 6, 10, shift=7)
+    rows = [segmentation_metrics(e, e, (1.0, 1.0, 1.0), LABELS, 1.0) for _ in range(3)]
+    rows.append(segmentation_metrics(p, t, (1.0, 1.0, 1.0), LABELS, 1.0))
+    rows = [{"case": f"c{i}", "grade_true": None, **r} for i, r in enumerate(rows)]
+    report = build_report(rows, np.zeros((4, 3)), np.full(4, -1), GRADES, LABELS, {}, bootstrap=20)
+    assert report["segmentation"]["organ"]["hd95"]["mean"] == pytest.approx(rows[3]["hd95_organ"])
 
 
 @pytest.mark.parametrize("truth_empty", [True, False])
