@@ -98,12 +98,14 @@ def train(
 ) -> None:
     """Train the U-Net and grade head jointly; writes best.pt, last.pt, metrics.csv, curves.png."""
     from segkit.config import load_config
+    from segkit.errors import InputError
 
     overrides = list(set_ or [])
-    if epochs is not None:
-        overrides.append(f"train.epochs={epochs}")
-    if device is not None:
-        overrides.append(f"train.device={device}")
+    for option, key, given in (("--epochs", "train.epochs", epochs), ("--device", "train.device", device)):
+        if given is not None and any(o.split("=", 1)[0].strip() == key for o in overrides):
+            raise InputError(f"{option} and --set {key} both given; give {key} once")  # one would hide the other
+        if given is not None:
+            overrides.append(f"{key}={given}")
     cfg = load_config(config, overrides)
     data_dir = data or Path("data") / cfg.task.name
     run_dir = out or Path("runs") / cfg.task.name

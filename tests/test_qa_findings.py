@@ -219,3 +219,12 @@ def test_a_resume_of_a_run_whose_patience_ran_out_says_how_to_go_on(tmp_path):
         _check_more_to_train({"epoch": 5, "bad_epochs": 3}, cfg, tmp_path)
     more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, patience=6))
     _check_more_to_train({"epoch": 5, "bad_epochs": 3}, more, tmp_path)  # patience raised on resume: trains on
+
+
+def test_epochs_given_twice_is_refused(capsys):
+    """`--set train.epochs=abc --epochs 1` trained 1 epoch: the option's value replaced the bad one unchecked."""
+    from conftest import ROOT
+
+    args = ["train", "--config", str(ROOT / "configs" / "ventricle.yaml"), "--set", "train.epochs=abc", "--epochs", "1"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "--epochs and --set train.epochs both given" in err, err
