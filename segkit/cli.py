@@ -24,10 +24,10 @@ TASKS_HELP = (
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("matplotlib", "PIL", "h5py", "urllib3", "highdicom"):
+    for noisy in ("matplotlib", "PIL", "h5py", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not verbose:  # its note on an empty mask's SEG: segkit says that in words of its own (segkit.export)
-        logging.getLogger("highdicom").setLevel(logging.ERROR)
+    # highdicom's note on an empty mask's SEG: segkit says that in words of its own (segkit.export)
+    logging.getLogger("highdicom").setLevel(logging.WARNING if verbose else logging.ERROR)
     if not verbose:  # the readers log what segkit then says in one line of its own (twice, for nibabel's checks)
         for reader in ("nibabel", "pydicom"):
             logging.getLogger(reader).setLevel(logging.CRITICAL)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from segkit.errors import InputError
-from segkit.io import atomic_write, atomic_write_text, check_not_input
+from segkit.errors import InputError, OutputError
+from segkit.io import atomic_write, atomic_write_text
 from segkit.render import LEGACY_LABEL_FILES, label_color, label_file_names
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> tu
         if not mask.data.any():
             log.warning("%s: the mask is empty; its DICOM SEG holds every frame, all empty", report["name"])
         out_path = Path(out) / f"{report['name']}_seg.dcm"
-        check_not_input(out_path, [p for p in folder.iterdir() if p.is_file()])  # a source slice of that name
+        if out_path.is_file() and out_path.resolve().parent == folder.resolve():  # a source slice of that name
+            raise OutputError(f"{out_path}: output would overwrite the input (a series file); choose another --out")
         segs.append((out_path, dicom_seg(mask.data.round().astype(np.uint8), mask.affine, series, labels, out_path)))
     for out_path, seg in segs:
         atomic_write(out_path, seg.save_as)
