@@ -1,6 +1,6 @@
 """Benchmark of `segkit predict` (issue #12): whole-process time and memory, a phase split, two baselines.
 
-Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--parts a,b,c,d,e] [--device cuda]
+Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--parts a,b,c,d,e,f] [--device cuda]
 
 (a) whole `segkit predict` processes: median wall time of N runs and peak RSS, on a seeded 182x218x182
     brain-like MRI (shipped ventricle model; --engine auto, i.e. ONNX Runtime, and --engine torch) and a
@@ -18,6 +18,11 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
     for an epoch's first batch, from fresh sampling workers and from the run's (what `segkit train` keeps).
     `--device cuda` trains on the GPU: the bound in fp32, fp16 and bf16, and the loop with each worker
     count in --workers. On a CPU with native bf16 (what train.amp auto then picks) the bound in fp32 and bf16.
+(f) a MONAI user's predict of the same brain with the same network, as a whole process (monai_child: MONAI's
+    loading, orientation, resizing, intensity, sliding_window_inference with roi = the whole slice, Invertd,
+    argmax, largest component, SaveImaged), against `segkit predict --no-tta --set eval.strip_to_organ=false`
+    (the same network work: one pass, no mirror), alternating runs: wall time, peak RSS, both split by phase,
+    Dice between their masks.
 On a lent GPU machine, scripts/device_check.sh runs (d) and (e) there, with the CLI's train, predict and
 evaluate on CUDA.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
@@ -137,8 +142,9 @@ TIMED = ("load_model", "read_input", "resample_volume", "normalize", "predict_pr
 WRITES = ("write_prediction", "write_volume", "write_overlay")
 
 
-def split_child(image: str, model: str, out: str) -> None:
-    """In a fresh process: predict_paths with perf_counter around the real functions it calls; JSON on stdout."""
+def split_child(image: str, model: str, out: str, *settings: str) -> None:
+    """In a fresh process: predict_paths with perf_counter around the real functions it calls; JSON on stdout.
+    settings: predict's `eval.key=value` settings, and `no-tta` (--no-tta)."""
     t0 = time.perf_counter()
     import segkit.cli  # noqa: F401  (what the console script imports before predict)
     import segkit.infer as infer
@@ -154,15 +160,16 @@ def split_child(image: str, model: str, out: str) -> None:
                 times[_name] = times.get(_name, 0.0) + time.perf_counter() - t
 
         setattr(infer, name, timed)
-    infer.predict_paths(Path(image), model, Path(out))
+    tta = False if "no-tta" in settings else None
+    infer.predict_paths(Path(image), model, Path(out), tta=tta, settings=[x for x in settings if x != "no-tta"])
     total = time.perf_counter() - t0
     times["other"] = total - sum(v for k, v in times.items() if k not in WRITES[1:])
     times["total"] = total
     print(json.dumps({k: round(v, 3) for k, v in times.items()}))
 
 
-def phase_split(image: Path, model: str, tmp: Path) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--split-child", str(image), model, str(tmp / "split")]
+def phase_split(image: Path, model: str, tmp: Path, settings: tuple[str, ...] = ()) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--split-child", str(image), model, str(tmp / "split"), *settings]
     res = subprocess.run(cmd, env={**os.environ, **CHILD_ENV}, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -178,12 +185,8 @@ def dice(a: np.ndarray, b: np.ndarray, labels: tuple[str, ...]) -> dict[str, flo
 def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     """segkit's network (its default engine, and PyTorch) vs MONAI sliding_window_inference with default
     settings on the PyTorch model, all fp32."""
-    import numpy as np
-    import torch
-    from monai.inferers import sliding_window_inference
-
     from segkit.infer import load_model, predict_preprocessed, read_input
-    from segkit.transforms import context_stack, pad_to_multiple, preprocess_image, probs_to_mask
+    from segkit.transforms import preprocess_image, probs_to_mask
 
     net, cfg, _ = load_model(model, "cpu", "torch", tta=False)
     fast, _, info = load_model(model, "cpu", tta=False)  # what segkit predict runs: ONNX Runtime where the model has it
@@ -198,21 +201,8 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
     ours_torch = time.perf_counter() - t
 
     def monai(whole_slice: bool) -> tuple[np.ndarray, float]:
-        """MONAI's defaults (sw_batch_size 1, overlap 0.25, constant blend) with roi = the training patch, or
-        roi = the whole slice padded as predict_preprocessed pads it: one window a slice, segkit's own masks."""
-        out = np.empty_like(probs)
         t = time.perf_counter()
-        with torch.no_grad():
-            for z0 in range(0, pre.shape[2], 16):  # (N, C, X, Y) stacks of 5 context slices, as segkit's
-                z = np.arange(z0, min(pre.shape[2], z0 + 16))
-                x = context_stack(pre, z, cfg.preprocess.context_slices)
-                h, w = x.shape[2:]
-                if whole_slice:
-                    x = pad_to_multiple(x)[0]
-                roi = x.shape[2:] if whole_slice else tuple(cfg.train.patch_size)
-                logits = sliding_window_inference(torch.from_numpy(x), roi, 1, lambda p: net(p)[0], overlap=0.25)
-                logits = logits[:, :, :h, :w]
-                out[..., z0 : z0 + len(z)] = torch.softmax(logits.float(), 1).permute(1, 2, 3, 0).numpy()
+        out = monai_slices(net, pre, cfg, whole_slice)
         return out, time.perf_counter() - t
 
     swi, theirs = monai(False)
@@ -229,6 +219,152 @@ def sliding_window_baseline(image: Path, model: str) -> dict[str, Any]:
         "dice_sliding_vs_segkit": dice(probs_to_mask(swi, grid), mask, cfg.task.labels),
         "dice_whole_slice_vs_segkit": dice(probs_to_mask(whole, grid), mask, cfg.task.labels),
         "dice_torch_vs_engine": dice(probs_to_mask(probs_torch, grid), mask, cfg.task.labels),
+    }
+
+
+def monai_slices(net: Any, pre: np.ndarray, cfg: Any, whole_slice: bool) -> np.ndarray:
+    """Class probabilities (K, X, Y, Z) of the PyTorch model over the preprocessed volume through MONAI's
+    sliding_window_inference with its defaults (sw_batch_size 1, overlap 0.25, constant blend): roi = the training
+    patch, or roi = the whole slice padded as predict_preprocessed pads it (one window a slice: segkit's masks).
+    The 2.5-D glue (stacks of 16 slices with their context slices as channels) is segkit's."""
+    import numpy as np
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from segkit.transforms import context_stack, pad_to_multiple
+
+    out = None
+    with torch.no_grad():
+        for z0 in range(0, pre.shape[2], 16):  # (N, C, X, Y) stacks of 5 context slices, as segkit's
+            z = np.arange(z0, min(pre.shape[2], z0 + 16))
+            x = context_stack(pre, z, cfg.preprocess.context_slices)
+            h, w = x.shape[2:]
+            if whole_slice:
+                x = pad_to_multiple(x)[0]
+            roi = x.shape[2:] if whole_slice else tuple(cfg.train.patch_size)
+            logits = sliding_window_inference(torch.from_numpy(x), roi, 1, lambda p: net(p)[0], overlap=0.25)
+            probs = torch.softmax(logits[:, :, :h, :w].float(), 1).permute(1, 2, 3, 0).numpy()
+            if out is None:
+                out = np.empty((probs.shape[0], *pre.shape), np.float32)
+            out[..., z0 : z0 + len(z)] = probs
+    assert out is not None
+    return out
+
+
+def monai_child(image: str, model: str, out: str) -> None:
+    """(f, in a fresh process) what a MONAI user writes to predict with the same network, timed by phase:
+    MONAI's LoadImaged, Orientationd, Resized (trilinear, the model grid segkit plans), the model's intensity
+    standardisation in a Lambdad (segkit.transforms.normalize: MONAI's percentile clip counts the background), the
+    network through sliding_window_inference (monai_slices, roi = the
+    whole slice: the one roi giving segkit's masks), Invertd (linear) back to the input grid, AsDiscreted
+    (argmax), KeepLargestConnectedComponentd where the model keeps the largest piece, SaveImaged. JSON on stdout."""
+    t0 = time.perf_counter()
+    import numpy as np
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import (
+        AsDiscreted,
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        KeepLargestConnectedComponentd,
+        Lambdad,
+        LoadImaged,
+        Orientationd,
+        Resized,
+        SaveImaged,
+    )
+
+    times = {"startup_imports": time.perf_counter() - t0}
+
+    def phase(name: str, fn: Any, *a: Any) -> Any:
+        t = time.perf_counter()
+        result = fn(*a)
+        times[name] = time.perf_counter() - t
+        return result
+
+    from segkit.infer import load_model
+    from segkit.transforms import normalize, plan_grid
+
+    def standardise(t: MetaTensor) -> MetaTensor:
+        """The model's own intensity step (MONAI has no percentile clip over the body alone): the same input."""
+        x = torch.from_numpy(normalize(t.numpy(), cfg.task.modality, cfg.preprocess))
+        return MetaTensor(x, meta=t.meta, applied_operations=t.applied_operations)
+
+    net, cfg, info = phase("load_model", load_model, model, "cpu", "torch", False)
+    data = phase("read", LoadImaged("image", image_only=True), {"image": image})
+    data = EnsureChannelFirstd("image", channel_dim="no_channel")(data)
+    grid = plan_grid(tuple(data["image"].shape[1:]), data["image"].affine.numpy(), cfg.preprocess)
+    pre = Compose(
+        [
+            Orientationd("image", axcodes="RAS"),
+            Resized("image", spatial_size=grid.model_shape, mode="trilinear"),
+            Lambdad("image", standardise),
+        ]
+    )
+    data = phase("preprocess", pre, data)
+    probs = phase("network", monai_slices, net, data["image"][0].numpy(), cfg, True)
+    data["pred"] = MetaTensor(torch.from_numpy(probs), meta=data["image"].meta)
+    data["pred"].applied_operations = data["image"].applied_operations
+    inverse = Invertd("pred", pre, orig_keys="image", nearest_interp=False)
+    data = phase("inverse", lambda d: AsDiscreted("pred", argmax=True)(inverse(d)), data)
+    largest = [i + 1 for i, rule in enumerate(info["keep_components"].values()) if rule == "largest"]
+    post = [KeepLargestConnectedComponentd("pred", applied_labels=largest)] if largest else []
+    save = SaveImaged("pred", output_dir=out, output_postfix="mask", output_dtype=np.uint8, separate_folder=False)
+    phase("postprocess_write", Compose([*post, save]), data)
+    times["total"] = time.perf_counter() - t0
+    print(json.dumps({k: round(v, 3) for k, v in times.items()}))
+
+
+def run_child(cmd: list[str], err_path: Path) -> tuple[float, float, str]:
+    """A whole child process: (wall seconds, peak RSS MiB from wait4's rusage, its stdout)."""
+    with open(err_path, "w+") as err, tempfile.TemporaryFile("w+") as stdout:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env={**os.environ, **CHILD_ENV}, stdout=stdout, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        if os.waitstatus_to_exitcode(status):
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()}")
+        stdout.seek(0)
+        return wall, usage.ru_maxrss / 1024, stdout.read()
+
+
+def monai_whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dict[str, Any]:
+    """(f) segkit predict in one pass without TTA (the same network work as MONAI's) against monai_child, both
+    as whole processes, alternating: median wall time, peak RSS, each one's phases, Dice between the masks."""
+    import nibabel as nib
+    import numpy as np
+
+    from segkit.infer import load_model
+
+    labels = load_model(model, "cpu", tta=False)[1].task.labels
+    ours_cmd = [*SEGKIT, "predict", str(image), "--model", model, "--no-tta", "--set", "eval.strip_to_organ=false"]
+    walls: dict[str, list[float]] = {"segkit": [], "monai": []}
+    rss: dict[str, float] = {"segkit": 0.0, "monai": 0.0}
+    phases = {}
+    for i in range(repeats):
+        wall, peak, _ = run_child([*ours_cmd, "--out", str(tmp / f"ours{i}")], tmp / "ours.stderr")
+        walls["segkit"].append(wall)
+        rss["segkit"] = max(rss["segkit"], peak)
+        cmd = [sys.executable, __file__, "--monai-child", str(image), model, str(tmp / f"monai{i}")]
+        wall, peak, stdout = run_child(cmd, tmp / "monai.stderr")
+        walls["monai"].append(wall)
+        rss["monai"] = max(rss["monai"], peak)
+        phases["monai"] = json.loads(stdout.strip().splitlines()[-1])
+    phases["segkit"] = phase_split(image, model, tmp, ("no-tta", "eval.strip_to_organ=false"))
+    name = image.name.removesuffix(".nii.gz")
+    theirs = np.asarray(nib.load(str(tmp / "monai0" / f"{name}_mask.nii.gz")).dataobj)
+    ours = np.asarray(nib.load(str(tmp / "ours0" / f"{name}_mask.nii.gz")).dataobj)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    return {
+        "segkit_args": ours_cmd[len(SEGKIT) :],
+        "wall_s": walls,
+        "median_s": med,
+        "peak_rss_mib": rss,
+        "time_ratio_monai_over_segkit": med["monai"] / med["segkit"],
+        "phases_s": phases,
+        "dice_monai_vs_segkit": dice(theirs, ours, labels),
     }
 
 
@@ -591,6 +727,17 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"| train compute bound: NCHW / channels_last | {b['contiguous']:.3f} / {b['channels_last']:.3f} s/step |"
         )
+    if mp := result.get("monai_process"):
+        med = mp["median_s"]
+        rows.append(
+            f"| whole process, one pass, no TTA: MONAI user's / `segkit predict` | {med['monai']:.2f} / "
+            f"{med['segkit']:.2f} s: {mp['time_ratio_monai_over_segkit']:.2f}x; peak RSS "
+            f"{mp['peak_rss_mib']['monai']:.0f} / {mp['peak_rss_mib']['segkit']:.0f} MiB; "
+            f"Dice {mp['dice_monai_vs_segkit']} |"
+        )
+        for who in ("monai", "segkit"):
+            split = ", ".join(f"{k} {v:.2f}" for k, v in mp["phases_s"][who].items())
+            rows.append(f"| {who} phases (s) | {split} |")
     if p := result.get("precision"):
         for dev, r in ((d, p[d]) for d in ("cpu", "cuda") if d in p):
             values = ", ".join(f"{k} {v:.3g}" for k, v in r.items() if isinstance(v, float))
@@ -602,7 +749,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="whole-process runs per volume (median reported)")
     ap.add_argument("--out", type=Path, default=Path("bench.json"))
-    ap.add_argument("--parts", default="a,b,c,d,e", help="which of a,b,c,d,e to run")
+    ap.add_argument("--parts", default="a,b,c,d,e", help="which of a,b,c,d,e,f to run")
     ap.add_argument(
         "--data", type=Path, default=Path("data/ventricle"), help="(e) a ventricle dataset (else a small one is made)"
     )
@@ -611,11 +758,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="(e) alternating rounds of bound and loop (medians)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(e) where the model trains")
     ap.add_argument("--workers", default="", help="(e, cuda) sampling-worker counts to try, e.g. 4,8,14")
-    ap.add_argument("--split-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--split-child", nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--monai-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--epoch-start-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.split_child:
         split_child(*args.split_child)
+        return
+    if args.monai_child:
+        monai_child(*args.monai_child)
         return
     if args.epoch_start_child:
         epoch_start_child(*args.epoch_start_child)
@@ -652,6 +803,8 @@ def main() -> None:
             result["sliding_window"] = sliding_window_baseline(brain, model)
             if result["models"]["ventricle"]["note"]:
                 result["notes"].append("the sliding-window Dice compares an untrained network's near-random masks")
+        if "f" in parts:
+            result["monai_process"] = monai_whole_process(brain, model, tmp, args.repeats)
         if "d" in parts:
             result["precision"] = precision(brain, model, args.repeats)
         if "e" in parts:
