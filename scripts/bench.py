@@ -119,16 +119,7 @@ def pick_model(name: str, tmp: Path) -> tuple[str, str | None]:
 def run_predict(image: Path, model: str, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     """One whole `segkit predict` process: (wall seconds, peak RSS MiB), from wait4's rusage of that child."""
     cmd = [*SEGKIT, "predict", str(image), "--model", model, "--out", str(out), *extra]
-    with open(out.parent / f"{out.name}.stderr", "w+") as err:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, **CHILD_ENV}, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            err.seek(0)
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()}")
-    return wall, usage.ru_maxrss / 1024
+    return run_child(cmd, out.parent / f"{out.name}.stderr")[:2]
 
 
 def whole_process(image: Path, model: str, tmp: Path, repeats: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -339,12 +330,12 @@ def monai_whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dic
     from segkit.infer import load_model
 
     labels = load_model(model, "cpu", tta=False)[1].task.labels
-    ours_cmd = [*SEGKIT, "predict", str(image), "--model", model, "--no-tta", "--set", "eval.strip_to_organ=false"]
+    one_pass = ("--no-tta", "--set", "eval.strip_to_organ=false")
     walls: dict[str, list[float]] = {"segkit": [], "monai": []}
     rss: dict[str, float] = {"segkit": 0.0, "monai": 0.0}
     phases = {}
     for i in range(repeats):
-        wall, peak, _ = run_child([*ours_cmd, "--out", str(tmp / f"ours{i}")], tmp / "ours.stderr")
+        wall, peak = run_predict(image, model, tmp / f"ours{i}", one_pass)
         walls["segkit"].append(wall)
         rss["segkit"] = max(rss["segkit"], peak)
         cmd = [sys.executable, __file__, "--monai-child", str(image), model, str(tmp / f"monai{i}")]
@@ -358,7 +349,7 @@ def monai_whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dic
     ours = np.asarray(nib.load(str(tmp / "ours0" / f"{name}_mask.nii.gz")).dataobj)
     med = {k: statistics.median(v) for k, v in walls.items()}
     return {
-        "segkit_args": ours_cmd[len(SEGKIT) :],
+        "segkit_args": ["predict", "IMAGE", "--model", model, *one_pass],
         "wall_s": walls,
         "median_s": med,
         "peak_rss_mib": rss,
