@@ -20,9 +20,9 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
     count in --workers. On a CPU with native bf16 (what train.amp auto then picks) the bound in fp32 and bf16.
 (f) a MONAI user's predict of the same brain with the same network, as a whole process (monai_child: MONAI's
     loading, orientation, resizing, intensity, sliding_window_inference with roi = the whole slice, Invertd,
-    argmax, largest component, SaveImaged), against `segkit predict --no-tta --set eval.strip_to_organ=false`
-    (the same network work: one pass, no mirror), alternating runs: wall time, peak RSS, both split by phase,
-    Dice between their masks.
+    argmax, largest component, SaveImaged), against `segkit predict --no-tta --device cpu --set
+    eval.strip_to_organ=false` (the same network work: one pass, no mirror, both on the CPU), alternating runs:
+    wall time, peak RSS, both split by phase, Dice between their masks.
 On a lent GPU machine, scripts/device_check.sh runs (d) and (e) there, with the CLI's train, predict and
 evaluate on CUDA.
 Children run with the MALLOC_* settings in CHILD_ENV (recorded in the JSON). A benchmark, never a test:
@@ -135,7 +135,7 @@ WRITES = ("write_prediction", "write_volume", "write_overlay")
 
 def split_child(image: str, model: str, out: str, *settings: str) -> None:
     """In a fresh process: predict_paths with perf_counter around the real functions it calls; JSON on stdout.
-    settings: predict's `eval.key=value` settings, and `no-tta` (--no-tta)."""
+    settings: predict's `eval.key=value` settings, `no-tta` (--no-tta) and `cpu` (--device cpu)."""
     t0 = time.perf_counter()
     import segkit.cli  # noqa: F401  (what the console script imports before predict)
     import segkit.infer as infer
@@ -152,7 +152,9 @@ def split_child(image: str, model: str, out: str, *settings: str) -> None:
 
         setattr(infer, name, timed)
     tta = False if "no-tta" in settings else None
-    infer.predict_paths(Path(image), model, Path(out), tta=tta, settings=[x for x in settings if x != "no-tta"])
+    device = "cpu" if "cpu" in settings else "auto"
+    rest = [x for x in settings if x not in ("no-tta", "cpu")]
+    infer.predict_paths(Path(image), model, Path(out), device=device, tta=tta, settings=rest)
     total = time.perf_counter() - t0
     times["other"] = total - sum(v for k, v in times.items() if k not in WRITES[1:])
     times["total"] = total
@@ -330,7 +332,7 @@ def monai_whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dic
     from segkit.infer import load_model
 
     labels = load_model(model, "cpu", tta=False)[1].task.labels
-    one_pass = ("--no-tta", "--set", "eval.strip_to_organ=false")
+    one_pass = ("--no-tta", "--device", "cpu", "--set", "eval.strip_to_organ=false")  # MONAI's child runs on the CPU
     walls: dict[str, list[float]] = {"segkit": [], "monai": []}
     rss: dict[str, float] = {"segkit": 0.0, "monai": 0.0}
     phases = {}
@@ -343,7 +345,7 @@ def monai_whole_process(image: Path, model: str, tmp: Path, repeats: int) -> dic
         walls["monai"].append(wall)
         rss["monai"] = max(rss["monai"], peak)
         phases["monai"] = json.loads(stdout.strip().splitlines()[-1])
-    phases["segkit"] = phase_split(image, model, tmp, ("no-tta", "eval.strip_to_organ=false"))
+    phases["segkit"] = phase_split(image, model, tmp, ("no-tta", "cpu", "eval.strip_to_organ=false"))
     name = image.name.removesuffix(".nii.gz")
     theirs = np.asarray(nib.load(str(tmp / "monai0" / f"{name}_mask.nii.gz")).dataobj)
     ours = np.asarray(nib.load(str(tmp / "ours0" / f"{name}_mask.nii.gz")).dataobj)
@@ -740,7 +742,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="whole-process runs per volume (median reported)")
     ap.add_argument("--out", type=Path, default=Path("bench.json"))
-    ap.add_argument("--parts", default="a,b,c,d,e", help="which of a,b,c,d,e,f to run")
+    ap.add_argument("--parts", default="a,b,c,d,e,f", help="which of a,b,c,d,e,f to run")
     ap.add_argument(
         "--data", type=Path, default=Path("data/ventricle"), help="(e) a ventricle dataset (else a small one is made)"
     )
