@@ -297,8 +297,8 @@ def monai_child(image: str, model: str, out: str) -> None:
     )
     data = phase("preprocess", pre, data)
     probs = phase("network", monai_slices, net, data["image"][0].numpy(), cfg, True)
-    data["pred"] = MetaTensor(torch.from_numpy(probs), meta=data["image"].meta)
-    data["pred"].applied_operations = data["image"].applied_operations
+    image = data["image"]  # the probabilities carry the image's record of its transforms, for Invertd
+    data["pred"] = MetaTensor(torch.from_numpy(probs), meta=image.meta, applied_operations=image.applied_operations)
     inverse = Invertd("pred", pre, orig_keys="image", nearest_interp=False)
     data = phase("inverse", lambda d: AsDiscreted("pred", argmax=True)(inverse(d)), data)
     largest = [i + 1 for i, rule in enumerate(info["keep_components"].values()) if rule == "largest"]

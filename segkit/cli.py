@@ -102,10 +102,11 @@ def train(
 
     overrides = list(set_ or [])
     for option, key, given in (("--epochs", "train.epochs", epochs), ("--device", "train.device", device)):
-        if given is not None and any(o.split("=", 1)[0].strip() == key for o in overrides):
+        if given is None:
+            continue
+        if any(o.split("=", 1)[0].strip() == key for o in overrides):
             raise InputError(f"{option} and --set {key} both given; give {key} once")  # one would hide the other
-        if given is not None:
-            overrides.append(f"{key}={given}")
+        overrides.append(f"{key}={given}")
     cfg = load_config(config, overrides)
     data_dir = data or Path("data") / cfg.task.name
     run_dir = out or Path("runs") / cfg.task.name

@@ -134,10 +134,8 @@ def segmentation_metrics(
         name = labels[c]
         t_empty, p_empty = in_truth[c] == 0, in_pred[c] == 0
         empty = "both" if t_empty and p_empty else "truth" if t_empty else "pred" if p_empty else ""
-        if empty == "both":  # nothing to be far from: no distance (a 0 here pulled means toward 0), NSD as Dice
-            hd, ad, ns = None, None, 1.0  # type: ignore[assignment]
-        elif empty:
-            hd, ad, ns = None, None, 0.0  # type: ignore[assignment]
+        if empty:  # HD95 / ASSD need the label in both (a 0 for both-empty pulled means down); NSD as Dice
+            hd, ad, ns = None, None, 1.0 if empty == "both" else 0.0  # type: ignore[assignment]
         else:
             hd, ad, ns = surface[c]
         out[f"dice_{name}"] = float(dice[c - 1])
