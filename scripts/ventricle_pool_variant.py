@@ -1,11 +1,13 @@
 """A ventricle pool drawn with a changed recipe, for fine-tuning experiments (segkit's own recipe is unchanged).
 
     .venv/bin/python scripts/ventricle_pool_variant.py OUT CASES SEED [--healthy LO HI] [--thick LO HI]
-        [--p-thick P] [--inplane LO HI]
+        [--p-thick P] [--inplane LO HI] [--lesions P]
 
 `segkit data make ventricle`'s draws, with the healthy grade's target ventricle ratio range (default 0.004-0.017),
 the thick-slice range in mm (3-6), the share of draws with thick slices (0.3) and the in-plane spacing range
-(0.9-1.6 mm) replaced. Used on 2026-11-28 (README, "Small ventricles and thicker slices"):
+(0.9-1.6 mm) replaced, and with --lesions a share P of draws given tumour-like lesions
+(segkit.data.ventricle.add_lesions; none in segkit's own recipe). Used on 2026-11-28 (README, "Small ventricles
+and thicker slices"):
 
     .venv/bin/python scripts/ventricle_pool_variant.py data/ventricle-s4small 300 4 --healthy 0.004 0.010 \\
         --thick 3 7 --p-thick 0.4 --inplane 0.75 1.6
@@ -30,7 +32,10 @@ PARSER.add_argument("--healthy", type=float, nargs=2)
 PARSER.add_argument("--thick", type=float, nargs=2)
 PARSER.add_argument("--p-thick", type=float)
 PARSER.add_argument("--inplane", type=float, nargs=2)
+PARSER.add_argument("--lesions", type=float, default=0.0)
 ARGS = PARSER.parse_args()
+
+ventricle.P_LESION = ARGS.lesions
 
 if ARGS.healthy:
     ventricle.TARGETS = {**ventricle.TARGETS, "healthy": tuple(ARGS.healthy)}

@@ -46,6 +46,52 @@ def test_septum_separates_grown_ventricles_and_only_takes_ventricle_voxels():
     assert np.array_equal(v.carve_septum(out, 1.0), out)  # nothing left to carve
 
 
+def test_lesions_are_masses_inside_the_brain_that_never_take_a_ventricle_voxel():
+    fs, _ = v.read_subject("subject_04")
+    codes = (v.LESION_CORE, v.LESION_RIM, v.LESION_OEDEMA)
+    found = set()
+    for seed in range(6):
+        out, n = v.add_lesions(np.random.default_rng(seed), fs)
+        assert 1 <= n <= 3
+        changed = out != fs
+        assert np.isin(out[changed], codes).all()  # only lesion codes are painted
+        assert not np.isin(fs[changed], v.LV).any()  # the ventricles stay as they were
+        assert np.array_equal(v.is_brain(out), v.is_brain(fs))  # inside the brain, and brain themselves
+        assert np.isin(fs[out == v.LESION_OEDEMA], v.WM).all()  # oedema spreads in white matter only
+        ml = int(np.isin(out, codes).sum()) / 1000.0  # 1 mm voxels
+        assert 0.1 < ml < 3 * (4 / 3) * np.pi * (1.3 * 2 * v.LESION_RADIUS_MM[1]) ** 3 / 1000
+        found |= set(np.unique(out[changed]).tolist())
+    assert found == set(codes)  # cores, rims and oedema all occur
+    assert np.array_equal(fs, v.read_subject("subject_04")[0])  # the cached map is not painted on
+
+
+def test_a_draw_with_lesions_labels_them_brain_and_gives_them_intensities_of_their_own(monkeypatch):
+    monkeypatch.setattr(v, "_artefacts", lambda rng, img: img)
+    monkeypatch.setattr(v.synth, "blur", lambda img, s: img)
+    monkeypatch.setattr(v.synth, "random_spacing", lambda rng, inplane, thick, p_thick: ((1.2, 1.3, 1.1), None))
+    means = []
+    real_classes = v._classes
+
+    def no_spread(rng, contrast, table):
+        mean, std = real_classes(rng, contrast, table)
+        means.append(mean)
+        return mean, np.zeros_like(std)
+
+    monkeypatch.setattr(v, "_classes", no_spread)
+    add_lesions = v.add_lesions
+    monkeypatch.setattr(v, "add_lesions", lambda rng, fs: pytest.fail("lesions drawn at P_LESION 0"))
+    assert "lesions" not in _draw(0)[3]  # segkit's own recipe: no lesion, not even a draw for one
+    monkeypatch.setattr(v, "add_lesions", add_lesions)
+    monkeypatch.setattr(v, "P_LESION", 1.0)
+    img, label, _, rec = _draw(0)
+    assert rec["lesions"] >= 1
+    mean = means[-1]
+    painted = [np.isclose(img, mean[c], rtol=0, atol=1e-7) for c in (v.LESION_CORE, v.LESION_RIM, v.LESION_OEDEMA)]
+    lesion = np.logical_or.reduce(painted)
+    assert lesion.sum() > 100
+    assert (label[lesion] == 1).all()  # a lesion is brain, never ventricle or background
+
+
 def test_image_is_drawn_from_the_same_voxels_as_its_label(monkeypatch):
     # no blur, spread or artefacts: every voxel's intensity is its tissue class mean, so any
     # shift between image and label would put several intensities inside one label

@@ -66,6 +66,11 @@ P_STRIPPED = 0.25  # share of skull-stripped images (head tissues removed)
 P_CROP = 0.3  # share of fields of view that cut into the head
 SEPTUM_HALF_WIDTH = (1.0, 2.0)  # mm: a tissue wall 2-4 mm thick where the two ventricles meet
 BLUR_SIGMA = (0.4, 1.6)  # voxels: the scanner's point spread, from sharp to a soft low-resolution look
+# Share of draws with tumour-like lesions (add_lesions). 0 in segkit's own recipe, so its pools and the shipped
+# model's test split stay what they were; scripts/ventricle_pool_variant.py --lesions sets it for experiments.
+P_LESION = 0.0
+LESION_CORE, LESION_RIM, LESION_OEDEMA = 90, 91, 92  # codes <= BRAIN_MAX, unused by FreeSurfer's maps: brain
+LESION_RADIUS_MM = (4.0, 18.0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -152,6 +157,38 @@ def carve_septum(fs: np.ndarray, half_width: float) -> np.ndarray:
     return out
 
 
+def add_lesions(rng: np.random.Generator, fs: np.ndarray) -> tuple[np.ndarray, int]:
+    """1-3 tumour-like lesions painted into a 1 mm FreeSurfer label map, centred in cerebral white matter: an
+    ellipsoid (radii LESION_RADIUS_MM) with a boundary roughened by smooth noise, half of them with a rim of their
+    own (an enhancing ring around a necrotic core) and half with oedema around them in the white matter. Their codes
+    are brain labels that the draw gives intensities of their own (random: dark or bright in any contrast), so the
+    network sees masses in the brain that are not ventricle; they never take a ventricle voxel or leave the brain.
+    Returns the new map and the number of lesions."""
+    out = fs.copy()
+    centres = np.argwhere(np.isin(fs, WM))
+    n = int(rng.integers(1, 4))
+    for _ in range(n):
+        centre = centres[int(rng.integers(len(centres)))]
+        radii = rng.uniform(*LESION_RADIUS_MM, size=3)
+        oedema = float(rng.uniform(0.3, 1.0)) if rng.random() < 0.5 else 0.0
+        rim = float(rng.uniform(0.15, 0.35)) if rng.random() < 0.5 else 0.0
+        reach = int(np.ceil(radii.max() * (1.3 + oedema))) + 1
+        lo, hi = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, fs.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        grids = np.ogrid[tuple(slice(int(a) - int(c), int(b) - int(c)) for a, b, c in zip(lo, hi, centre, strict=True))]
+        shape = np.sqrt(sum((g / r) ** 2 for g, r in zip(grids, radii, strict=True)))
+        rough = ndi.gaussian_filter(rng.standard_normal(shape.shape), 3.0)
+        shape = shape + 0.25 * rough / max(float(rough.std()), 1e-6)
+        sub, host = out[box], fs[box]
+        free = is_brain(host) & ~np.isin(host, LV)
+        if oedema:
+            sub[free & np.isin(host, WM) & (shape < 1.0 + oedema)] = LESION_OEDEMA
+        sub[free & (shape < 1.0)] = LESION_RIM if rim else LESION_CORE
+        if rim:
+            sub[free & (shape < 1.0 - rim)] = LESION_CORE
+    return out, n
+
+
 def _classes(rng: np.random.Generator, contrast: str, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of every FreeSurfer label (indexed by label) for one draw."""
     top = int(table.max()) + 1
@@ -207,6 +244,9 @@ def draw_case(
     brain = int(is_brain(fs).sum())
     fs = resize_ventricles(fs, int(round(target_ratio * brain)))
     fs = carve_septum(fs, float(rng.uniform(*SEPTUM_HALF_WIDTH)))
+    lesions = 0
+    if P_LESION > 0 and rng.random() < P_LESION:  # no draw at all at 0: segkit's own recipe is unchanged
+        fs, lesions = add_lesions(rng, fs)
     stripped = rng.random() < P_STRIPPED
     if stripped:
         fs = np.where(is_brain(fs), fs, 0).astype(np.int16)
@@ -221,7 +261,10 @@ def draw_case(
     lab_fs = synth.sample(fs[None].astype(np.float32), vox, mode="nearest", padding="zeros")[0].astype(np.int16)
     del vox
     contrast = str(rng.choice(CONTRASTS, p=P_CONTRAST))
-    mean, std = _classes(rng, contrast, np.asarray(subject_table()["codes_to_freesurfer"]))
+    table = np.asarray(subject_table()["codes_to_freesurfer"])
+    if lesions:
+        table = np.concatenate([table, [LESION_CORE, LESION_RIM, LESION_OEDEMA]])
+    mean, std = _classes(rng, contrast, table)
     img = mean[lab_fs] + std[lab_fs] * rng.standard_normal(lab_fs.shape, dtype=np.float32)
     img = synth.blur(img, float(rng.uniform(*BLUR_SIGMA)))  # partial volume: the scanner's point spread
     label = np.zeros(lab_fs.shape, dtype=np.uint8)
@@ -245,6 +288,8 @@ def draw_case(
         "shape": list(grid.shape),
         "volumes_ml": meas["volumes_ml"],
     }
+    if P_LESION > 0:
+        record["lesions"] = lesions
     return img, label, grid.affine, record
 
 
