@@ -35,6 +35,14 @@ EMPTY_RULE = (
 )
 
 
+SURFACE_RULE = (
+    "HD95 is the larger of the two directed 95th percentiles of boundary-to-boundary distances and ASSD the mean "
+    "of both directions' distances, each boundary voxel counted alike (MONAI's). NSD is the surface-area NSD of "
+    "Nikolov et al. (MSD, Metrics Reloaded): the share of both boundaries' area within the tolerance of the other "
+    "(MONAI's use_subvoxels, DeepMind's surface-distance)."
+)
+
+
 LESION_RULE = (
     "A lesion is one 26-connected component of a lesion label (each label on its own). A true lesion is found "
     "when the prediction gives any of its voxels that label; a predicted lesion is false when none of its voxels "
@@ -87,11 +95,12 @@ def _surface_metrics(
     """HD95, symmetric ASSD and NSD (MONAI) for M binary masks, each non-empty in both.
 
     HD95: the larger of the two directed 95th percentiles of boundary-to-boundary distances (MONAI's; medpy pools
-    both directions first, a little lower). ASSD: the mean of both directions' distances pooled. NSD: MONAI's
-    default, the share of boundary voxels within the tolerance, each voxel counted alike; the surface-area version
-    of Nikolov et al. (MSD, Metrics Reloaded; MONAI's use_subvoxels) weighs each by its face area, and on
-    0.7 x 0.9 x 3 mm voxels the two differed by up to 0.17 either way (an independent check against DeepMind's
-    surface-distance, 2026-11-29): compare segkit's NSD with segkit's, not with published NSD."""
+    both directions first, a little lower). ASSD: the mean of both directions' distances pooled; both count
+    boundary voxels alike. NSD: the surface-area version of Nikolov et al. (MSD, Metrics Reloaded, DeepMind's
+    surface-distance; MONAI's use_subvoxels), each boundary element weighed by its face area, so it compares with
+    published NSD. Until 2026-11-29 it was MONAI's default, which counts boundary voxels alike: on 0.7 x 0.9 x 3 mm
+    voxels the two differed by up to 0.17 either way (tests/test_metrics.py holds such boxes against the exact
+    surface integral)."""
     yp = torch.from_numpy(pred[None].astype(np.float32))  # (1, M, *spatial)
     yt = torch.from_numpy(truth[None].astype(np.float32))
     sp = [float(s) for s in spacing]
@@ -101,7 +110,7 @@ def _surface_metrics(
         hd95 = compute_hausdorff_distance(yp, yt, percentile=95, **kw)[0]
         assd = compute_average_surface_distance(yp, yt, symmetric=True, **kw)[0]
         thresholds = [tolerance_mm] * pred.shape[0]
-        nsd = compute_surface_dice(yp, yt, class_thresholds=thresholds, **kw)[0]
+        nsd = compute_surface_dice(yp, yt, class_thresholds=thresholds, use_subvoxels=True, **kw)[0]
     return hd95.numpy(), assd.numpy(), nsd.numpy()
 
 

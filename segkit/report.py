@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from segkit.io import atomic_write_text
-from segkit.metrics import EMPTY_RULE, LESION_RULE, bootstrap_ci, grade_agreement, grading_metrics
+from segkit.metrics import EMPTY_RULE, LESION_RULE, SURFACE_RULE, bootstrap_ci, grade_agreement, grading_metrics
 from segkit.plots import plot_calibration, plot_confusion, plot_dice_by_case, plot_roc, save_figure
 
 SEG_SUMMARY = ("dice", "iou", "hd95", "assd", "nsd", "vol_diff_ml")  # averaged with bootstrap CIs
@@ -101,6 +101,7 @@ def build_report(
         "num_cases": len(rows),
         "num_graded": int(graded.sum()),
         "empty_case_rule": EMPTY_RULE,
+        "surface_rule": SURFACE_RULE,
         "segmentation": {name: _seg_summary(rows, name, bootstrap) for name in labels[1:]},
         "healthy_false_positive_ml": _healthy_fp(rows, labels, grades[0]),
         "grading": grading,
@@ -367,6 +368,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + "; ".join(f"{k} {_num(s['dice_pooled'])}" for k, s in report["segmentation"].items()),
         "",
     ]
+    lines += [f"**Distances.** {report['surface_rule']}", ""]
 
     lines += _empty_section(report)
     if "lesions" in report:

@@ -12,6 +12,7 @@ import pytest
 from segkit.metrics import (
     EMPTY_RULE,
     LESION_RULE,
+    SURFACE_RULE,
     confusion_counts,
     dice_from_counts,
     lesion_counts,
@@ -110,7 +111,7 @@ def test_report_md_states_empty_rule_and_clinical_tables(tmp_path: Path):
     rows, probs = synthetic_rows(y)
     report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 200, 2.0)
     md = (tmp_path / "report.md").read_text()
-    assert EMPTY_RULE in md
+    assert EMPTY_RULE in md and SURFACE_RULE in md and report["surface_rule"] == SURFACE_RULE
     assert md.index("monai_unet") < md.index("## Summary")  # metadata comes first
     assert "| Actual \\ Predicted | healthy | moderate | severe |" in md
     cm = report["grading"]["confusion"]
