@@ -36,6 +36,7 @@ KEEP = (
     "postprocess_val_dice",
     "cyst_max_hu_val_dice",
     "segkit_version",
+    "soup",
 )
 
 
@@ -96,15 +97,11 @@ def model_card(f: dict, ck: dict) -> str:
     lines = [
         f"# Model card: shipped `{f['task']}` model (`segkit/weights/{f['weights']}`)",
         "",
-        f"- SHA-256 (first 16): `{f['sha256_16']}`; best epoch {f['epoch']} of {cfg['train']['epochs']} "
-        f"(selected on {cfg['train']['monitor']} = {_fmt(best)}); arch `{cfg['model']['arch']}`, "
+        f"- SHA-256 (first 16): `{f['sha256_16']}`; {_selected(f, cfg, best)}; arch `{cfg['model']['arch']}`, "
         f"channels {cfg['model']['channels']}, spacing {cfg['preprocess']['spacing']} mm, 2.5-D "
         f"({2 * cfg['preprocess']['context_slices'] + 1} slices in).",
-        f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config "
-        f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases {f['cases']} "
-        f"--seed {f.get('data_seed', 0)}`, split by subject for ventricles; see the data card). Wall time on 2 CPU "
-        f"cores: dataset {_seconds(f['data_seconds'])}, training {_seconds(f['train_seconds'])}.",
-        *_lineage(f.get("init")),
+        _made_by(f, cfg),
+        *(_soup_lines(f["soup"]) if f.get("soup") else _lineage(f.get("init"))),
         "- Post-processing (chosen on val; segkit.validate): "
         + ", ".join(
             f"{n} {r}"
@@ -128,7 +125,7 @@ def model_card(f: dict, ck: dict) -> str:
         ),
         *(
             [
-                "- Two passes (`eval.strip_to_organ`, set after training by `ship_model.py restate-limits --set`): "
+                "- Two passes (`eval.strip_to_organ`, set after training): "
                 "the scan is predicted again with everything outside the first pass's organ set to its minimum, as a "
                 "skull-stripped scan, and the labels inside the organ come from that pass (none on a scan stripped "
                 "already; `--set eval.strip_to_organ=false` for one pass). The figures below are with it."
@@ -214,6 +211,41 @@ def _seconds(value: int | None) -> str:
     return "not timed" if value is None else f"{value} s"
 
 
+def _made_by(f: dict, cfg: dict) -> str:
+    """The card line saying how the model was made and how long that took."""
+    if f.get("soup"):  # several pools and runs: the command is a script that makes them all
+        return (
+            f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config `configs/{f['task']}.yaml`; the "
+            "pools, the fine-tunes and the soup are that script's, split by subject for ventricles; see the data "
+            f"card). Wall time on 2 CPU cores: pools {_seconds(f['data_seconds'])}, the fine-tunes' epochs "
+            f"{_seconds(f['train_seconds'])}."
+        )
+    return (
+        f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config "
+        f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases {f['cases']} "
+        f"--seed {f.get('data_seed', 0)}`, split by subject for ventricles; see the data card). Wall time on 2 CPU "
+        f"cores: dataset {_seconds(f['data_seconds'])}, training {_seconds(f['train_seconds'])}."
+    )
+
+
+def _selected(f: dict, cfg: dict, best: object) -> str:
+    """The card's words for which weights these are: a run's best epoch, or a soup's ingredients."""
+    if f.get("soup"):
+        return f"the mean of {len(f['soup']['ingredients'])} checkpoints' weights (a model soup: no single epoch)"
+    return f"best epoch {f['epoch']} of {cfg['train']['epochs']} (selected on {cfg['train']['monitor']} = {_fmt(best)})"
+
+
+def _soup_lines(soup: dict) -> list[str]:
+    """The card lines for a model soup (scripts/soup.py): what was averaged."""
+    parts = [f"`{i['model']}` (epoch {i['epoch']}, sha256 {i['sha256_16']})" for i in soup["ingredients"]]
+    about = f": {soup['about']}" if soup.get("about") else ""
+    return [
+        f"- A uniform model soup (scripts/soup.py; Wortsman et al. 2022): every weight is the mean of {len(parts)} "
+        f"checkpoints'{about}. Ingredients: {', '.join(parts)}. Config, inference settings and the training record "
+        "above are the first ingredient's; the grade head refit and the post-processing below were done on the soup."
+    ]
+
+
 def _lineage(init: dict | None) -> list[str]:
     """The card line for a fine-tuned model: which weights it started from."""
     if not init:
@@ -287,7 +319,8 @@ def main() -> None:
     if ck["config"]["task"]["name"] != a.task:
         raise SystemExit(f"{a.run}: a {ck['config']['task']['name']} model, not {a.task}")
     out = ROOT / "segkit" / "weights" / f"{a.task}.pt"
-    init = json.loads((a.run / "run.json").read_text()).get("init")
+    run = json.loads((a.run / "run.json").read_text())
+    init = run.get("init")
     if init:  # before out is replaced: a fine-tune of the shipped model started from the file about to be replaced
         src = Path(init["path"])
         init["sha256_16"] = hashlib.sha256(src.read_bytes()).hexdigest()[:16] if src.is_file() else None
@@ -300,6 +333,7 @@ def main() -> None:
         "cases": a.cases,
         "data_seed": a.data_seed,
         "init": init,
+        **({"soup": {"ingredients": run["soup"], "about": run.get("about")}} if run.get("soup") else {}),
         "weights": out.name,
         "sha256_16": onnx["checkpoint_sha256"][:16],
         "onnx_max_abs_diff": onnx["max_abs_diff"],
