@@ -428,6 +428,8 @@ def _subgroup_section(subgroups: dict[str, Any]) -> list[str]:
 
 
 def _meta_value(v: Any) -> str:
+    if v is None:  # a model soup's epoch: its weights are several checkpoints' mean
+        return "none recorded"
     if isinstance(v, dict | list | tuple):
         return "`" + json.dumps(_plain(v), separators=(", ", ": ")) + "`"
     return str(v)

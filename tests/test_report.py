@@ -109,8 +109,10 @@ def test_write_evaluation_writes_all_files_with_expected_columns(tmp_path: Path)
 def test_report_md_states_empty_rule_and_clinical_tables(tmp_path: Path):
     y = [0, 0, 0, 1, 1, 2, 2, 2]
     rows, probs = synthetic_rows(y)
-    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, META, 200, 2.0)
+    meta = {**META, "epoch": None}  # a model soup has no epoch
+    report = write_evaluation(rows, probs, np.array(y), GRADES, LABELS, tmp_path, meta, 200, 2.0)
     md = (tmp_path / "report.md").read_text()
+    assert "| **epoch** | none recorded |" in md and "None" not in md
     assert EMPTY_RULE in md and SURFACE_RULE in md and report["surface_rule"] == SURFACE_RULE
     assert md.index("monai_unet") < md.index("## Summary")  # metadata comes first
     assert "| Actual \\ Predicted | healthy | moderate | severe |" in md
