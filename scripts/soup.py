@@ -39,7 +39,7 @@ def soup(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
                 f"ingredient {i}: {bad[0]} has shape {tuple(s[bad[0]].shape)}, the first's {tuple(first[bad[0]].shape)}"
             )
     return {
-        k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v.clone()
+        k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
         for k, v in first.items()
     }
 

@@ -92,15 +92,11 @@ def dice_from_counts(counts: np.ndarray) -> np.ndarray:
 def _surface_metrics(
     pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], tolerance_mm: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """HD95, symmetric ASSD and NSD (MONAI) for M binary masks, each non-empty in both.
-
-    HD95: the larger of the two directed 95th percentiles of boundary-to-boundary distances (MONAI's; medpy pools
-    both directions first, a little lower). ASSD: the mean of both directions' distances pooled; both count
-    boundary voxels alike. NSD: the surface-area version of Nikolov et al. (MSD, Metrics Reloaded, DeepMind's
-    surface-distance; MONAI's use_subvoxels), each boundary element weighed by its face area, so it compares with
-    published NSD. Until 2026-11-29 it was MONAI's default, which counts boundary voxels alike: on 0.7 x 0.9 x 3 mm
-    voxels the two differed by up to 0.17 either way (tests/test_metrics.py holds such boxes against the exact
-    surface integral)."""
+    """HD95, symmetric ASSD and NSD (MONAI) for M binary masks, each non-empty in both; their conventions are
+    SURFACE_RULE's (stated in every report). medpy's HD95 pools both directions first and comes out a little lower.
+    NSD was MONAI's default, which counts boundary voxels alike, until 2026-11-29: on 0.7 x 0.9 x 3 mm voxels it
+    differed from the surface-area NSD by up to 0.17 either way (tests/test_metrics.py holds boxes against the
+    exact surface integral)."""
     yp = torch.from_numpy(pred[None].astype(np.float32))  # (1, M, *spatial)
     yt = torch.from_numpy(truth[None].astype(np.float32))
     sp = [float(s) for s in spacing]
