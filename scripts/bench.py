@@ -15,7 +15,9 @@ Run:  .venv/bin/python scripts/bench.py [--repeats 3] [--out bench.json] [--part
     fp16 and bf16 autocast, with the largest probability change;
 (e) training: the compute bound (forward + backward + Adam on a batch in memory) against segkit's own
     train_one_epoch on loaded cases (sampling, cropping, augmentation included), and their ratio; the wait
-    for an epoch's first batch, from fresh sampling workers and from the run's (what `segkit train` keeps).
+    for an epoch's first batch, from fresh sampling workers and from the run's (what `segkit train` keeps);
+    where segkit's helper process shares each batch, how long the main process draws its share and then
+    waits for the helper's, right after a step and with torch idle.
     `--device cuda` trains on the GPU: the bound in fp32, fp16 and bf16, and the loop with each worker
     count in --workers. On a CPU with native bf16 (what train.amp auto then picks) the bound in fp32 and bf16.
 (f) a MONAI user's predict of the same brain with the same network, as a whole process (monai_child: MONAI's
@@ -428,7 +430,8 @@ def train_loop(
     a core is left to it. On CUDA, the loop with each sampling-worker count in `workers` (how many the GPU
     needs to be fed) and the bound under each AMP setting; on a CPU with native bf16, the bound in fp32 and
     bf16. Then one rank's sampling time a step when 1, 2 or 4 ranks share the batch; the wait for an epoch's
-    first batch (fresh workers against the run's); last, torch's default layout against channels_last.
+    first batch (fresh workers against the run's); with a helper process, where its batch's wait goes
+    (_helper_split); last, torch's default layout against channels_last.
     """
     import numpy as np
     import torch
@@ -497,6 +500,8 @@ def train_loop(
             }
     torch.set_num_threads(threads)
     out["sampling_per_rank_s"] = _sampling_per_rank(train, base, steps)
+    if device == "cpu" and (helpers := sampling_helpers(base, torch.device("cpu"))):
+        out["helper_split_ms"] = _helper_split(train, base, batch, helpers, steps)
     out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
     out["memory_format"] = memory_formats(base, batch, rounds, steps, device)
     return out
@@ -560,6 +565,48 @@ def _sampling_per_rank(train: list, cfg: Any, steps: int) -> dict[str, float]:
         for k in range(steps):
             sample_batch(train, cfg, np.random.default_rng([cfg.train.seed, 0, k]), aug, 0, parts)
         out[str(parts)] = round((time.perf_counter() - t) / steps, 4)
+    return out
+
+
+def _helper_split(train: list, cfg: Any, batch: tuple, helpers: int, steps: int) -> dict[str, dict[str, float]]:
+    """Where the helper loop's wait for a batch goes (segkit.batches.split_stream, timed around its own draw and
+    wait): median ms the main process draws its share, then waits for the helpers' shares. Once right after a
+    training step, as in the loop (torch's OpenMP threads may still spin on the helpers' cores), and once with
+    torch idle for 0.2 s before each batch (no OpenMP thread spinning): the difference in the wait is what the
+    spinning costs the helpers."""
+    import segkit.batches as batches
+
+    times: dict[str, list[float]] = {"own": [], "wait": []}
+    draw, wait = batches.EpochBatches.draw, batches._wait
+
+    def timed_draw(self: Any, index: int, sub: int = 0, subs: int = 1) -> Any:
+        t = time.perf_counter()
+        out = draw(self, index, sub, subs)
+        times["own"].append(time.perf_counter() - t)
+        return out
+
+    def timed_wait(end: Any) -> None:
+        t = time.perf_counter()
+        wait(end)
+        times["wait"].append(time.perf_counter() - t)
+
+    run = _training_step(cfg, batch)[3]
+    run(1)  # warm-up
+    out = {}
+    batches.EpochBatches.draw, batches._wait = timed_draw, timed_wait  # type: ignore[method-assign]
+    try:
+        stream = batches.split_stream(batches.EpochBatches(train, cfg, 0, 3), helpers)
+        next(stream)  # forks the helpers: not timed
+        for name, before in (("after_a_step", lambda: run(1)), ("torch_idle_0.2s", lambda: time.sleep(0.2))):
+            for v in times.values():
+                v.clear()
+            for _ in range(steps):
+                before()
+                next(stream)
+            out[name] = {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
+        stream.close()
+    finally:
+        batches.EpochBatches.draw, batches._wait = draw, wait  # type: ignore[method-assign]
     return out
 
 
@@ -707,6 +754,13 @@ def table(result: dict[str, Any]) -> str:
     if per_rank := result.get("train_loop", {}).get("sampling_per_rank_s"):
         values = " / ".join(f"{1000 * v:.1f}" for v in per_rank.values())
         rows.append(f"| train: one rank's sampling + augmentation a step, {' / '.join(per_rank)} ranks | {values} ms |")
+    if split := result.get("train_loop", {}).get("helper_split_ms"):
+        a, idle = split["after_a_step"], split["torch_idle_0.2s"]
+        rows.append(
+            f"| train: helper loop's batch, main process's own share then wait for the helper's: right after a "
+            f"step / with torch idle 0.2 s | {a['own']:.1f} + {a['wait']:.1f} / "
+            f"{idle['own']:.1f} + {idle['wait']:.1f} ms |"
+        )
     if start := result.get("train_loop", {}).get("epoch_start_s"):
         fresh, kept = start["fresh_workers_each_epoch_s"], start["run_long_workers_s"]
         rows.append(
