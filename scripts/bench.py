@@ -457,6 +457,8 @@ def train_loop(
     out: dict[str, Any] = {"data": str(data), "cases_loaded": len(train), "steps": steps, "rounds": rounds}
     out["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     out["slices_per_step"] = int(batch[0].shape[0])
+    # train.workers -1 (auto) on a CPU: what segkit does, the main process and this many helpers drawing each batch
+    helpers = sampling_helpers(base, torch.device("cpu")) if device == "cpu" else 0
     if device == "cuda":
         variants = {f"{w} workers": (threads, int(w)) for w in (workers or "4,8,14").split(",")}
         out["bound_by_amp"] = {
@@ -470,7 +472,7 @@ def train_loop(
                 for amp in ("off", "bf16")
             }
         variants = {"inline": (threads, 0)}
-        if helpers := sampling_helpers(base, torch.device("cpu")):  # train.workers -1 (auto): what segkit does
+        if helpers:
             variants[f"inline + {helpers} helper process{'es' if helpers > 1 else ''} (segkit's rule)"] = (threads, -1)
         if threads > 1:
             variants[f"{threads - 1} threads + 1 worker"] = (threads - 1, 1)
@@ -500,7 +502,7 @@ def train_loop(
             }
     torch.set_num_threads(threads)
     out["sampling_per_rank_s"] = _sampling_per_rank(train, base, steps)
-    if device == "cpu" and (helpers := sampling_helpers(base, torch.device("cpu"))):
+    if helpers:
         out["helper_split_ms"] = _helper_split(train, base, batch, helpers, steps)
     out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
     out["memory_format"] = memory_formats(base, batch, rounds, steps, device)

@@ -214,17 +214,14 @@ def _seconds(value: int | None) -> str:
 def _made_by(f: dict, cfg: dict) -> str:
     """The card line saying how the model was made and how long that took."""
     if f.get("soup"):  # several pools and runs: the command is a script that makes them all
-        return (
-            f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config `configs/{f['task']}.yaml`; the "
-            "pools, the fine-tunes and the soup are that script's, split by subject for ventricles; see the data "
-            f"card). Wall time on 2 CPU cores: pools {_seconds(f['data_seconds'])}, the fine-tunes' epochs "
-            f"{_seconds(f['train_seconds'])}."
-        )
+        data = "; the pools, the fine-tunes and the soup are that script's"
+        times = f"pools {_seconds(f['data_seconds'])}, the fine-tunes' epochs {_seconds(f['train_seconds'])}"
+    else:
+        data = f", dataset `segkit data make {f['task']} --cases {f['cases']} --seed {f.get('data_seed', 0)}`"
+        times = f"dataset {_seconds(f['data_seconds'])}, training {_seconds(f['train_seconds'])}"
     return (
-        f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config "
-        f"`configs/{f['task']}.yaml`, dataset `segkit data make {f['task']} --cases {f['cases']} "
-        f"--seed {f.get('data_seed', 0)}`, split by subject for ventricles; see the data card). Wall time on 2 CPU "
-        f"cores: dataset {_seconds(f['data_seconds'])}, training {_seconds(f['train_seconds'])}."
+        f"- Made by `{f['command']}` (seed {cfg['train']['seed']}, config `configs/{f['task']}.yaml`{data}, split "
+        f"by subject for ventricles; see the data card). Wall time on 2 CPU cores: {times}."
     )
 
 
