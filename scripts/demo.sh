@@ -46,7 +46,9 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
   echo "[demo] fine-tuning the shipped model on your data: $EPOCHS epochs of 40 steps (the shipped one is a soup of five fine-tunes of 30-170 epochs of 100 steps, of a model trained 28 + 23 + 20 + 24) into $RUN"
   # a second demo trains afresh in its own run folder (train refuses to write a new run over an old one)
   if [ "$RUN" = runs/ventricle-demo ]; then rm -rf "$RUN"; fi
-  $SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" --epochs "$EPOCHS" --set train.steps_per_epoch=40 --set train.lr=3e-4 --init ventricle
+  # lr 1e-4: the demo's val split favours it over 3e-4 (Dice 0.880 against 0.868); at 3e-4 the short fine-tune also
+  # dropped the brain label from 4-6 axial slices at the skull base of the real templates (README).
+  $SK train --config configs/ventricle.yaml --data "$DATA" --out "$RUN" --epochs "$EPOCHS" --set train.steps_per_epoch=40 --set train.lr=1e-4 --init ventricle
   $SK evaluate --model "$RUN" --data "$REAL" --split test --out "$OUT/own-real"
   $SK evaluate --model "$RUN" --data "$DATA" --split test --out "$OUT/own-test"
   stamp "own model"
