@@ -37,7 +37,14 @@ def _reads_or_segkit_error(path) -> None:
         pass
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so CI cannot fail at random on an example one run happens to draw;
+# more of them (300, about a second) make up for the search no longer moving from run to run.
+RANDOM_FILES = settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@RANDOM_FILES
 @given(blob=st.binary(min_size=0, max_size=2048), gz=st.booleans())
 def test_random_bytes_give_segkit_error_or_success(tmp_path, blob, gz):
     p = tmp_path / ("x.nii.gz" if gz else "x.nii")
@@ -45,7 +52,7 @@ def test_random_bytes_give_segkit_error_or_success(tmp_path, blob, gz):
     _reads_or_segkit_error(p)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@RANDOM_FILES
 @given(
     dims=st.lists(st.integers(-5, 70000), min_size=8, max_size=8),
     pixdim=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=8, max_size=8),
