@@ -503,7 +503,10 @@ def train_loop(
     torch.set_num_threads(threads)
     out["sampling_per_rank_s"] = _sampling_per_rank(train, base, steps)
     if helpers:
-        out["helper_split_ms"] = _helper_split(train, base, batch, helpers, steps)
+        out["helper_split_ms"] = split = _helper_split(train, base, batch, helpers, steps)
+        loop = next(v for k, v in out.items() if k.startswith("inline + "))  # the helper loop's row
+        least = split["back_to_back"]["batch"] / 1000
+        out["loop_ceiling"] = round(loop["bound_s_per_step"] / (loop["bound_s_per_step"] + least), 3)
     out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
     out["memory_format"] = memory_formats(base, batch, rounds, steps, device)
     return out
@@ -572,13 +575,15 @@ def _sampling_per_rank(train: list, cfg: Any, steps: int) -> dict[str, float]:
 
 def _helper_split(train: list, cfg: Any, batch: tuple, helpers: int, steps: int) -> dict[str, dict[str, float]]:
     """Where the helper loop's wait for a batch goes (segkit.batches.split_stream, timed around its own draw and
-    wait): median ms the main process draws its share, then waits for the helpers' shares. Once right after a
-    training step, as in the loop (torch's OpenMP threads may still spin on the helpers' cores), and once with
-    torch idle for 0.2 s before each batch (no OpenMP thread spinning): the difference in the wait is what the
-    spinning costs the helpers."""
+    wait): median ms the main process draws its share, then waits for the helpers' shares, and the whole batch
+    (merge included). Once right after a training step, as in the loop (torch's OpenMP threads may still spin
+    on the helpers' cores), once with torch idle for 0.2 s before each batch (no OpenMP thread spinning): the
+    difference in the wait is what the spinning costs the helpers; and once batch after batch, nothing between:
+    the least a batch takes on these cores, which caps the loop at bound / (bound + that) however well the
+    sampling were overlapped with nothing (train_loop's loop_ceiling)."""
     import segkit.batches as batches
 
-    times: dict[str, list[float]] = {"own": [], "wait": []}
+    times: dict[str, list[float]] = {"own": [], "wait": [], "batch": []}
     draw, wait = batches.EpochBatches.draw, batches._wait
 
     def timed_draw(self: Any, index: int, sub: int = 0, subs: int = 1) -> Any:
@@ -597,14 +602,17 @@ def _helper_split(train: list, cfg: Any, batch: tuple, helpers: int, steps: int)
     out = {}
     batches.EpochBatches.draw, batches._wait = timed_draw, timed_wait  # type: ignore[method-assign]
     try:
-        stream = batches.split_stream(batches.EpochBatches(train, cfg, 0, 3), helpers)
+        stream = batches.split_stream(batches.EpochBatches(train, cfg, 0, 4), helpers)
         next(stream)  # forks the helpers: not timed
-        for name, before in (("after_a_step", lambda: run(1)), ("torch_idle_0.2s", lambda: time.sleep(0.2))):
+        situations = (("after_a_step", lambda: run(1)), ("torch_idle_0.2s", lambda: time.sleep(0.2)))
+        for name, before in (*situations, ("back_to_back", lambda: None)):
             for v in times.values():
                 v.clear()
             for _ in range(steps):
                 before()
+                t = time.perf_counter()
                 next(stream)
+                times["batch"].append(time.perf_counter() - t)
             out[name] = {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
         stream.close()
     finally:
@@ -763,6 +771,10 @@ def table(result: dict[str, Any]) -> str:
             f"step / with torch idle 0.2 s | {a['own']:.1f} + {a['wait']:.1f} / "
             f"{idle['own']:.1f} + {idle['wait']:.1f} ms |"
         )
+        batch = " / ".join(f"{split[k]['batch']:.1f}" for k in ("after_a_step", "torch_idle_0.2s", "back_to_back"))
+        rows.append(f"| train: the helper loop's batch: after a step / torch idle 0.2 s / back to back | {batch} ms |")
+    if (ceiling := result.get("train_loop", {}).get("loop_ceiling")) is not None:
+        rows.append(f"| train: the helper loop's ceiling, bound / (bound + a batch after a batch) | {ceiling} |")
     if start := result.get("train_loop", {}).get("epoch_start_s"):
         fresh, kept = start["fresh_workers_each_epoch_s"], start["run_long_workers_s"]
         rows.append(
