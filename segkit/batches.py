@@ -292,9 +292,8 @@ def split_stream(data: EpochBatches, helpers: int) -> Iterator[Batch]:
             procs[-1].start()
             theirs.close()
     rows = subs * first[0].shape[0]  # each share: its cases' graded rows, then their seg-only rows
-    back = distributed.merge_order(
-        rows, data.cfg.train.cases_per_batch // data.parts, data.cfg.train.slices_per_case, subs
-    ).numpy()
+    cases = data.cfg.train.cases_per_batch // data.parts
+    places = [distributed.shard_rows(rows, cases, data.cfg.train.slices_per_case, j, subs).numpy() for j in range(subs)]
     try:
         for index in range(data.num_batches()):
             for end in ends:
@@ -302,8 +301,12 @@ def split_stream(data: EpochBatches, helpers: int) -> Iterator[Batch]:
             own = first if index == 0 else data.draw(index, 0, subs)
             for end in ends:
                 _wait(end)
-            x, y, g = (np.concatenate(parts) for parts in zip([t.numpy() for t in own], *shared, strict=True))
-            yield torch.from_numpy(x[back]), torch.from_numpy(y[back]), torch.from_numpy(g)  # copies
+            shares = [tuple(t.numpy() for t in own), *shared]
+            x, y = (np.empty((rows, *a.shape[1:]), a.dtype) for a in shares[0][:2])
+            for (sx, sy, _), rows_of_share in zip(shares, places, strict=True):
+                x[rows_of_share], y[rows_of_share] = sx, sy  # each share's rows straight to their places: one copy
+            g = np.concatenate([share[2] for share in shares])  # the shares hold consecutive cases
+            yield torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(g)
     finally:
         for end in ends:
             end.close()  # a helper reads end of file and returns
