@@ -343,8 +343,11 @@ def augment_hwc(image: np.ndarray, mask: np.ndarray, pipelines: tuple) -> tuple[
     img, msk = out["image"], out["mask"]
     # Gamma and contrast are defined on [0, 1]: apply them there and map back.
     lo, hi = float(img.min()), float(img.max())
-    if hi - lo > 1e-6:
-        unit = ((img - lo) / (hi - lo)).astype(np.float32)
-        unit = np.clip(intensity(image=unit)["image"], 0.0, 1.0)
-        img = unit * (hi - lo) + lo
+    if hi - lo > 1e-6:  # in place on arrays of our own: the same float32 operations, fewer copies
+        unit = np.subtract(img, lo, dtype=np.float32)
+        unit /= hi - lo
+        img = intensity(image=unit)["image"]
+        np.clip(img, 0.0, 1.0, out=img)
+        img *= hi - lo
+        img += lo
     return np.asarray(img, dtype=np.float32), msk
