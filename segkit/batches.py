@@ -106,8 +106,12 @@ def slice_patch(
     float32, label (H, W). Where the slice is smaller than the patch it is centred and padded with edge
     values, the label as the image: replicated tissue keeps its own label (as background it taught the liver
     model that liver running into an image edge is not liver). The same values as context_stack, np.pad(edge)
-    and a crop (tested), copying only the crop: 0.030 s instead of 0.035 s for a batch's 32 crops before
-    augmentation."""
+    and a crop (tested), copying only the crop. OpenCV interleaves the context slices and pads the image: a
+    NumPy gather across slices gave channels strided in memory, which the padding's fancy indexing (~90 us a
+    slice) and albumentations' own contiguous copy then paid for; a batch's sampling took 29.2 ms of one core
+    that way against 25.3 now (the same batches; 10 alternating rounds, ad hoc)."""
+    import cv2  # albumentations' own image library, already loaded where batches are augmented
+
     starts = []
     for n, p in zip(c.image.shape[:2], size, strict=True):
         short = max(0, p - n)
@@ -116,13 +120,14 @@ def slice_patch(
     lo0, lo1 = max(0, r0), max(0, k0)
     hi0, hi1 = min(c.image.shape[0], r0 + p0), min(c.image.shape[1], k0 + p1)
     zs = np.clip(np.arange(z - context, z + context + 1), 0, c.image.shape[2] - 1)  # ends repeat their slice
-    image = c.image[lo0:hi0, lo1:hi1][:, :, zs]  # (h, w, C): a copy of the crop only
+    image = cv2.merge([c.image[lo0:hi0, lo1:hi1, int(k)] for k in zs])  # (h, w, C): a copy of the crop only
     label = c.label[lo0:hi0, lo1:hi1, z]
     if (hi0 - lo0, hi1 - lo1) != (p0, p1):  # centred in a patch larger than the slice
+        image = cv2.copyMakeBorder(image, lo0 - r0, r0 + p0 - hi0, lo1 - k0, k0 + p1 - hi1, cv2.BORDER_REPLICATE)
         rows = np.clip(np.arange(r0, r0 + p0), lo0, hi0 - 1) - lo0
         cols = np.clip(np.arange(k0, k0 + p1), lo1, hi1 - 1) - lo1
-        image, label = image[rows][:, cols], label[rows][:, cols]  # edge values
-    return np.asarray(image, dtype=np.float32), np.ascontiguousarray(label)
+        label = label[rows][:, cols]  # edge values
+    return np.asarray(image.reshape(p0, p1, len(zs)), dtype=np.float32), np.ascontiguousarray(label)
 
 
 class EpochBatches(torch.utils.data.IterableDataset):

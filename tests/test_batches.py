@@ -1,6 +1,7 @@
 """Training batches: the fused slice crop, and the same batches from worker processes as from the main process."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -49,12 +50,11 @@ def test_slice_patch_equals_stack_pad_and_crop(size):
     image = slices_contiguous(rng.normal(size=(40, 24, 9)).astype(np.float32))
     label = slices_contiguous(rng.integers(0, 3, size=(40, 24, 9)).astype(np.uint8))
     case = CaseData("c", image, label, 0, np.arange(9), np.arange(9))
-    for z in (0, 1, 4, 7, 8):  # the ends repeat their edge slices as context
-        for seed in range(3):
-            got = slice_patch(case, z, 2, size, np.random.default_rng(seed))
-            want = _reference_patch(case, z, 2, size, np.random.default_rng(seed))
-            assert got[0].shape == (*size, 5) and got[0].dtype == np.float32
-            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    for z, seed, context in itertools.product((0, 1, 4, 7, 8), range(3), (2, 0)):  # ends repeat their edge slices
+        got = slice_patch(case, z, context, size, np.random.default_rng(seed))
+        want = _reference_patch(case, z, context, size, np.random.default_rng(seed))
+        assert got[0].shape == (*size, 2 * context + 1) and got[0].dtype == np.float32
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
 def test_outside_slices_come_from_slices_without_the_organ():
