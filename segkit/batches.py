@@ -303,14 +303,13 @@ def split_stream(data: EpochBatches, helpers: int) -> Iterator[Batch]:
         for index in range(data.num_batches()):
             for end in ends:
                 end.send(index)
-            own = first if index == 0 else data.draw(index, 0, subs)
-            for end in ends:
-                _wait(end)
-            shares = [tuple(t.numpy() for t in own), *shared]
-            x, y = (np.empty((rows, *a.shape[1:]), a.dtype) for a in shares[0][:2])
-            for (sx, sy, _), rows_of_share in zip(shares, places, strict=True):
-                x[rows_of_share], y[rows_of_share] = sx, sy  # each share's rows straight to their places: one copy
-            g = np.concatenate([share[2] for share in shares])  # the shares hold consecutive cases
+            own = tuple(t.numpy() for t in (first if index == 0 else data.draw(index, 0, subs)))
+            x, y = (np.empty((rows, *a.shape[1:]), a.dtype) for a in own[:2])
+            for j, (sx, sy, _) in enumerate([own, *shared]):
+                if j:  # the helpers' shares once they are written; this process's own while they may still draw
+                    _wait(ends[j - 1])
+                x[places[j]], y[places[j]] = sx, sy  # each share's rows straight to their places: one copy
+            g = np.concatenate([own[2], *(share[2] for share in shared)])  # the shares hold consecutive cases
             yield torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(g)
     finally:
         for end in ends:
