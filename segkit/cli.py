@@ -162,7 +162,10 @@ SetOption = Annotated[
 
 @app.command()
 def predict(
-    path: Annotated[Path, typer.Argument(help="A .nii/.nii.gz volume, a folder of them, or a DICOM series folder.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A .nii/.nii.gz (or FreeSurfer .mgz/.mgh) volume, a folder of them, or a DICOM folder."),
+    ],
     model: Annotated[
         str | None,
         typer.Option(help="Run folder, .pt, or shipped model (ventricle, liver-cyst); default: shipped, by modality."),

@@ -40,7 +40,7 @@ from segkit.io import (
     atomic_write_text,
     check_not_input,
     ensure_dir,
-    is_nifti,
+    is_volume_file,
     read_volume,
     stem,
     write_all,
@@ -332,18 +332,18 @@ class Stopwatch:
 
 
 def list_inputs(path: Path) -> list[Path]:
-    """A NIfTI file, the NIfTI files in a folder (sorted), or a folder holding one DICOM series."""
+    """A NIfTI (or MGH) file, the NIfTI and MGH files in a folder (sorted), or a folder holding one DICOM series."""
     from segkit.dicom import holds_dicom, is_dicom_file
 
     if not path.exists():
         raise InputError(f"{path}: not found; pass a .nii/.nii.gz file, a folder of them or a DICOM series folder")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p))
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_volume_file(p))
         own = [p for p in files if written_by_predict(p)]
         if own:  # a folder predicted into itself: its masks are not scans to predict
             files = [p for p in files if p not in own]
             log.warning("skipping %d file(s) segkit predict wrote in %s (%s, ...)", len(own), path, own[0].name)
-        if files and any(is_dicom_file(p) for p in path.iterdir() if not is_nifti(p)):  # e.g. predict's masks in it
+        if files and any(is_dicom_file(p) for p in path.iterdir() if not is_volume_file(p)):  # predict's masks in it
             raise InputError(
                 f"{path}: holds both .nii/.nii.gz files ({files[0].name}, ...) and DICOM files; segkit cannot tell "
                 "which to predict: pass one NIfTI file, or move the NIfTI files out of the DICOM series folder"

@@ -1,4 +1,4 @@
-"""Read and write NIfTI volumes as (array, affine, header), checked and written atomically."""
+"""Read NIfTI (and FreeSurfer MGH) volumes as (array, affine, header), checked; write NIfTI atomically."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ finally:
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MGH_SUFFIXES = (".mgz", ".mgh")  # FreeSurfer's format (orig.mgz, norm.mgz, aseg.mgz), read by nibabel
 MAX_VOXELS = 1024**3  # a header claiming more than this is treated as corrupt
 
 
@@ -90,22 +91,23 @@ def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
     return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
 
 
-def is_nifti(path: Path) -> bool:
-    """True when the file name ends in .nii or .nii.gz."""
-    return path.name.endswith(NIFTI_SUFFIXES)
+def is_volume_file(path: Path) -> bool:
+    """True for a file name segkit reads as a volume: .nii, .nii.gz, or FreeSurfer's .mgz and .mgh."""
+    return path.name.endswith(NIFTI_SUFFIXES + MGH_SUFFIXES)
 
 
 def stem(path: Path) -> str:
-    """File name without .nii/.nii.gz."""
+    """File name without .nii/.nii.gz (or .mgz/.mgh)."""
     name = path.name
-    for suf in (".nii.gz", ".nii"):
+    for suf in (".nii.gz", ".nii", *MGH_SUFFIXES):
         if name.endswith(suf):
             return name[: -len(suf)]
     return path.stem
 
 
 def read_volume(path: str | Path, kind: str = "image") -> Volume:
-    """Read a 3-D NIfTI image; any problem raises InputError naming the file and the fix."""
+    """Read a 3-D NIfTI image (or FreeSurfer MGH: .mgz/.mgh, whose outputs are written as NIfTI on its grid);
+    any problem raises InputError naming the file and the fix."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: file not found; check the path")
@@ -113,14 +115,21 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
         raise InputError(f"{p}: is a folder, expected a .nii or .nii.gz {kind}")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes); re-export the {kind}")
-    if not is_nifti(p):
-        raise InputError(f"{p}: not a NIfTI file name; segkit reads .nii and .nii.gz {kind}s")
+    if not is_volume_file(p):
+        raise InputError(
+            f"{p}: not a NIfTI file name; segkit reads .nii and .nii.gz {kind}s (and FreeSurfer .mgz/.mgh): "
+            "convert it to .nii.gz (e.g. SimpleITK, 3D Slicer, dcm2niix for DICOM files)"
+        )
+    mgh = p.name.endswith(MGH_SUFFIXES)
+    fmt = "MGH" if mgh else "NIfTI"
     try:
         img = nib.load(str(p))
     except (gzip.BadGzipFile, zlib.error, EOFError) as e:
         raise InputError(f"{p}: damaged or truncated gzip ({e}); re-copy or re-export it") from None
     except Exception as e:  # nibabel raises many types for non-NIfTI bytes
-        raise InputError(f"{p}: not a readable NIfTI {kind} ({_short(e)}); check the file") from None
+        raise InputError(f"{p}: not a readable {fmt} {kind} ({_short(e)}); check the file") from None
+    if mgh and isinstance(img, nib.MGHImage):
+        img = _as_nifti(p, img)
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{p}: not a NIfTI-1/2 image; convert it to .nii.gz")
     dtype = img.get_data_dtype()
@@ -167,6 +176,18 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
         )
         data = np.where(finite, data, data[finite].min()).astype(np.float32)
     return Volume(data=data, affine=affine, header=img.header, path=p, warnings=notes)
+
+
+def _as_nifti(p: Path, img: nib.MGHImage) -> nib.Nifti1Image:
+    """An MGH image as the NIfTI image of the same voxels and affine (scanner RAS, as nibabel gives it), both
+    forms set: every output is written as NIfTI on this grid. Its data stay on disk until read."""
+    if img.get_data_dtype().kind not in "iuf":
+        raise InputError(f"{p}: MGH {img.get_data_dtype()} data; segkit reads scalar images")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    out = nib.Nifti1Image(img.dataobj, affine)
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=1)
+    return out
 
 
 def _check_pixdim(p: Path, header: nib.Nifti1Header) -> None:

@@ -222,6 +222,29 @@ def test_evaluate_writes_the_report(tiny_run, phantom_ventricle, tmp_path, capsy
     assert sum(g["num_cases"] for g in by_grade.values()) == len(rows)
 
 
+def test_a_dataset_of_freesurfer_mgz_files_evaluates_as_its_nifti(tiny_run, phantom_ventricle, tmp_path, capsys):
+    """Images and labels as .mgz (FreeSurfer's format) in dataset.json: the same per-case figures as the NIfTI."""
+    mgz = tmp_path / "mgz"
+    shutil.copytree(phantom_ventricle, mgz)
+    spec = json.loads((mgz / "dataset.json").read_text())
+    for row in spec["training"]:
+        for key in ("image", "label"):
+            src = mgz / row[key]
+            img = nib.load(src)
+            nib.save(nib.MGHImage(np.asarray(img.dataobj), img.affine), src.with_name(src.name[:-7] + ".mgz"))
+            src.unlink()
+            row[key] = row[key][:-7] + ".mgz"
+    (mgz / "dataset.json").write_text(json.dumps(spec))
+    rows = {}
+    for name, data in (("nifti", phantom_ventricle), ("mgz", mgz)):
+        out = tmp_path / name
+        args = ["evaluate", "--model", str(tiny_run), "--data", str(data), "--split", "test", "--out", str(out)]
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+        rows[name] = list(csv.DictReader((out / "per_case.csv").open()))
+    assert rows["mgz"] == rows["nifti"] and len(rows["mgz"]) > 0
+
+
 def test_same_seed_and_config_give_identical_metrics(tiny_run, phantom_ventricle, tmp_path):
     from segkit.config import load_config
     from segkit.train import fit

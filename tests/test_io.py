@@ -146,3 +146,32 @@ def test_complex_and_colour_images_are_named(tmp_path, dtype, message):
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "c.nii.gz")
     with pytest.raises(InputError, match=message):
         read_volume(tmp_path / "c.nii.gz")
+
+
+# FreeSurfer's conformed space: 1 mm voxels, array axes running left, inferior, anterior (orig.mgz, aseg.mgz)
+LIA = np.array([[-1.0, 0, 0, 20], [0, 0, 1, -20], [0, -1, 0, 20], [0, 0, 0, 1]])
+
+
+def test_freesurfer_mgz_reads_as_the_same_volume_as_its_nifti(tmp_path):
+    """An .mgz (or .mgh) reads as the same voxels and affine as the NIfTI of the same data: orientation LIA kept,
+    qform and sform set, so every output written on its grid lands where FreeSurfer places the input."""
+    data = np.random.default_rng(0).integers(0, 200, (12, 10, 8)).astype(np.uint8)
+    nifti = read_volume(write_nifti(tmp_path / "t1.nii.gz", data, LIA))
+    for name in ("t1.mgz", "t1.mgh"):
+        nib.save(nib.MGHImage(data, LIA), tmp_path / name)
+        vol = read_volume(tmp_path / name)
+        assert np.array_equal(vol.data, nifti.data) and vol.data.dtype == np.float32
+        assert np.allclose(vol.affine, LIA) and nib.aff2axcodes(vol.affine) == ("L", "I", "A")
+        assert int(vol.header["qform_code"]) == int(vol.header["sform_code"]) == 1
+
+
+def test_mgz_that_is_not_one_or_holds_frames_is_refused(tmp_path):
+    (tmp_path / "orig.mgz").write_bytes(gzip.compress(b"not an MGH header at all" * 20))
+    with pytest.raises(InputError, match=r"orig.mgz: not a readable MGH image"):
+        read_volume(tmp_path / "orig.mgz")
+    nib.save(nib.MGHImage(np.zeros((6, 6, 6, 3), np.float32), LIA), tmp_path / "frames.mgz")
+    with pytest.raises(InputError, match=r"4-D image of shape \(6, 6, 6, 3\).*split a 4-D series"):
+        read_volume(tmp_path / "frames.mgz")
+    (tmp_path / "scan.nrrd").write_bytes(b"NRRD0004\n")
+    with pytest.raises(InputError, match=r"scan.nrrd: not a NIfTI file name.*convert it to .nii.gz"):
+        read_volume(tmp_path / "scan.nrrd")

@@ -198,3 +198,24 @@ def test_a_write_that_fails_names_the_file_that_failed(tiny_run, tmp_path, capsy
     code, _, err = run_cli(["predict", str(src), "--model", str(tiny_run), "--out", str(out)], capsys)
     assert code == 2 and "y_mask.nii.gz: cannot write it" in err and "a folder of that name" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["y_mask.nii.gz"]  # the folder, and nothing of the set
+
+
+def test_a_freesurfer_mgz_is_predicted_on_its_own_grid_as_its_nifti_is(tiny_run, tmp_path, capsys):
+    """FreeSurfer's orig.mgz (LIA, conformed): the mask is a NIfTI of the input's shape and affine, voxel for voxel
+    the mask of the same scan given as NIfTI; a folder of .mgz files is predicted too."""
+    lia = np.array([[-1.5, 0, 0, 20], [0, 0, 3.0, -20], [0, -1.5, 0, 20], [0, 0, 0, 1]])
+    data = brain_like((24, 8, 24))
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.MGHImage(data, lia), scans / "orig.mgz")
+    src = write_nifti(tmp_path / "orig.nii.gz", data, lia)
+    masks = {}
+    for name, path in (("mgz", scans), ("nifti", src)):
+        code, _, err = run_cli(["predict", str(path), "--model", str(tiny_run), "--out", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        img = nib.load(tmp_path / name / "orig_mask.nii.gz")
+        assert img.shape == data.shape and np.allclose(img.affine, lia, atol=1e-5)
+        assert nib.aff2axcodes(img.affine) == ("L", "I", "A")
+        masks[name] = np.asarray(img.dataobj)
+    assert len(np.unique(masks["nifti"])) > 1 and np.array_equal(masks["mgz"], masks["nifti"])
+    assert json.loads((tmp_path / "mgz" / "orig_report.json").read_text())["input"].endswith("orig.mgz")
