@@ -67,6 +67,23 @@ def data_make(
         _say(f"warning: no {' or '.join(empty)} cases; give more --cases to fill every split")
 
 
+@data_app.command("freesurfer")
+def data_freesurfer(
+    subjects: Annotated[list[Path], typer.Argument(help="FreeSurfer subject folders, e.g. $SUBJECTS_DIR/*.")],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write (MSD layout; labels only, images by path).")],
+    image: Annotated[str, typer.Option(help="The scan in each subject's mri/ (orig.mgz, T1.mgz, norm.mgz).")] = (
+        "orig.mgz"
+    ),
+) -> None:
+    """Your FreeSurfer subjects as a ventricle test set, aseg.mgz the reference: then `segkit evaluate`."""
+    from segkit.data.freesurfer import import_subjects
+
+    path = import_subjects(subjects, out, image)
+    n = len(subjects)
+    _say(f"wrote {n} FreeSurfer subject{'s' if n > 1 else ''} to {out} ({path.name}: test {n})")
+    _say(f"score segkit against FreeSurfer's aseg: segkit evaluate --data {out} --split test --out {out}/eval")
+
+
 @data_app.command("show")
 def data_show(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],

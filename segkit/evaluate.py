@@ -49,6 +49,15 @@ def evaluate_split(
     if not cases:
         raise InputError(f"{data}: the {split} split has no cases; pick another --split")
     fields = subgroup_fields(cases, by, data)
+    named: dict[str, str] = {}
+    for case in cases:  # predictions are named by case: images may share a file name (FreeSurfer's orig.mgz)
+        name = prediction_name(case.case_id)
+        if name in named:
+            raise InputError(
+                f"{data}/dataset.json: cases {named[name]} and {case.case_id} would both be written as "
+                f"{name}_mask.nii.gz; give them case ids that differ in more than / and \\"
+            )
+        named[name] = case.case_id
     if model is None:
         if ds.task not in TASKS:
             raise InputError(
@@ -111,6 +120,12 @@ def evaluate_split(
     return report
 
 
+def prediction_name(case_id: str) -> str:
+    """A case's name in predictions/ (its files <name>_mask.nii.gz, ...): its case id, path separators as _,
+    so that the review page (segkit export) finds its row of per_case.csv."""
+    return case_id.replace("/", "_").replace("\\", "_").lstrip(".") or "case"
+
+
 def _score_cases(
     net: Any, cfg: Config, info: dict[str, Any], cases: list[Case], fields: tuple[str, ...], split: str, out: Path
 ) -> tuple[list[dict[str, Any]], list[list[float]], list[int], list[dict[str, Any]]]:
@@ -123,7 +138,7 @@ def _score_cases(
     for case in tqdm(cases, desc=f"evaluating {split}", leave=False, disable=not sys.stderr.isatty()):
         vol, truth = read_case(case, cfg.task.labels)
         pred = predict_volume(net, cfg, vol)
-        write_prediction(pred, vol, out, cfg, info)
+        write_prediction(pred, vol, out, cfg, info, prediction_name(case.case_id))
         row: dict[str, Any] = {"case": case.case_id, **{f: case.info.get(f) for f in fields}}
         row.update(segmentation_metrics(pred.mask, truth, vol.spacing, cfg.task.labels, cfg.eval.nsd_tolerance_mm))
         if lesions:

@@ -1,0 +1,83 @@
+"""`segkit data freesurfer`: a user's FreeSurfer subjects as a ventricle test set, aseg.mgz the reference."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from conftest import run_cli
+
+# FreeSurfer's conformed grid, shrunk: 1 mm voxels, array axes running left, inferior, anterior
+LIA = np.array([[-1.0, 0, 0, 12], [0, 0, 1, -12], [0, -1, 0, 12], [0, 0, 0, 1]])
+
+
+def fake_subject(root: Path, name: str, ventricle_half_width: int, seed: int = 0) -> Path:
+    """A subject folder as recon-all leaves it (mri/orig.mgz and mri/aseg.mgz), with head tissue (label 500s),
+    cortex, white matter, sulcal CSF (24) and lateral ventricles (4 left, 43 right) in its aseg."""
+    aseg = np.zeros((24, 24, 24), np.int32)
+    aseg[2:22, 2:22, 2:22] = 517  # head tissue around the brain: not brain
+    aseg[4:20, 4:20, 4:20] = 3  # cortex
+    aseg[6:18, 6:18, 6:18] = 2  # white matter
+    aseg[4:6, 10:12, 10:14] = 24  # CSF: brain, as in the training data
+    w = ventricle_half_width
+    aseg[12 - w : 12, 9:15, 8:16] = 4
+    aseg[12 : 12 + w, 9:15, 8:16] = 43
+    mri = root / name / "mri"
+    mri.mkdir(parents=True)
+    scan = (np.random.default_rng(seed).normal(80, 5, aseg.shape) + 40 * (aseg == 2)).astype(np.float32)
+    nib.save(nib.MGHImage(scan, LIA), mri / "orig.mgz")
+    nib.save(nib.MGHImage(aseg, LIA), mri / "aseg.mgz")
+    return root / name
+
+
+def test_subjects_become_a_test_set_that_evaluate_scores(tiny_run, tmp_path, capsys):
+    """Labels: 4/43 -> lateral ventricles, other brain labels (CSF included) -> brain, head tissue -> background,
+    on the scan's own LIA grid; the grade is the biomarker's from the aseg; images stay where they are."""
+    small, large = fake_subject(tmp_path / "fs", "bert", 1), fake_subject(tmp_path / "fs", "ernie", 3, seed=1)
+    out = tmp_path / "fsdata"
+    code, stdout, err = run_cli(["data", "freesurfer", str(small), str(large), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "wrote 2 FreeSurfer subjects" in stdout and "segkit evaluate --data" in stdout
+    spec = json.loads((out / "dataset.json").read_text())
+    rows = {r["case"]: r for r in spec["training"]}
+    assert set(rows) == {"bert", "ernie"} and all(r["split"] == "test" for r in rows.values())
+    assert rows["bert"]["image"] == str((small / "mri" / "orig.mgz").resolve())
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "labelsTr"]
+    aseg = np.asarray(nib.load(small / "mri" / "aseg.mgz").dataobj)
+    label = nib.load(out / "labelsTr" / "bert.nii.gz")
+    assert label.shape == aseg.shape and np.allclose(label.affine, LIA)
+    got = np.asarray(label.dataobj)
+    assert np.array_equal(got == 2, np.isin(aseg, (4, 43)))
+    assert np.array_equal(got == 1, np.isin(aseg, (2, 3, 24)))
+    assert not got[aseg == 517].any()
+    lv = [int(np.isin(np.asarray(nib.load(s / "mri" / "aseg.mgz").dataobj), (4, 43)).sum()) for s in (small, large)]
+    brain = 16**3
+    assert np.isclose(rows["bert"]["biomarker"], lv[0] / brain, atol=1e-6)
+    assert rows["bert"]["grade"] == "moderate" and rows["ernie"]["grade"] == "severe"  # 0.023 and 0.070
+    code, stdout, err = run_cli(
+        ["evaluate", "--model", str(tiny_run), "--data", str(out), "--split", "test", "--out", str(out / "eval")],
+        capsys,
+    )
+    assert code == 0, err
+    assert [r["case"] for r in csv.DictReader((out / "eval" / "per_case.csv").open())] == ["bert", "ernie"]
+    # both images are orig.mgz: each case's prediction is named by its case id (by file name, ernie's replaced bert's)
+    masks = sorted(p.name for p in (out / "eval" / "predictions").glob("*_mask.nii.gz"))
+    assert masks == ["bert_mask.nii.gz", "ernie_mask.nii.gz"]
+
+
+def test_a_folder_that_is_no_subject_is_refused_and_nothing_is_written(tmp_path, capsys):
+    good = fake_subject(tmp_path / "fs", "bert", 2)
+    bad = tmp_path / "fs" / "fsaverage_notes"
+    bad.mkdir()
+    out = tmp_path / "fsdata"
+    code, _, err = run_cli(["data", "freesurfer", str(good), str(bad), "--out", str(out)], capsys)
+    assert code == 2 and "fsaverage_notes: no mri/orig.mgz" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    broken = fake_subject(tmp_path / "fs", "ernie", 2)
+    (broken / "mri" / "aseg.mgz").write_bytes(b"not an mgz")  # found, read after bert's label was written
+    code, _, err = run_cli(["data", "freesurfer", str(good), str(broken), "--out", str(out)], capsys)
+    assert code == 2 and "ernie/mri/aseg.mgz: damaged or truncated gzip" in err
+    assert not out.exists()  # bert's label went with it
