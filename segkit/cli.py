@@ -74,13 +74,20 @@ def data_freesurfer(
     image: Annotated[str, typer.Option(help="The scan in each subject's mri/ (orig.mgz, T1.mgz, norm.mgz).")] = (
         "orig.mgz"
     ),
+    split: Annotated[
+        str, typer.Option(help="test: every subject in the test split; stratified: train/val/test by grade.")
+    ] = "test",
+    seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 0,
 ) -> None:
-    """Your FreeSurfer subjects as a ventricle test set, aseg.mgz the reference: then `segkit evaluate`."""
+    """Your FreeSurfer subjects as a ventricle dataset, aseg.mgz the reference: then `segkit evaluate`."""
+    import json
+
     from segkit.data.freesurfer import import_subjects
 
-    path = import_subjects(subjects, out, image)
-    n = len(subjects)
-    _say(f"wrote {n} FreeSurfer subject{'s' if n > 1 else ''} to {out} ({path.name}: test {n})")
+    path = import_subjects(subjects, out, image, split, seed)
+    rows = json.loads(path.read_text())["training"]
+    counts = ", ".join(f"{s} {n}" for s in ("train", "val", "test") if (n := sum(r["split"] == s for r in rows)))
+    _say(f"wrote {len(rows)} FreeSurfer subject{'s' if len(rows) > 1 else ''} to {out} ({path.name}: {counts})")
     _say(f"score segkit against FreeSurfer's aseg: segkit evaluate --data {out} --split test --out {out}/eval")
 
 

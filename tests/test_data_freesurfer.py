@@ -8,13 +8,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from conftest import run_cli
+from conftest import ROOT, TINY, run_cli
 
 # FreeSurfer's conformed grid, shrunk: 1 mm voxels, array axes running left, inferior, anterior
 LIA = np.array([[-1.0, 0, 0, 12], [0, 0, 1, -12], [0, -1, 0, 12], [0, 0, 0, 1]])
 
 
-def fake_subject(root: Path, name: str, ventricle_half_width: int, seed: int = 0) -> Path:
+def fake_subject(root: Path, name: str, ventricle_half_width: int, seed: int = 0, depth: int = 8) -> Path:
     """A subject folder as recon-all leaves it (mri/orig.mgz and mri/aseg.mgz), with head tissue (label 500s),
     cortex, white matter, sulcal CSF (24) and lateral ventricles (4 left, 43 right) in its aseg."""
     aseg = np.zeros((24, 24, 24), np.int32)
@@ -23,8 +23,8 @@ def fake_subject(root: Path, name: str, ventricle_half_width: int, seed: int = 0
     aseg[6:18, 6:18, 6:18] = 2  # white matter
     aseg[4:6, 10:12, 10:14] = 24  # CSF: brain, as in the training data
     w = ventricle_half_width
-    aseg[12 - w : 12, 9:15, 8:16] = 4
-    aseg[12 : 12 + w, 9:15, 8:16] = 43
+    aseg[12 - w : 12, 9:15, 8 : 8 + depth] = 4
+    aseg[12 : 12 + w, 9:15, 8 : 8 + depth] = 43
     mri = root / name / "mri"
     mri.mkdir(parents=True)
     scan = (np.random.default_rng(seed).normal(80, 5, aseg.shape) + 40 * (aseg == 2)).astype(np.float32)
@@ -81,3 +81,34 @@ def test_a_folder_that_is_no_subject_is_refused_and_nothing_is_written(tmp_path,
     code, _, err = run_cli(["data", "freesurfer", str(good), str(broken), "--out", str(out)], capsys)
     assert code == 2 and "ernie/mri/aseg.mgz: damaged or truncated gzip" in err
     assert not out.exists()  # bert's label went with it
+
+
+def test_a_stratified_split_fine_tunes(tmp_path, capsys):
+    """--split stratified: train, val and test by grade (each subject in one split), and segkit train runs on it."""
+    sizes = {"healthy": (1, 4), "moderate": (1, 8), "severe": (3, 8)}  # ratios 0.012, 0.023, 0.070
+    subjects = [
+        fake_subject(tmp_path / "fs", f"{grade}{i}", w, seed=i, depth=d)
+        for grade, (w, d) in sizes.items()
+        for i in range(4)
+    ]
+    out = tmp_path / "fsdata"
+    code, stdout, err = run_cli(
+        ["data", "freesurfer", *map(str, subjects), "--out", str(out), "--split", "stratified"], capsys
+    )
+    assert code == 0, err
+    rows = json.loads((out / "dataset.json").read_text())["training"]
+    assert all(r["grade"] == r["case"].rstrip("0123456789") for r in rows)
+    by_split = {s: sorted(r["case"] for r in rows if r["split"] == s) for s in ("train", "val", "test")}
+    assert "train 6, val 3, test 3" in stdout and all(by_split.values())
+    assert sorted(sum(by_split.values(), [])) == sorted(s.name for s in subjects)  # each subject once
+    run = tmp_path / "run"
+    args = ["train", "--config", str(ROOT / "configs" / "ventricle.yaml"), "--data", str(out), "--out", str(run)]
+    code, _, err = run_cli(
+        [*args, "--epochs", "1", *(x for o in TINY if "epochs" not in o for x in ("--set", o))], capsys
+    )
+    assert code == 0, err
+    assert (run / "best.pt").is_file()
+    code, _, err = run_cli(
+        ["data", "freesurfer", str(subjects[0]), "--out", str(tmp_path / "x"), "--split", "all"], capsys
+    )
+    assert code == 2 and "--split all: give test" in err

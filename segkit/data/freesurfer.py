@@ -1,6 +1,7 @@
 """A ventricle dataset from a user's own FreeSurfer subjects: each subject's scan with its aseg as the reference.
 
-`segkit data freesurfer SUBJECT ... --out DIR` writes DIR/dataset.json (every case in the test split) and one
+`segkit data freesurfer SUBJECT ... --out DIR` writes DIR/dataset.json (every case in the test split, or with
+--split stratified in train, val and test) and one
 label map per subject, labelsTr/<subject>.nii.gz, on the scan's own grid: lateral ventricles where aseg holds
 FreeSurfer's labels 4 and 43, brain where it holds any other brain label (the definitions the ventricle
 training data use, segkit.data.ventricle.is_brain), background elsewhere. The images are not copied:
@@ -36,9 +37,18 @@ def task_labels(aseg: np.ndarray) -> np.ndarray:
     return out
 
 
-def import_subjects(subjects: list[Path], out: Path, image: str = "orig.mgz") -> Path:
+SPLITS = ("test", "stratified")
+
+
+def import_subjects(
+    subjects: list[Path], out: Path, image: str = "orig.mgz", split: str = "test", seed: int = 0
+) -> Path:
     """Write the dataset of these FreeSurfer subject folders (each holding mri/<image> and mri/aseg.mgz) to out;
-    returns dataset.json. Checks every subject before writing anything."""
+    returns dataset.json. split "test": every subject in the test split (to score a model); "stratified":
+    train, val and test (80/10/10 of each grade, drawn with seed) to fine-tune on. Checks every subject before
+    writing anything."""
+    if split not in SPLITS:
+        raise InputError(f"--split {split}: give test (score a model) or stratified (train, val and test)")
     if not subjects:
         raise InputError("no FreeSurfer subject folders given; pass one or more, e.g. $SUBJECTS_DIR/*")
     out = Path(out)
@@ -61,11 +71,13 @@ def import_subjects(subjects: list[Path], out: Path, image: str = "orig.mgz") ->
     made = not out.exists()
     try:
         records = [_import_one(name, scan, aseg, out) for name, scan, aseg in pairs]
+        if split == "stratified":  # write_dataset_json draws the split, per grade
+            records = [{k: v for k, v in r.items() if k != "split"} for r in records]
         extra = {
             "description": f"{len(records)} FreeSurfer subjects: mri/{image} with its aseg.mgz as the reference",
             "source": "the user's own FreeSurfer recon-all outputs",
         }
-        return write_dataset_json(out, TASK, records, 0, extra)
+        return write_dataset_json(out, TASK, records, seed, extra)
     except BaseException:  # a subject that fails to read: no dataset half made
         shutil.rmtree(out / "labelsTr", ignore_errors=True)
         if made:
