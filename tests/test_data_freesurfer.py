@@ -68,13 +68,27 @@ def test_subjects_become_a_test_set_that_evaluate_scores(tiny_run, tmp_path, cap
     assert masks == ["bert_mask.nii.gz", "ernie_mask.nii.gz"]
 
 
-def test_a_folder_that_is_no_subject_is_refused_and_nothing_is_written(tmp_path, capsys):
+def test_what_is_no_subject_is_skipped_and_an_unfinished_subject_refused(tmp_path, capsys, caplog):
+    """$SUBJECTS_DIR/* holds fsaverage and folders without mri/ (lh.EC_average): each skipped with a line; a
+    subject whose recon-all did not finish (no aseg.mgz) is refused in one line and nothing is written."""
     good = fake_subject(tmp_path / "fs", "bert", 2)
-    bad = tmp_path / "fs" / "fsaverage_notes"
-    bad.mkdir()
+    fake_subject(tmp_path / "fs", "fsaverage", 2)
+    (tmp_path / "fs" / "lh.EC_average").mkdir()
+    (tmp_path / "fs" / "README").write_text("notes")
     out = tmp_path / "fsdata"
-    code, _, err = run_cli(["data", "freesurfer", str(good), str(bad), "--out", str(out)], capsys)
-    assert code == 2 and "fsaverage_notes: no mri/orig.mgz" in err and len(err.strip().splitlines()) == 1
+    with caplog.at_level("WARNING"):
+        code, stdout, err = run_cli(
+            ["data", "freesurfer", *map(str, sorted((tmp_path / "fs").iterdir())), "--out", str(out)], capsys
+        )
+    assert code == 0, err
+    assert "wrote 1 FreeSurfer subject" in stdout
+    skipped = " ".join(r.getMessage() for r in caplog.records)
+    assert "fsaverage: FreeSurfer's template" in skipped and "lh.EC_average: no mri/" in skipped and "README" in skipped
+    unfinished = fake_subject(tmp_path / "fs2", "ernie", 2)
+    (unfinished / "mri" / "aseg.mgz").unlink()
+    out = tmp_path / "fsdata2"
+    code, _, err = run_cli(["data", "freesurfer", str(good), str(unfinished), "--out", str(out)], capsys)
+    assert code == 2 and "ernie: no mri/aseg.mgz" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     broken = fake_subject(tmp_path / "fs", "ernie", 2)
     (broken / "mri" / "aseg.mgz").write_bytes(b"not an mgz")  # found, read after bert's label was written

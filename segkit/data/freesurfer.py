@@ -11,6 +11,7 @@ dataset.json names each subject's mri/<image> (orig.mgz by default) by its absol
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from segkit.measure import measure
 from segkit.tasks import TASKS
 
 TASK = TASKS["ventricle"]
+log = logging.getLogger(__name__)
 
 
 def task_labels(aseg: np.ndarray) -> np.ndarray:
@@ -49,14 +51,18 @@ def import_subjects(
     writing anything."""
     if split not in SPLITS:
         raise InputError(f"--split {split}: give test (score a model) or stratified (train, val and test)")
-    if not subjects:
-        raise InputError("no FreeSurfer subject folders given; pass one or more, e.g. $SUBJECTS_DIR/*")
     out = Path(out)
     check_new_dataset_dir(out)
     pairs = []
     names: dict[str, Path] = {}
     for subject in subjects:
         subject = Path(subject)
+        if not subject.exists():
+            raise InputError(f"{subject}: not found; give FreeSurfer subject folders, e.g. $SUBJECTS_DIR/*")
+        template = subject.name.startswith("fsaverage")
+        if template or not (subject / "mri").is_dir():  # what $SUBJECTS_DIR/* holds beside the subjects
+            log.warning("skipping %s: %s", subject, "FreeSurfer's template" if template else "no mri/ folder in it")
+            continue
         scan, aseg = subject / "mri" / image, subject / "mri" / "aseg.mgz"
         for need in (scan, aseg):
             if not need.is_file():
@@ -68,6 +74,8 @@ def import_subjects(
             raise InputError(f"{subject}: two subjects named {subject.name} ({names[subject.name]}); rename one")
         names[subject.name] = subject
         pairs.append((subject.name, scan.resolve(), aseg))
+    if not pairs:
+        raise InputError("no FreeSurfer subject folders given; pass one or more, e.g. $SUBJECTS_DIR/*")
     made = not out.exists()
     try:
         records = [_import_one(name, scan, aseg, out) for name, scan, aseg in pairs]
