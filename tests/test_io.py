@@ -5,7 +5,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import GEOMETRIES, write_nifti
+from conftest import GEOMETRIES, rotation, write_nifti
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -152,17 +152,25 @@ def test_complex_and_colour_images_are_named(tmp_path, dtype, message):
 LIA = np.array([[-1.0, 0, 0, 20], [0, 0, 1, -20], [0, -1, 0, 20], [0, 0, 0, 1]])
 
 
-def test_freesurfer_mgz_reads_as_the_same_volume_as_its_nifti(tmp_path):
-    """An .mgz (or .mgh) reads as the same voxels and affine as the NIfTI of the same data: orientation LIA kept,
-    qform and sform set, so every output written on its grid lands where FreeSurfer places the input."""
+OBLIQUE_LIA = LIA.copy()
+OBLIQUE_LIA[:3, :3] = rotation(0, 12) @ rotation(2, -20) @ LIA[:3, :3] @ np.diag([1.1, 0.9, 2.5])
+
+
+@pytest.mark.parametrize("affine", [LIA, OBLIQUE_LIA], ids=["LIA", "oblique-LIA"])
+def test_freesurfer_mgz_reads_as_the_same_volume_as_its_nifti(tmp_path, affine):
+    """An .mgz (or .mgh) reads as the same voxels and affine as the NIfTI of the same data (orientation kept,
+    oblique too), qform and sform set, so every output written on its grid lands where FreeSurfer places it."""
     data = np.random.default_rng(0).integers(0, 200, (12, 10, 8)).astype(np.uint8)
-    nifti = read_volume(write_nifti(tmp_path / "t1.nii.gz", data, LIA))
+    nifti = read_volume(write_nifti(tmp_path / "t1.nii.gz", data, affine))
     for name in ("t1.mgz", "t1.mgh"):
-        nib.save(nib.MGHImage(data, LIA), tmp_path / name)
+        nib.save(nib.MGHImage(data, affine), tmp_path / name)
         vol = read_volume(tmp_path / name)
         assert np.array_equal(vol.data, nifti.data) and vol.data.dtype == np.float32
-        assert np.allclose(vol.affine, LIA) and nib.aff2axcodes(vol.affine) == ("L", "I", "A")
+        assert np.allclose(vol.affine, affine, atol=1e-4) and nib.aff2axcodes(vol.affine) == nib.aff2axcodes(affine)
         assert int(vol.header["qform_code"]) == int(vol.header["sform_code"]) == 1
+        written = tmp_path / f"{name}_mask.nii.gz"  # what predict writes on its grid: the .mgz's affine
+        write_volume(written, (vol.data > 100).astype(np.uint8), vol.affine, vol.header)
+        assert np.allclose(nib.load(written).affine, nib.load(tmp_path / name).affine, atol=1e-5)
 
 
 def test_mgz_that_is_not_one_or_holds_frames_is_refused(tmp_path):
