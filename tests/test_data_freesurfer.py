@@ -22,6 +22,7 @@ def fake_subject(root: Path, name: str, ventricle_half_width: int, seed: int = 0
     aseg[4:20, 4:20, 4:20] = 3  # cortex
     aseg[6:18, 6:18, 6:18] = 2  # white matter
     aseg[4:6, 10:12, 10:14] = 24  # CSF: brain, as in the training data
+    aseg[11:13, 16:18, 8:16] = 251  # corpus callosum (recon-all's aseg): brain
     w = ventricle_half_width
     aseg[12 - w : 12, 9:15, 8 : 8 + depth] = 4
     aseg[12 : 12 + w, 9:15, 8 : 8 + depth] = 43
@@ -51,7 +52,7 @@ def test_subjects_become_a_test_set_that_evaluate_scores(tiny_run, tmp_path, cap
     assert label.shape == aseg.shape and np.allclose(label.affine, LIA)
     got = np.asarray(label.dataobj)
     assert np.array_equal(got == 2, np.isin(aseg, (4, 43)))
-    assert np.array_equal(got == 1, np.isin(aseg, (2, 3, 24)))
+    assert np.array_equal(got == 1, np.isin(aseg, (2, 3, 24, 251)))
     assert not got[aseg == 517].any()
     lv = [int(np.isin(np.asarray(nib.load(s / "mri" / "aseg.mgz").dataobj), (4, 43)).sum()) for s in (small, large)]
     brain = 16**3

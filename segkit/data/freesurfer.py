@@ -25,6 +25,9 @@ from segkit.measure import measure
 from segkit.tasks import TASKS
 
 TASK = TASKS["ventricle"]
+# recon-all's aseg splits the corpus callosum out of the white matter (CC_Posterior ... CC_Anterior): brain. The
+# label maps segkit trains on have no such labels (their callosum is white matter, 2/41).
+CORPUS_CALLOSUM = (251, 252, 253, 254, 255)
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +37,7 @@ def task_labels(aseg: np.ndarray) -> np.ndarray:
 
     fs = np.rint(aseg).astype(np.int32)
     out = np.zeros(fs.shape, np.uint8)
-    out[is_brain(fs)] = TASK.labels.index("brain")
+    out[is_brain(fs) | np.isin(fs, CORPUS_CALLOSUM)] = TASK.labels.index("brain")
     out[np.isin(fs, LV)] = TASK.labels.index("lateral_ventricles")
     return out
 
