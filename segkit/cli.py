@@ -82,9 +82,9 @@ def data_freesurfer(
     """Your FreeSurfer subjects as a ventricle dataset, aseg.mgz the reference: then `segkit evaluate`."""
     import json
 
-    from segkit.data.freesurfer import import_subjects
+    from segkit.data.freesurfer import make_freesurfer
 
-    path = import_subjects(subjects, out, image, split, seed)
+    path = make_freesurfer(subjects, out, image, split, seed)
     rows = json.loads(path.read_text())["training"]
     counts = ", ".join(f"{s} {n}" for s in ("train", "val", "test") if (n := sum(r["split"] == s for r in rows)))
     _say(f"wrote {len(rows)} FreeSurfer subject{'s' if len(rows) > 1 else ''} to {out} ({path.name}: {counts})")

@@ -45,7 +45,7 @@ def task_labels(aseg: np.ndarray) -> np.ndarray:
 SPLITS = ("test", "stratified")
 
 
-def import_subjects(
+def make_freesurfer(
     subjects: list[Path], out: Path, image: str = "orig.mgz", split: str = "test", seed: int = 0
 ) -> Path:
     """Write the dataset of these FreeSurfer subject folders (each holding mri/<image> and mri/aseg.mgz) to out;
@@ -81,7 +81,7 @@ def import_subjects(
         raise InputError("no FreeSurfer subject folders given; pass one or more, e.g. $SUBJECTS_DIR/*")
     made = not out.exists()
     try:
-        records = [_import_one(name, scan, aseg, out) for name, scan, aseg in pairs]
+        records = [_write_subject(name, scan, aseg, out) for name, scan, aseg in pairs]
         if split == "stratified":  # write_dataset_json draws the split, per grade
             records = [{k: v for k, v in r.items() if k != "split"} for r in records]
         extra = {
@@ -96,7 +96,7 @@ def import_subjects(
         raise
 
 
-def _import_one(name: str, scan: Path, aseg: Path, out: Path) -> dict[str, Any]:
+def _write_subject(name: str, scan: Path, aseg: Path, out: Path) -> dict[str, Any]:
     """One subject: its label map written to out/labelsTr, and its dataset.json row."""
     img, ref = read_volume(scan), read_volume(aseg, kind="label")
     check_same_grid(img, ref)
