@@ -1,10 +1,10 @@
 """A ventricle dataset from a user's own FreeSurfer subjects: each subject's scan with its aseg as the reference.
 
 `segkit data freesurfer SUBJECT ... --out DIR` writes DIR/dataset.json (every case in the test split, or with
---split stratified in train, val and test) and one
-label map per subject, labelsTr/<subject>.nii.gz, on the scan's own grid: lateral ventricles where aseg holds
-FreeSurfer's labels 4 and 43, brain where it holds any other brain label (the definitions the ventricle
-training data use, segkit.data.ventricle.is_brain), background elsewhere. The images are not copied:
+--split stratified in train, val and test) and one label map per subject, labelsTr/<subject>.nii.gz, on the
+scan's own grid: lateral ventricles where aseg holds FreeSurfer's labels 4 and 43, brain where it holds any other
+brain label (the definitions the ventricle training data use, segkit.data.ventricle.is_brain, and the corpus
+callosum), background elsewhere. The images are not copied:
 dataset.json names each subject's mri/<image> (orig.mgz by default) by its absolute path. `segkit evaluate
 --data DIR --split test` then scores segkit against FreeSurfer on the user's own scans.
 """
