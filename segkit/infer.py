@@ -352,9 +352,13 @@ def list_inputs(path: Path) -> list[Path]:
             return files
         if holds_dicom(path):
             return [path]  # one series (or --series); read_dicom_series refuses none or several
+        if (path / "mri" / "orig.mgz").is_file():
+            raise InputError(
+                f"{path}: a FreeSurfer subject folder; pass its scan, {path / 'mri' / 'orig.mgz'} (or T1.mgz, norm.mgz)"
+            )
         raise InputError(
-            f"{path}: folder holds no .nii or .nii.gz files and no DICOM series (a DICOM file needs its DICM header "
-            "or a .dcm name); pass a NIfTI file, a folder of them or a DICOM series folder"
+            f"{path}: folder holds no .nii, .nii.gz or .mgz files and no DICOM series (a DICOM file needs its DICM "
+            "header or a .dcm name); pass a NIfTI file, a folder of them or a DICOM series folder"
         )
     return [path]
 

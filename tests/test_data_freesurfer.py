@@ -127,3 +127,10 @@ def test_a_stratified_split_fine_tunes(tmp_path, capsys):
         ["data", "freesurfer", str(subjects[0]), "--out", str(tmp_path / "x"), "--split", "all"], capsys
     )
     assert code == 2 and "--split all: give test" in err
+
+
+def test_predict_given_a_subject_folder_names_the_scan_to_pass(tmp_path, capsys):
+    subject = fake_subject(tmp_path / "fs", "bert", 2)
+    code, _, err = run_cli(["predict", str(subject), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "a FreeSurfer subject folder; pass its scan" in err and "bert/mri/orig.mgz" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
