@@ -36,6 +36,7 @@ from segkit.engine import ENGINES, OnnxNet, open_onnx
 from segkit.errors import CheckpointError, InputError, SegkitError
 from segkit.forward import Network, check_device, cpu_only_here, pick_device, predict_preprocessed
 from segkit.io import (
+    MGH_SUFFIXES,
     Volume,
     atomic_write_text,
     check_not_input,
@@ -380,8 +381,12 @@ def read_input(path: Path, series: str | None = None) -> Volume:
 
 
 def input_name(path: Path, series: str | None = None) -> str:
-    """Output name of an input: the file name without .nii/.nii.gz, or the DICOM folder's name (+ _UID if picked)."""
+    """Output name of an input: the file name without .nii/.nii.gz, or the DICOM folder's name (+ _UID if picked).
+    A FreeSurfer scan (SUBJECT/mri/orig.mgz) is named after its subject too, bert_orig: every subject's scan is
+    orig.mgz, and a loop over subjects predicting into one folder kept only the last subject's mask."""
     if not path.is_dir():
+        if path.parent.name == "mri" and path.name.endswith(MGH_SUFFIXES) and path.parent.parent.name:
+            return f"{path.parent.parent.name}_{stem(path)}"
         return stem(path)
     return f"{path.name}_{series}" if series else path.name
 

@@ -134,3 +134,16 @@ def test_predict_given_a_subject_folder_names_the_scan_to_pass(tmp_path, capsys)
     code, _, err = run_cli(["predict", str(subject), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "a FreeSurfer subject folder; pass its scan" in err and "bert/mri/orig.mgz" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_subjects_predicted_into_one_folder_keep_their_own_masks(tiny_run, tmp_path, capsys):
+    """Every subject's scan is mri/orig.mgz: its outputs are named after the subject (bert_orig_mask.nii.gz), so a
+    loop over subjects into one --out keeps every mask (by file name alone, each replaced the last)."""
+    out = tmp_path / "pred"
+    for name, w in (("bert", 1), ("ernie", 3)):
+        scan = fake_subject(tmp_path / "fs", name, w) / "mri" / "orig.mgz"
+        code, _, err = run_cli(["predict", str(scan), "--model", str(tiny_run), "--out", str(out)], capsys)
+        assert code == 0, err
+    assert sorted(p.name for p in out.glob("*_mask.nii.gz")) == ["bert_orig_mask.nii.gz", "ernie_orig_mask.nii.gz"]
+    report = json.loads((out / "ernie_orig_report.json").read_text())
+    assert report["input"].endswith("ernie/mri/orig.mgz") and report["mask"] == "ernie_orig_mask.nii.gz"
