@@ -167,7 +167,7 @@ def test_bad_dicom_folders_get_one_line_exit_2(tiny_run, tmp_path, capsys):
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.88.22", generate_uid(), "SR"
     ds.save_as(no_image / "report.dcm", enforce_file_format=True)
-    cases = {two: "holds 2 DICOM series", junk: "no .nii or .nii.gz files and no DICOM series", no_image: "no DICOM"}
+    cases = {two: "holds 2 DICOM series", junk: ".mgz files and no DICOM series", no_image: "no DICOM"}
     for folder, message in cases.items():
         out = tmp_path / f"out_{folder.name}"
         code, stdout, err = run_cli(["predict", str(folder), "--model", str(tiny_run), "--out", str(out)], capsys)
