@@ -264,7 +264,7 @@ def evaluate(
 def export(
     pred_dir: Annotated[Path | None, typer.Argument(help="Predictions folder of segkit predict or evaluate.")] = None,
     out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("review"),
-    format_: Annotated[str, typer.Option("--format", help="html, dicom-seg or onnx.")] = "html",
+    format_: Annotated[str, typer.Option("--format", help="html, csv, dicom-seg or onnx.")] = "html",
     model: Annotated[
         str | None, typer.Option(help="Run folder, .pt or shipped model: network (onnx), thresholds (html).")
     ] = None,
@@ -277,13 +277,18 @@ def export(
         float | None, typer.Option(min=0.0, help="html: flag a graded structure below this (mL; 0.1).")
     ] = None,
 ) -> None:
-    """Review page OUT/index.html, a DICOM SEG per case predicted from DICOM, or the network as ONNX."""
+    """Review page OUT/index.html, a table OUT/predictions.csv, a DICOM SEG per case from DICOM, or ONNX."""
     from segkit.errors import InputError
     from segkit.export import check_format
 
     fmt = check_format(format_)
     given = {"--model": model, "--dicom": dicom, "--low-confidence": low_confidence, "--tiny-ml": tiny_ml}
-    applies = {"html": ("--model", "--low-confidence", "--tiny-ml"), "dicom-seg": ("--dicom",), "onnx": ("--model",)}
+    applies = {
+        "html": ("--model", "--low-confidence", "--tiny-ml"),
+        "csv": (),
+        "dicom-seg": ("--dicom",),
+        "onnx": ("--model",),
+    }
     unused = [k for k, v in given.items() if v is not None and k not in applies[fmt]]
     if unused:  # silently ignored before: a user thought it did something
         raise InputError(f"{', '.join(unused)} does not apply to --format {fmt}; drop it")
@@ -296,6 +301,11 @@ def export(
         return
     if pred_dir is None:
         raise InputError(f"--format {fmt} needs PRED_DIR, the --out folder of segkit predict or evaluate")
+    if fmt == "csv":
+        from segkit.export import write_table
+
+        _say(f"wrote {write_table(pred_dir, out)}")
+        return
     if fmt == "dicom-seg":
         from segkit.export import export_dicom_seg
 

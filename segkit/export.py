@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from segkit.render import LEGACY_LABEL_FILES, label_color, label_file_names
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("html", "dicom-seg", "onnx")
+FORMATS = ("html", "csv", "dicom-seg", "onnx")
 TINY_ML = 0.1  # a graded structure smaller than this (mL) is more likely noise than anatomy
 
 
@@ -54,6 +55,41 @@ def read_predictions(pred_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     if not reports:
         raise InputError(f"{pred_dir}: no predictions (*_report.json) found; run segkit predict --out {pred_dir} first")
     return pred_dir, reports
+
+
+def write_table(pred_dir: Path, out: Path) -> Path:
+    """out/predictions.csv: one row per prediction of the folder (a cohort's volumes, biomarkers and grades in
+    one table): name, input, task, model, grade and each grade's probability, the biomarker, its value and its
+    grade, each label's volume in mL, and the case's warnings (; between them; the model's limits, the same on
+    every case, are left to its card). Two tasks' predictions share the table, each leaving the other's columns
+    empty."""
+    pred_dir, reports = read_predictions(pred_dir)
+    rows = []
+    for r in reports:
+        model = r.get("model") or {}
+        bio = r.get("biomarker") or {}
+        row: dict[str, Any] = {
+            "name": r["name"],
+            "input": r.get("input"),
+            "task": r.get("task"),
+            "model": f"{model.get('name', '')} ({model.get('sha256', '')[:16]})" if model else "",
+            "grade": r.get("grade"),
+        }
+        row.update({f"p_{g}": p for g, p in (r.get("probabilities") or {}).items()})
+        row.update({"biomarker": bio.get("name"), "biomarker_value": bio.get("value")})
+        row["biomarker_grade"] = bio.get("grade")
+        row.update({f"ml_{k}": v for k, v in (r.get("volumes_ml") or {}).items()})
+        limits = set(model.get("limits") or [])  # the model's own, the same on every row: left to its card
+        row["warnings"] = "; ".join(str(w) for w in r.get("warnings") or [] if w not in limits)
+        rows.append(row)
+    fields = list(dict.fromkeys(k for row in rows for k in row if k != "warnings")) + ["warnings"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = Path(out) / "predictions.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
 
 
 def export_dicom_seg(pred_dir: Path, out: Path, dicom: Path | None = None) -> tuple[list[Path], dict[str, str]]:

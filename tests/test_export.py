@@ -341,6 +341,18 @@ def test_two_tasks_predicted_into_one_folder_keep_their_own_label_files(tiny_run
     assert "tasks liver-cyst (1), ventricle (1)" in page  # in the order of the cases (by name)
     assert "<b>ventricle</b>:" in page and "<b>liver-cyst</b>:" in page and "tumour" in page
     assert "../out/ventricle_labels.itksnap.txt" in page and "../out/liver-cyst_labels.ctbl" in page
+    # the same folder as one table: a row per case, each task's volumes in its own columns, the other's empty
+    code, stdout, err = run_cli(["export", str(out), "--format", "csv", "--out", str(tmp_path / "t")], capsys)
+    assert code == 0, err
+    rows = {r["name"]: r for r in csv.DictReader((tmp_path / "t" / "predictions.csv").open())}
+    assert set(rows) == {"head", "belly"} and rows["belly"]["task"] == "liver-cyst"
+    for name, own, other in (("head", "ml_brain", "ml_liver"), ("belly", "ml_liver", "ml_brain")):
+        report = json.loads((out / f"{name}_report.json").read_text())
+        label = own.removeprefix("ml_")
+        assert float(rows[name][own]) == report["volumes_ml"][label] and rows[name][other] == ""
+        assert rows[name]["grade"] == str(report["grade"] or "") and rows[name]["input"] == report["input"]
+        probs = {k.removeprefix("p_"): float(v) for k, v in rows[name].items() if k.startswith("p_") and v}
+        assert probs == report["probabilities"]
 
 
 def test_onnx_export_matches_pytorch(tiny_run, tmp_path, capsys):
