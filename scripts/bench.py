@@ -459,6 +459,7 @@ def train_loop(
     out["slices_per_step"] = int(batch[0].shape[0])
     # train.workers -1 (auto) on a CPU: what segkit does, the main process and this many helpers drawing each batch
     helpers = sampling_helpers(base, torch.device("cpu")) if device == "cpu" else 0
+    helper_row = f"inline + {helpers} helper process{'es' if helpers > 1 else ''} (segkit's rule)"
     if device == "cuda":
         variants = {f"{w} workers": (threads, int(w)) for w in (workers or "4,8,14").split(",")}
         out["bound_by_amp"] = {
@@ -473,7 +474,7 @@ def train_loop(
             }
         variants = {"inline": (threads, 0)}
         if helpers:
-            variants[f"inline + {helpers} helper process{'es' if helpers > 1 else ''} (segkit's rule)"] = (threads, -1)
+            variants[helper_row] = (threads, -1)
         if threads > 1:
             variants[f"{threads - 1} threads + 1 worker"] = (threads - 1, 1)
         rule = training_threads(base, torch.device("cpu"))  # from 6 cores: what `segkit train` does by default
@@ -504,9 +505,8 @@ def train_loop(
     out["sampling_per_rank_s"] = _sampling_per_rank(train, base, steps)
     if helpers:
         out["helper_split_ms"] = split = _helper_split(train, base, batch, helpers, steps)
-        loop = next(v for k, v in out.items() if k.startswith("inline + "))  # the helper loop's row
-        least = split["back_to_back"]["batch"] / 1000
-        out["loop_ceiling"] = round(loop["bound_s_per_step"] / (loop["bound_s_per_step"] + least), 3)
+        bound, least = out[helper_row]["bound_s_per_step"], split["back_to_back"]["batch"] / 1000
+        out["loop_ceiling"] = round(bound / (bound + least), 3)
     out["epoch_start_s"] = _epoch_start(data, cases, device, rounds)
     out["memory_format"] = memory_formats(base, batch, rounds, steps, device)
     return out

@@ -122,11 +122,9 @@ def slice_patch(
     zs = np.clip(np.arange(z - context, z + context + 1), 0, c.image.shape[2] - 1)  # ends repeat their slice
     image = cv2.merge([c.image[lo0:hi0, lo1:hi1, int(k)] for k in zs])  # (h, w, C): a copy of the crop only
     label = c.label[lo0:hi0, lo1:hi1, z]
-    if (hi0 - lo0, hi1 - lo1) != (p0, p1):  # centred in a patch larger than the slice
-        image = cv2.copyMakeBorder(image, lo0 - r0, r0 + p0 - hi0, lo1 - k0, k0 + p1 - hi1, cv2.BORDER_REPLICATE)
-        rows = np.clip(np.arange(r0, r0 + p0), lo0, hi0 - 1) - lo0
-        cols = np.clip(np.arange(k0, k0 + p1), lo1, hi1 - 1) - lo1
-        label = label[rows][:, cols]  # edge values
+    pads = (lo0 - r0, r0 + p0 - hi0, lo1 - k0, k0 + p1 - hi1)
+    if any(pads):  # centred in a patch larger than the slice: edge values, the label as the image
+        image, label = (cv2.copyMakeBorder(a, *pads, cv2.BORDER_REPLICATE) for a in (image, label))
     return np.asarray(image.reshape(p0, p1, len(zs)), dtype=np.float32), np.ascontiguousarray(label)
 
 

@@ -72,15 +72,14 @@ def write_table(pred_dir: Path, out: Path) -> Path:
             "name": r["name"],
             "input": r.get("input"),
             "task": r.get("task"),
-            "model": f"{model.get('name', '')} ({model.get('sha256', '')[:16]})" if model else "",
+            "model": f"{model.get('name', '')} ({model.get('sha256', '')})" if model else "",
             "grade": r.get("grade"),
         }
         row.update({f"p_{g}": p for g, p in (r.get("probabilities") or {}).items()})
         row.update({"biomarker": bio.get("name"), "biomarker_value": bio.get("value")})
         row["biomarker_grade"] = bio.get("grade")
         row.update({f"ml_{k}": v for k, v in (r.get("volumes_ml") or {}).items()})
-        limits = set(model.get("limits") or [])  # the model's own, the same on every row: left to its card
-        row["warnings"] = "; ".join(str(w) for w in r.get("warnings") or [] if w not in limits)
+        row["warnings"] = "; ".join(case_warnings(r))
         rows.append(row)
     fields = list(dict.fromkeys(k for row in rows for k in row if k != "warnings")) + ["warnings"]
     buf = io.StringIO()
@@ -177,9 +176,15 @@ def review_flags(report: dict[str, Any], low_confidence: float, tiny_ml: float =
     # predict's own low-confidence and disagreement warnings are the two flags above (this page's
     # threshold may differ): list every other warning
     dup = ("low-confidence grade", f"grade {grade} disagrees")
-    limits = set((report.get("model") or {}).get("limits") or [])  # the model's, on every case: shown once above
-    flags += [f"warning: {w}" for w in report.get("warnings") or [] if not str(w).startswith(dup) and w not in limits]
+    flags += [f"warning: {w}" for w in case_warnings(report) if not w.startswith(dup)]
     return flags
+
+
+def case_warnings(report: dict[str, Any]) -> list[str]:
+    """A report's warnings about its own case: the model's declared limits, which every report of that model
+    repeats, left out (the review page shows them once above its table; the table leaves them to the card)."""
+    limits = set((report.get("model") or {}).get("limits") or [])
+    return [str(w) for w in report.get("warnings") or [] if w not in limits]
 
 
 def read_dice(pred_dir: Path) -> dict[str, dict[str, str]]:

@@ -120,16 +120,15 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
             f"{p}: not a NIfTI file name; segkit reads .nii and .nii.gz {kind}s (and FreeSurfer .mgz/.mgh): "
             "convert it to .nii.gz (e.g. SimpleITK, 3D Slicer, dcm2niix for DICOM files)"
         )
-    mgh = p.name.endswith(MGH_SUFFIXES)
-    fmt = "MGH" if mgh else "NIfTI"
+    fmt = "MGH" if p.name.endswith(MGH_SUFFIXES) else "NIfTI"
     try:
         img = nib.load(str(p))
     except (gzip.BadGzipFile, zlib.error, EOFError) as e:
         raise InputError(f"{p}: damaged or truncated gzip ({e}); re-copy or re-export it") from None
     except Exception as e:  # nibabel raises many types for non-NIfTI bytes
         raise InputError(f"{p}: not a readable {fmt} {kind} ({_short(e)}); check the file") from None
-    if mgh and isinstance(img, nib.MGHImage):
-        img = _as_nifti(p, img)
+    if isinstance(img, nib.MGHImage):
+        img = _as_nifti(img)
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{p}: not a NIfTI-1/2 image; convert it to .nii.gz")
     dtype = img.get_data_dtype()
@@ -178,11 +177,10 @@ def read_volume(path: str | Path, kind: str = "image") -> Volume:
     return Volume(data=data, affine=affine, header=img.header, path=p, warnings=notes)
 
 
-def _as_nifti(p: Path, img: nib.MGHImage) -> nib.Nifti1Image:
+def _as_nifti(img: nib.MGHImage) -> nib.Nifti1Image:
     """An MGH image as the NIfTI image of the same voxels and affine (scanner RAS, as nibabel gives it), both
-    forms set: every output is written as NIfTI on this grid. Its data stay on disk until read."""
-    if img.get_data_dtype().kind not in "iuf":
-        raise InputError(f"{p}: MGH {img.get_data_dtype()} data; segkit reads scalar images")
+    forms set: every output is written as NIfTI on this grid. Its data stay on disk until read (MGH holds only
+    uint8, int16, int32 or float32 voxels: the checks below pass it as they pass a NIfTI of those)."""
     affine = np.asarray(img.affine, dtype=np.float64)
     out = nib.Nifti1Image(img.dataobj, affine)
     out.set_qform(affine, code=1)

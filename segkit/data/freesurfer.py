@@ -50,8 +50,8 @@ def make_freesurfer(
 ) -> Path:
     """Write the dataset of these FreeSurfer subject folders (each holding mri/<image> and mri/aseg.mgz) to out;
     returns dataset.json. split "test": every subject in the test split (to score a model); "stratified":
-    train, val and test (80/10/10 of each grade, drawn with seed) to fine-tune on. Checks every subject before
-    writing anything."""
+    train, val and test (80/10/10 of each grade, drawn with seed) to fine-tune on. Every subject's files are
+    found before anything is written, and a subject that fails to read leaves no dataset behind."""
     if split not in SPLITS:
         raise InputError(f"--split {split}: give test (score a model) or stratified (train, val and test)")
     out = Path(out)
@@ -82,8 +82,8 @@ def make_freesurfer(
     made = not out.exists()
     try:
         records = [_write_subject(name, scan, aseg, out) for name, scan, aseg in pairs]
-        if split == "stratified":  # write_dataset_json draws the split, per grade
-            records = [{k: v for k, v in r.items() if k != "split"} for r in records]
+        if split == "test":  # else write_dataset_json draws the split, per grade
+            records = [{**r, "split": "test"} for r in records]
         extra = {
             "description": f"{len(records)} FreeSurfer subjects: mri/{image} with its aseg.mgz as the reference",
             "source": "the user's own FreeSurfer recon-all outputs",
@@ -111,7 +111,6 @@ def _write_subject(name: str, scan: Path, aseg: Path, out: Path) -> dict[str, An
         "label": f"./labelsTr/{name}.nii.gz",
         "grade": meas["biomarker"]["grade"],
         "biomarker": meas["biomarker"]["value"],
-        "split": "test",
         "subject": name,
         "reference": "FreeSurfer aseg.mgz",
     }
